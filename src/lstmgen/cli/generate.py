@@ -1,0 +1,68 @@
+"""``lstmgen generate``: sample text from a model directory."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..generate import stream_text
+from .common import device_option, load_run, run_argument, unknown_option
+
+
+@click.command("generate")
+@run_argument
+@click.option("-p", "--prompt", default="", help="Text to continue; '-' reads standard input.")
+@click.option("-n", "--num-samples", type=click.IntRange(1, 4096), default=1, show_default=True,
+              help="Samples, generated as one batch.")
+@click.option("--max-new-tokens", type=int, help="Tokens to generate per sample.")
+@click.option("-t", "--temperature", type=float, help="0 = greedy.")
+@click.option("--top-k", type=int, help="Keep the k most likely tokens (0 = off).")
+@click.option("--top-p", type=float, help="Nucleus: keep the smallest set with this mass.")
+@click.option("--repetition-penalty", type=float, help="> 1 discourages repeats.")
+@click.option("--stop", multiple=True, help="Stop a sample at this string (repeatable).")
+@click.option("--seed", type=int, help="Same seed, same text.")
+@click.option("--stream", is_flag=True, help="Print text as it is generated.")
+@click.option("--no-prompt", is_flag=True, help="Print only the generated text.")
+@click.option("--separator", default="\n\n", show_default=True,
+              help="Printed between samples.")
+@unknown_option
+@device_option
+def generate_command(run: str, prompt: str, num_samples: int, stream: bool, no_prompt: bool,
+                     separator: str, unknown: str, device: str, stop: tuple[str, ...],
+                     **options) -> None:
+    """Generate text from the model in RUN.
+
+    \b
+      lstmgen generate runs/poems --prompt "ROMEO:" -n 3 --temperature 0.8 --top-p 0.95
+      echo "To be" | lstmgen generate runs/poems --prompt - --stream
+    """
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    model = load_run(run, device)
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if stop:
+        overrides["stop"] = list(stop)
+    events = stream_text(model, [prompt] * num_samples, unknown=unknown, **overrides)
+    out = sys.stdout
+    head = "" if no_prompt else prompt
+    if stream:
+        # Sample 0 is printed live; the others are buffered and follow it in order.
+        buffered = [""] * num_samples
+        out.write(head)
+        out.flush()
+        for ev in events:
+            if ev.index == 0:
+                out.write(ev.text)
+                out.flush()
+            else:
+                buffered[ev.index] += ev.text
+        for text in buffered[1:]:
+            out.write(separator + head + text)
+        out.write("\n")
+        out.flush()
+        return
+    texts = [""] * num_samples
+    for ev in events:
+        texts[ev.index] += ev.text
+    out.write(separator.join(head + t for t in texts) + "\n")

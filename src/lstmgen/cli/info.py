@@ -1,0 +1,58 @@
+"""``lstmgen info``: what a model directory holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..checkpoint import read_json
+from ..train import read_metrics
+from .common import run_argument
+
+
+@click.command("info")
+@run_argument
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info_command(run: str, as_json: bool) -> None:
+    """Show the config, parameter count, tokenizer and training history of RUN."""
+    from ..model import LanguageModel
+
+    model = LanguageModel.from_pretrained(run)
+    tok = model.tokenizer
+    train_cfg = read_json(Path(run) / "train_config.json") if (Path(run) / "train_config.json").exists() else None
+    rows = read_metrics(Path(run) / "metrics.jsonl")
+    evals = [r for r in rows if "val_loss" in r]
+    logs = [r for r in rows if "train_loss" in r]
+    history = {
+        "steps": max((r["step"] for r in rows), default=0),
+        "evaluations": len(evals),
+        "best_val_loss": min((r["val_loss"] for r in evals), default=None),
+        "last_train_loss": logs[-1]["train_loss"] if logs else None,
+        "training_seconds": max((r.get("elapsed", 0) for r in rows), default=0),
+    }
+    info = {
+        "path": str(run),
+        "model": model.config.to_dict(),
+        "parameters": model.num_parameters(),
+        "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size},
+        "generation": model.generation_config.to_dict(),
+        "training": train_cfg,
+        "history": history,
+    }
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False))
+        return
+    m = model.config
+    click.echo(f"{run}: {m.cell.upper()} {m.num_layers}x{m.hidden_size}, embedding "
+               f"{m.embedding_size}, dropout {m.dropout}, tied {m.tie_weights}")
+    click.echo(f"parameters: {info['parameters']:,}")
+    click.echo(f"tokenizer:  {tok.kind}, {tok.vocab_size:,} tokens")
+    if train_cfg:
+        keys = ("batch_size", "seq_len", "lr", "max_steps", "epochs", "max_time", "seed")
+        click.echo("training:   " + ", ".join(f"{k}={train_cfg.get(k)}" for k in keys))
+    h = history
+    best = f"{h['best_val_loss']:.4f}" if h["best_val_loss"] is not None else "-"
+    click.echo(f"history:    {h['steps']} steps, {h['evaluations']} evaluations, best val loss "
+               f"{best}, {h['training_seconds']:.0f}s of training")

@@ -1,0 +1,157 @@
+"""``lstmgen train``: start or resume a run."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..config import CELLS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
+from ..errors import ConfigError
+from ..train import Callback, Trainer
+
+MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "dropout", "tie_weights")
+
+
+class ProgressCallback(Callback):
+    """A tqdm bar with loss, tokens/s and ETA; evaluation lines and samples above it."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.bar: Any = None
+
+    def on_start(self, trainer: Trainer) -> None:
+        from tqdm import tqdm
+
+        m, c = trainer.model, trainer.config
+        click.echo(
+            f"{m.config.cell.upper()} {m.config.num_layers}x{m.config.hidden_size}, "
+            f"{m.num_parameters():,} parameters, {trainer.corpus.tokenizer.kind} vocabulary "
+            f"{m.config.vocab_size:,}; {len(trainer.corpus.train):,} training tokens, "
+            f"{len(trainer.corpus.valid):,} validation; batch {c.batch_size}x{c.seq_len} "
+            f"on {trainer.device}", err=True)
+        if not self.quiet:
+            total = trainer.horizon_steps() or None
+            self.bar = tqdm(total=total, initial=trainer.pos.step, unit="step", file=sys.stderr,
+                            dynamic_ncols=True, leave=True)
+
+    def on_log(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        self.bar.update(metrics["step"] - self.bar.n)
+        post = {"loss": f"{metrics['train_loss']:.3f}", "tok/s": f"{metrics['tokens_per_s']:,.0f}"}
+        c = trainer.config
+        if c.max_time and not self.bar.total:
+            post["left"] = f"{max(0.0, c.max_time - trainer.pos.elapsed):.0f}s"
+        self.bar.set_postfix(post, refresh=False)
+
+    def on_eval(self, trainer: Trainer, metrics: dict[str, Any], sample: str) -> None:
+        line = (f"step {metrics['step']}: val loss {metrics['val_loss']:.4f} "
+                f"(bpc {metrics['val_bits_per_char']:.3f}), best {metrics['best_val_loss']:.4f}")
+        text = line
+        if sample and not self.quiet:
+            text += "\n--- sample ---\n" + sample.strip("\n") + "\n--------------"
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
+
+    def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _install_stop_handlers(trainer: Trainer) -> None:
+    """First Ctrl-C / SIGTERM: finish the step, save, exit. A second one: stop at once."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.request_stop()
+        click.echo("\nstopping: saving a checkpoint (press Ctrl-C again to abort)", err=True)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command("train")
+@click.argument("sources", nargs=-1)
+@click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory to create.")
+@click.option("--train", "train_files", multiple=True, help="Training file/folder/glob (repeatable).")
+@click.option("--valid", "valid_files", multiple=True, help="Validation file/folder/glob.")
+@click.option("--test", "test_files", multiple=True, help="Test file/folder/glob.")
+@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cpu-small", show_default=True)
+@click.option("--tokenizer", type=click.Choice(TOKENIZERS), help="[char]")
+@click.option("--vocab-size", type=int, help="BPE vocabulary size [8000].")
+@click.option("--min-freq", type=int, help="Word level: rarer words become <unk> [1].")
+@click.option("--max-vocab", type=int, help="Word level: keep the N most frequent words.")
+@click.option("--val-fraction", type=float, help="Held-out tail without --valid [0.05].")
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), help="Bad UTF-8.")
+@click.option("--cell", type=click.Choice(CELLS), help="Recurrent cell [lstm].")
+@click.option("--embedding-size", type=int)
+@click.option("--hidden-size", type=int)
+@click.option("--num-layers", type=int)
+@click.option("--dropout", type=float)
+@click.option("--tie-weights/--no-tie-weights", default=None)
+@click.option("--batch-size", type=int)
+@click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
+@click.option("--lr", type=float)
+@click.option("--weight-decay", type=float)
+@click.option("--warmup-steps", type=int)
+@click.option("--grad-clip", type=float)
+@click.option("--max-steps", type=int)
+@click.option("--epochs", type=float)
+@click.option("--max-time", type=float, help="Seconds of training.")
+@click.option("--eval-every", type=int, help="Steps between evaluations.")
+@click.option("--eval-tokens", type=int, help="Validation tokens per periodic eval (0 = all).")
+@click.option("--patience", type=int, help="Early stop after N evals without improvement.")
+@click.option("--sample-tokens", type=int, help="Tokens of sample at each eval (0 = none).")
+@click.option("--seed", type=int)
+@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or samples.")
+def train_command(sources: tuple[str, ...], output: str | None, train_files: tuple[str, ...],
+                  valid_files: tuple[str, ...], test_files: tuple[str, ...], resume: str | None,
+                  preset: str, quiet: bool, **options: Any) -> None:
+    """Train a model on SOURCES (files, folders, globs); the built-in Shakespeare if none.
+
+    \b
+      lstmgen train poems.txt -o runs/poems --max-time 600
+      lstmgen train --train ptb.train.txt --valid ptb.valid.txt --tokenizer word -o runs/ptb
+      lstmgen train --resume runs/poems --max-steps 20000
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    callback = ProgressCallback(quiet)
+    if resume:
+        if sources or train_files or valid_files or test_files or output:
+            raise click.UsageError("--resume takes no sources or --output: the run knows them")
+        trainer = Trainer.resume(resume, [callback], **given)
+    else:
+        model_cfg = ModelConfig.from_dict({**PRESETS[preset]["model"],
+                                           **{k: given[k] for k in MODEL_OPTIONS if k in given}})
+        train_cfg = TrainConfig.from_dict({**PRESETS[preset]["train"],
+                                           **{k: v for k, v in given.items() if k not in MODEL_OPTIONS}})
+        if not (train_cfg.max_steps or train_cfg.epochs or train_cfg.max_time):
+            train_cfg = train_cfg.replace(epochs=10.0)
+        all_train = list(sources) + list(train_files)
+        out = Path(output) if output else Path("runs") / (Path(all_train[0]).stem if all_train
+                                                          else "shakespeare")
+        if out.exists() and any(out.iterdir()) and not (out / "data").exists():
+            raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
+        click.echo(f"preparing corpus into {out} ...", err=True)
+        t0 = time.perf_counter()
+        trainer = Trainer.create(out, all_train, train_cfg, model_cfg, valid_files, test_files,
+                                 callbacks=[callback])
+        click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
+    _install_stop_handlers(trainer)
+    summary = trainer.fit()
+    click.echo(
+        f"{summary['reason']} at step {summary['step']} ({summary['elapsed']:.0f}s of training); "
+        f"best validation loss {summary['best_val_loss']:.4f} at step {summary['best_step']}; "
+        f"model in {summary['out_dir']}", err=True)
+    if summary["reason"] == "interrupted":
+        click.echo(f"resume with: lstmgen train --resume {summary['out_dir']}", err=True)

@@ -1,0 +1,170 @@
+"""Typed configuration saved next to the weights.
+
+``ModelConfig`` is what the network *is*, ``TrainConfig`` how it was trained and
+``GenerationConfig`` how to decode from it (the split Hugging Face uses). All three read and write
+JSON; an unknown key is an error, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T", bound="_JsonConfig")
+
+CELLS = ("lstm", "gru", "rnn")
+TOKENIZERS = ("char", "byte", "word", "bpe")
+
+
+class _JsonConfig:
+    """Mixin: dict/JSON round trip with unknown keys rejected and values validated."""
+
+    def validate(self) -> None:  # overridden where there is something to check
+        pass
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{cls.__name__}: unknown key(s) {', '.join(unknown)}")
+        obj = cls(**data)
+        obj.validate()
+        return obj
+
+    def replace(self: T, **changes: Any) -> T:
+        obj = dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        obj.validate()
+        return obj
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json_file(cls: type[T], path: str | Path) -> T:
+        from .checkpoint import read_json  # local: checkpoint imports config
+
+        return cls.from_dict(read_json(path))
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass
+class ModelConfig(_JsonConfig):
+    """The network: embedding -> recurrent stack -> dropout -> linear decoder."""
+
+    vocab_size: int = 0
+    cell: str = "lstm"  # lstm | gru | rnn (tanh)
+    embedding_size: int = 128
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.1
+    tie_weights: bool = False  # decoder shares the embedding matrix (projects H -> E if needed)
+
+    def validate(self) -> None:
+        _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        _check(self.vocab_size >= 0, "vocab_size must be >= 0")
+        _check(self.embedding_size > 0, "embedding_size must be > 0")
+        _check(self.hidden_size > 0, "hidden_size must be > 0")
+        _check(self.num_layers > 0, "num_layers must be > 0")
+        _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig(_JsonConfig):
+    """How to train. The defaults are the tuned 2-core CPU setting (benchmarks/quality_cpu.py)."""
+
+    tokenizer: str = "char"  # char | byte | word | bpe
+    vocab_size: int = 8000  # bpe only
+    min_freq: int = 1  # word only: rarer words become <unk>
+    max_vocab: int = 0  # word only: keep the most frequent N words (0 = all)
+    val_fraction: float = 0.05  # contiguous tail held out when no validation file is given
+    encoding_errors: str = "strict"  # strict | replace
+    batch_size: int = 32
+    seq_len: int = 128
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    max_steps: int = 0  # 0 = no step limit
+    epochs: float = 0.0  # 0 = no epoch limit
+    max_time: float = 0.0  # seconds of training, 0 = no time limit
+    eval_every: int = 250  # steps between evaluations
+    eval_tokens: int = 0  # tokens of validation per periodic eval (0 = all of it)
+    patience: int = 0  # evaluations without improvement before stopping (0 = never)
+    sample_tokens: int = 200  # sample printed at each evaluation (0 = none)
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    log_every: int = 10  # steps between progress updates (the only host syncs in the loop)
+
+    def validate(self) -> None:
+        _check(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}")
+        _check(self.encoding_errors in ("strict", "replace"), "encoding_errors: strict|replace")
+        _check(self.vocab_size >= 2, "vocab_size must be >= 2")
+        _check(self.min_freq >= 1, "min_freq must be >= 1")
+        _check(self.max_vocab >= 0, "max_vocab must be >= 0")
+        _check(0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)")
+        _check(self.batch_size > 0, "batch_size must be > 0")
+        _check(self.seq_len > 0, "seq_len must be > 0")
+        _check(self.lr > 0, "lr must be > 0")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")
+        _check(self.weight_decay >= 0, "weight_decay must be >= 0")
+        _check(self.warmup_steps >= 0, "warmup_steps must be >= 0")
+        _check(self.grad_clip >= 0, "grad_clip must be >= 0 (0 = off)")
+        _check(self.max_steps >= 0, "max_steps must be >= 0")
+        _check(self.epochs >= 0, "epochs must be >= 0")
+        _check(self.max_time >= 0, "max_time must be >= 0")
+        _check(self.eval_every > 0, "eval_every must be > 0")
+        _check(self.eval_tokens >= 0, "eval_tokens must be >= 0")
+        _check(self.patience >= 0, "patience must be >= 0")
+        _check(self.sample_tokens >= 0, "sample_tokens must be >= 0")
+        _check(self.log_every > 0, "log_every must be > 0")
+
+
+@dataclass
+class GenerationConfig(_JsonConfig):
+    """How to decode. ``temperature == 0`` means greedy."""
+
+    max_new_tokens: int = 200
+    temperature: float = 0.8
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    repetition_penalty: float = 1.0  # 1 = off (CTRL-style: divide positive logits)
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    def validate(self) -> None:
+        _check(self.max_new_tokens >= 0, "max_new_tokens must be >= 0")
+        _check(self.temperature >= 0, "temperature must be >= 0 (0 = greedy)")
+        _check(self.top_k >= 0, "top_k must be >= 0 (0 = off)")
+        _check(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
+        _check(self.repetition_penalty > 0, "repetition_penalty must be > 0")
+        _check(
+            isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
+            "stop must be a list of non-empty strings",
+        )
+
+
+# Named bundles of settings for people who do not want to know them. "cpu-small" is the
+# default (measured in benchmarks/quality_cpu.py); "tiny" is for smoke tests and demos.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu-small": {"model": {}, "train": {}},
+    "tiny": {
+        "model": {"embedding_size": 16, "hidden_size": 32, "num_layers": 1, "dropout": 0.0},
+        "train": {"batch_size": 8, "seq_len": 32, "warmup_steps": 10, "eval_every": 50},
+    },
+}

@@ -1,0 +1,354 @@
+"""Char, byte, word and BPE tokenizers behind one interface, saved as JSON.
+
+Every tokenizer maps text to ids (``encode``) and back (``decode``), learns its vocabulary from an
+iterable of text chunks (``fit``), and decodes a stream of ids incrementally without ever
+emitting half a character (``stream_decoder``). ``save``/``load`` use one JSON file whose
+``type`` field picks the class.
+
+>>> tok = CharTokenizer.fit(["hello 世界"])
+>>> tok.decode(tok.encode("世界 hello"))
+'世界 hello'
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import TokenizerError
+
+UNKNOWN_POLICIES = ("error", "drop", "replace")
+
+
+class StreamDecoder:
+    """Turns ids into text one at a time; holds back incomplete UTF-8 sequences."""
+
+    def __init__(self, tokenizer: Tokenizer):
+        self._tok = tokenizer
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def step(self, token_id: int) -> str:
+        return self._utf8.decode(self._tok.token_bytes(token_id))
+
+    def flush(self) -> str:
+        return self._utf8.decode(b"", final=True)
+
+
+class Tokenizer:
+    """The interface. Subclasses define ``token_bytes`` and the vocabulary."""
+
+    kind = ""
+
+    @property
+    def vocab_size(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, text: str, unknown: str = "error") -> list[int]:
+        """Text -> ids. ``unknown`` says what to do with text outside the vocabulary."""
+        raise NotImplementedError
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The UTF-8 bytes one id stands for (possibly part of a character)."""
+        raise NotImplementedError
+
+    def decode(self, ids: Iterable[int]) -> str:
+        stream = self.stream_decoder()
+        return "".join(stream.step(int(i)) for i in ids) + stream.flush()
+
+    def stream_decoder(self) -> StreamDecoder:
+        return StreamDecoder(self)
+
+    @property
+    def bos_id(self) -> int:
+        """The id fed before the first token (a line break where the vocabulary has one)."""
+        ids = self.encode("\n", unknown="drop")
+        return ids[0] if ids else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, path: str | Path) -> None:
+        from .checkpoint import write_json_atomic
+
+        write_json_atomic(path, {"type": self.kind, **self.to_dict()})
+
+
+def _check_policy(unknown: str) -> None:
+    if unknown not in UNKNOWN_POLICIES:
+        raise TokenizerError(f"unknown-character policy must be one of {UNKNOWN_POLICIES}")
+
+
+def _describe(chars: Iterable[str], limit: int = 10) -> str:
+    items = sorted(set(chars))
+    shown = ", ".join(repr(c) for c in items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+class CharTokenizer(Tokenizer):
+    """One token per Unicode code point seen in training (CJK and emoji are single tokens)."""
+
+    kind = "char"
+
+    def __init__(self, chars: list[str], replacement: str | None = None):
+        if not chars:
+            raise TokenizerError("char tokenizer needs at least one character")
+        self.chars = list(chars)
+        self.index = {c: i for i, c in enumerate(self.chars)}
+        if len(self.index) != len(self.chars):
+            raise TokenizerError("char tokenizer vocabulary has duplicate characters")
+        # What ``unknown="replace"`` substitutes: a space if there is one, else the first char.
+        self.replacement = replacement if replacement in self.index else (
+            " " if " " in self.index else self.chars[0]
+        )
+
+    @classmethod
+    def fit(cls, texts: Iterable[str]) -> CharTokenizer:
+        seen: set[str] = set()
+        for chunk in texts:
+            seen.update(chunk)
+        return cls(sorted(seen))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str, unknown: str = "error") -> list[int]:
+        _check_policy(unknown)
+        index = self.index
+        try:
+            return [index[c] for c in text]
+        except KeyError:
+            pass
+        missing = [c for c in text if c not in index]
+        if unknown == "error":
+            raise TokenizerError(
+                f"text has {len(missing)} character(s) the model never saw: {_describe(missing)}"
+                " (use --unknown drop or --unknown replace)"
+            )
+        if unknown == "drop":
+            return [index[c] for c in text if c in index]
+        fill = index[self.replacement]
+        return [index.get(c, fill) for c in text]
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self.chars[token_id].encode("utf-8", errors="surrogatepass")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"chars": self.chars, "replacement": self.replacement}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
+        return cls(data["chars"], data.get("replacement"))
+
+
+class ByteTokenizer(Tokenizer):
+    """The 256 UTF-8 byte values: nothing is ever out of vocabulary."""
+
+    kind = "byte"
+
+    @classmethod
+    def fit(cls, texts: Iterable[str]) -> ByteTokenizer:
+        return cls()
+
+    @property
+    def vocab_size(self) -> int:
+        return 256
+
+    def encode(self, text: str, unknown: str = "error") -> list[int]:
+        _check_policy(unknown)
+        return list(text.encode("utf-8", errors="surrogatepass"))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return bytes((token_id,))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ByteTokenizer:
+        return cls()
+
+
+class WordTokenizer(Tokenizer):
+    """Whitespace words with ``<eos>`` at each line end and ``<unk>`` for rare words.
+
+    This is the convention of the PTB/WikiText benchmarks (``line.split() + ['<eos>']``), so on
+    those corpora it reproduces the published vocabulary sizes and token counts exactly.
+    """
+
+    kind = "word"
+    EOS = "<eos>"
+    UNK = "<unk>"
+
+    def __init__(self, words: list[str]):
+        self.words = list(words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+        for special in (self.EOS, self.UNK):
+            if special not in self.index:
+                raise TokenizerError(f"word vocabulary lacks {special}")
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], min_freq: int = 1, max_vocab: int = 0) -> WordTokenizer:
+        counts: Counter[str] = Counter()
+        for chunk in texts:
+            for line in chunk.split("\n"):
+                counts.update(line.split())
+        # One <eos> per line; it and <unk> are always in the vocabulary.
+        words = [w for w, n in counts.most_common() if n >= min_freq and w not in (cls.EOS, cls.UNK)]
+        if max_vocab:
+            words = words[: max(0, max_vocab - 2)]
+        return cls([cls.EOS, cls.UNK, *words])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.words)
+
+    def encode_lines(self, text: str, unknown: str = "replace") -> list[int]:
+        """Every line (``\\n``-terminated or not) becomes its words plus ``<eos>``."""
+        _check_policy(unknown)
+        lines = text.split("\n")
+        if lines and lines[-1] == "":  # a trailing newline ends the last line, not a new one
+            lines.pop()
+        ids: list[int] = []
+        index, unk, eos = self.index, self.index[self.UNK], self.index[self.EOS]
+        for line in lines:
+            for w in line.split():
+                i = index.get(w)
+                if i is None:
+                    if unknown == "error":
+                        raise TokenizerError(f"word {w!r} is not in the vocabulary")
+                    if unknown == "drop":
+                        continue
+                    i = unk
+                ids.append(i)
+            ids.append(eos)
+        return ids
+
+    def encode(self, text: str, unknown: str = "replace") -> list[int]:
+        """Words of ``text``; ``<eos>`` only where a line actually ends (for prompts)."""
+        ids = self.encode_lines(text, unknown)
+        if not text.endswith("\n") and ids:
+            ids.pop()
+        return ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        w = self.words[token_id]
+        return b"\n" if w == self.EOS else (w + " ").encode("utf-8")
+
+    @property
+    def bos_id(self) -> int:
+        return self.index[self.EOS]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"words": self.words}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WordTokenizer:
+        return cls(data["words"])
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-in for each byte, as Hugging Face's ByteLevel uses: char -> byte."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1)]
+    keep += list(range(ord("®"), ord("ÿ") + 1))
+    mapping, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            mapping[chr(b)] = b
+        else:
+            mapping[chr(256 + extra)] = b
+            extra += 1
+    return mapping
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE trained with Hugging Face ``tokenizers``: never out of vocabulary."""
+
+    kind = "bpe"
+
+    def __init__(self, hf_json: str):
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            self.hf = HFTokenizer.from_str(hf_json)
+        except Exception as exc:  # the library raises plain Exceptions on bad JSON
+            raise TokenizerError(f"cannot read BPE tokenizer: {exc}") from None
+        self.hf_json = hf_json
+        alphabet = _byte_level_alphabet()
+        vocab = self.hf.get_vocab()
+        self._bytes = [b""] * len(vocab)
+        for token, i in vocab.items():
+            self._bytes[i] = bytes(alphabet[c] for c in token if c in alphabet)
+
+    @classmethod
+    def fit(cls, texts: Iterable[str], vocab_size: int = 8000) -> BPETokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        hf = HFTokenizer(models.BPE())
+        hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        hf.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        hf.train_from_iterator(texts, trainer=trainer)
+        return cls(hf.to_str())
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._bytes)
+
+    def encode(self, text: str, unknown: str = "error") -> list[int]:
+        _check_policy(unknown)
+        return self.hf.encode(text).ids
+
+    def token_bytes(self, token_id: int) -> bytes:
+        return self._bytes[token_id]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hf": json.loads(self.hf_json)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BPETokenizer:
+        return cls(json.dumps(data["hf"]))
+
+
+TOKENIZER_CLASSES: dict[str, type[Tokenizer]] = {
+    c.kind: c for c in (CharTokenizer, ByteTokenizer, WordTokenizer, BPETokenizer)
+}
+
+
+def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
+    kind = data.get("type") if isinstance(data, dict) else None
+    cls = TOKENIZER_CLASSES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise TokenizerError(f"unknown tokenizer type {kind!r}")
+    try:
+        return cls.from_dict(data)  # type: ignore[attr-defined]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TokenizerError(f"malformed {kind} tokenizer: {exc}") from None
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    from .checkpoint import read_json
+
+    return tokenizer_from_dict(read_json(path))
+
+
+def fit_tokenizer(kind: str, texts: Iterable[str], **options: Any) -> Tokenizer:
+    """Learn a tokenizer of ``kind`` from text chunks. Options: vocab_size, min_freq, max_vocab."""
+    if kind == "char":
+        return CharTokenizer.fit(texts)
+    if kind == "byte":
+        return ByteTokenizer()
+    if kind == "word":
+        return WordTokenizer.fit(texts, options.get("min_freq", 1), options.get("max_vocab", 0))
+    if kind == "bpe":
+        return BPETokenizer.fit(texts, options.get("vocab_size", 8000))
+    raise TokenizerError(f"unknown tokenizer {kind!r}")

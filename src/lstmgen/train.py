@@ -1,0 +1,404 @@
+"""The training loop: AdamW, warmup then cosine decay, TBPTT with carried state, evaluation,
+best-checkpoint keeping, early stopping and exact resume.
+
+No argparse and no printing here: progress goes to ``Callback``s (the CLI draws a progress bar
+from them). A run directory holds the model directory files of the *best* model so far (see
+checkpoint.py) plus::
+
+    train_config.json          TrainConfig of the run
+    trainer/state.safetensors  latest weights, optimizer moments, carried hidden state, RNG
+                               states, and (in its metadata) step, data position, best loss
+    metrics.jsonl              one JSON object per log line and per evaluation
+    loss.png                   train and validation loss curves, written at the end
+    data/                      the memmapped token cache
+
+Resuming restores everything in ``trainer/state.safetensors``, so on CPU a run stopped and
+resumed ends with bit-identical weights to an uninterrupted one (unless ``max_time`` drives the
+schedule, since wall-clock time is not reproducible).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import (
+    load_tensors, load_weights_into, read_json, save_model, save_tensors_atomic,
+    weights_of, write_json_atomic,
+)
+from .config import GenerationConfig, ModelConfig, TrainConfig
+from .corpus import Corpus, prepare_corpus
+from .data import batchify, get_window, num_windows
+from .errors import CheckpointError, ConfigError
+from .evaluate import evaluate_tokens
+from .model import LanguageModel
+from .tokenizers import load_tokenizer
+
+STATE_FILE = Path("trainer") / "state.safetensors"
+# Settings that may change on --resume without breaking the data order or the optimizer.
+RESUMABLE = {"max_steps", "epochs", "max_time", "eval_every", "eval_tokens", "patience",
+             "sample_tokens", "device", "log_every"}
+
+
+class Callback:
+    """Receives progress. Override what you need; every method is a no-op by default."""
+
+    def on_start(self, trainer: Trainer) -> None: ...
+    def on_log(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
+    def on_eval(self, trainer: Trainer, metrics: dict[str, Any], sample: str) -> None: ...
+    def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps requested but MPS is not available")
+    return device
+
+
+def _detach(state: Any) -> Any:
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer steps taken, epoch, next window in that epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+    elapsed: float = 0.0  # seconds of training (not counting evaluation) across resumes
+    best_val: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0  # evaluations since the last improvement
+
+
+class Trainer:
+    """Train a ``LanguageModel`` on a ``Corpus`` into ``out_dir``.
+
+    >>> cfg = TrainConfig(max_steps=200)
+    >>> trainer = Trainer.create("runs/poems", ["poems.txt"], cfg)  # doctest: +SKIP
+    >>> summary = trainer.fit()  # doctest: +SKIP
+    >>> Trainer.resume("runs/poems", max_steps=400).fit()  # doctest: +SKIP
+    """
+
+    def __init__(self, model: LanguageModel, config: TrainConfig, corpus: Corpus,
+                 out_dir: str | Path, callbacks: Sequence[Callback] = ()):
+        config.validate()
+        self.config = config
+        self.corpus = corpus
+        self.out_dir = Path(out_dir)
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.pos = Position()
+        self.hidden: Any = None  # state carried between windows (detached)
+        self.stop_requested = False
+        self.streams = batchify(corpus.train.tokens, config.batch_size)  # (B, n)
+        self.windows_per_epoch = num_windows(self.streams, config.seq_len)
+        decay = [p for p in model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in model.parameters() if p.dim() < 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay},
+             {"params": no_decay, "weight_decay": 0.0}],
+            lr=config.lr, betas=(0.9, 0.99), fused=self.device.type == "cuda" or None,
+        )
+        self.autocast = self.device.type == "cuda"  # bf16 on CUDA; fp32 elsewhere
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, out_dir: str | Path, train: Sequence[str | Path] = (),
+               config: TrainConfig | None = None, model_config: ModelConfig | None = None,
+               valid: Sequence[str | Path] = (), test: Sequence[str | Path] = (),
+               callbacks: Sequence[Callback] = ()) -> Trainer:
+        """Start a new run: tokenize the corpus, build the model, write the run directory."""
+        config = config or TrainConfig()
+        out_dir = Path(out_dir)
+        if (out_dir / STATE_FILE).exists():
+            raise ConfigError(f"{out_dir} already holds a run: use --resume, or another --output")
+        corpus = prepare_corpus(out_dir, config, train, valid, test)
+        model_config = (model_config or ModelConfig()).replace(vocab_size=corpus.tokenizer.vocab_size)
+        torch.manual_seed(config.seed)
+        model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
+        trainer = cls(model, config, corpus, out_dir, callbacks)
+        write_json_atomic(out_dir / "train_config.json",
+                          {**config.to_dict(), "sources": corpus.sources})
+        save_model(model, out_dir)
+        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        trainer.save_state()
+        return trainer
+
+    @classmethod
+    def resume(cls, out_dir: str | Path, callbacks: Sequence[Callback] = (),
+               **overrides: Any) -> Trainer:
+        """Continue a run exactly where it stopped; ``overrides`` may change limits only."""
+        out_dir = Path(out_dir)
+        if not (out_dir / STATE_FILE).exists():
+            raise CheckpointError(f"{out_dir} has no trainer state to resume ({STATE_FILE})")
+        saved = read_json(out_dir / "train_config.json")
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{out_dir / 'train_config.json'} is not a train config")
+        sources = saved.pop("sources", {})
+        bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE
+                     and saved.get(k) != v)
+        if bad:
+            raise ConfigError(f"cannot change {', '.join(bad)} when resuming (only "
+                              f"{', '.join(sorted(RESUMABLE))})")
+        config = TrainConfig.from_dict(saved).replace(
+            **{k: v for k, v in overrides.items() if v is not None and k in RESUMABLE})
+        tokenizer = load_tokenizer(out_dir / "tokenizer.json")
+        corpus = prepare_corpus(out_dir, config, sources.get("train", []),
+                                sources.get("valid", []), sources.get("test", []), tokenizer)
+        model = LanguageModel.from_pretrained(out_dir)  # best weights; replaced by the latest below
+        trainer = cls(model, config, corpus, out_dir, callbacks)
+        trainer.load_state()
+        return trainer
+
+    # --- state ------------------------------------------------------------------------------
+
+    def save_state(self) -> None:
+        """Latest weights, optimizer, hidden state, RNG and position in one atomic file."""
+        tensors = {f"model.{k}": v for k, v in weights_of(self.model).items()}
+        opt = self.optimizer.state_dict()
+        for idx, st in opt["state"].items():
+            for key, value in st.items():
+                tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value)
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.hidden is not None:
+            parts = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
+            for i, h in enumerate(parts):
+                tensors[f"hidden.{i}"] = h
+        meta = {"position": json.dumps(self.pos.__dict__),
+                "param_groups": json.dumps(opt["param_groups"])}
+        save_tensors_atomic(self.out_dir / STATE_FILE, tensors, metadata=meta)
+
+    def load_state(self) -> None:
+        path = self.out_dir / STATE_FILE
+        tensors = load_tensors(path)
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        try:
+            self.pos = Position(**json.loads(meta["position"]))
+            groups = json.loads(meta["param_groups"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path} has no valid trainer metadata") from None
+        load_weights_into(self.model, {k[6:]: v for k, v in tensors.items()
+                                       if k.startswith("model.")}, path)
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for k, v in tensors.items():
+            if k.startswith("opt."):
+                _, idx, key = k.split(".", 2)
+                state.setdefault(int(idx), {})[key] = v
+        self.optimizer.load_state_dict({"state": state, "param_groups": groups})
+        torch.set_rng_state(tensors["rng.cpu"])
+        if "rng.cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
+        hidden = [tensors[f"hidden.{i}"].to(self.device) for i in range(2) if f"hidden.{i}" in tensors]
+        self.hidden = None if not hidden else tuple(hidden) if len(hidden) == 2 else hidden[0]
+
+    # --- schedule and limits ----------------------------------------------------------------
+
+    def horizon_steps(self) -> int:
+        """Steps the run will take, when step or epoch limits fix it (0 if time-limited only)."""
+        c = self.config
+        limits = [c.max_steps] if c.max_steps else []
+        if c.epochs:
+            limits.append(math.ceil(c.epochs * self.windows_per_epoch))
+        return min(limits) if limits else 0
+
+    def progress(self) -> float:
+        """Fraction of the run done, from whichever limit is closest."""
+        fractions = []
+        if self.horizon_steps():
+            fractions.append(self.pos.step / self.horizon_steps())
+        if self.config.max_time:
+            fractions.append(self.pos.elapsed / self.config.max_time)
+        return min(1.0, max(fractions)) if fractions else 0.0
+
+    def lr_at(self) -> float:
+        """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` over the run."""
+        c = self.config
+        warm = min(1.0, (self.pos.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
+        return c.lr * warm * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
+
+    def _finished(self) -> str | None:
+        c = self.config
+        if self.stop_requested:
+            return "interrupted"
+        if c.max_steps and self.pos.step >= c.max_steps:
+            return "max_steps"
+        if c.epochs and self.pos.step >= c.epochs * self.windows_per_epoch:
+            return "epochs"
+        if c.max_time and self.pos.elapsed >= c.max_time:
+            return "max_time"
+        if c.patience and self.pos.bad_evals >= c.patience:
+            return "early_stop"
+        return None
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current step and save (signal handlers call this)."""
+        self.stop_requested = True
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits, hidden = self.model(x, self.hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        self.hidden = _detach(hidden)
+        return loss.detach()
+
+    def evaluate(self, max_tokens: int = 0) -> dict[str, Any]:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            result = evaluate_tokens(self.model, self.corpus.valid, seq_len=self.config.seq_len,
+                                     max_tokens=max_tokens)
+        return {"val_loss": result.loss, "val_perplexity": result.perplexity,
+                "val_bits_per_char": result.bits_per_char, "val_tokens": result.tokens}
+
+    def _eval_and_checkpoint(self, max_tokens: int) -> None:
+        metrics = {"step": self.pos.step, "epoch": self.pos.step / self.windows_per_epoch,
+                   "elapsed": round(self.pos.elapsed, 3), **self.evaluate(max_tokens)}
+        if metrics["val_loss"] < self.pos.best_val:
+            self.pos.best_val, self.pos.best_step, self.pos.bad_evals = (
+                metrics["val_loss"], self.pos.step, 0)
+            save_model(self.model, self.out_dir)
+        else:
+            self.pos.bad_evals += 1
+        metrics["best_val_loss"] = self.pos.best_val
+        self._log(metrics)
+        sample = ""
+        if self.config.sample_tokens:
+            sample = "".join(self.model.generate("", max_new_tokens=self.config.sample_tokens,
+                                                 temperature=0.8, seed=self.pos.step, stop=[]))
+        for cb in self.callbacks:
+            cb.on_eval(self, metrics, sample)
+        self.save_state()
+
+    def fit(self) -> dict[str, Any]:
+        """Train until a limit is reached or a stop is requested; return a summary."""
+        c, pos = self.config, self.pos
+        if not (c.max_steps or c.epochs or c.max_time):
+            raise ConfigError("no stopping rule: set max_steps, epochs or max_time")
+        for cb in self.callbacks:
+            cb.on_start(self)
+        self.model.train()
+        B, T = self.streams.shape[0], c.seq_len
+        loss_sum = torch.zeros((), device=self.device)
+        tokens_since, steps_since, last_log = 0, 0, time.perf_counter()
+        reason = self._finished()
+        while reason is None:
+            t0 = time.perf_counter()
+            if pos.window >= self.windows_per_epoch:
+                pos.epoch, pos.window, self.hidden = pos.epoch + 1, 0, None
+            x, y = get_window(self.streams, pos.window, T)  # (B, T') each
+            xb = torch.from_numpy(x).to(self.device, non_blocking=True)
+            yb = torch.from_numpy(y).to(self.device, non_blocking=True)
+            loss_sum += self.train_step(xb, yb)
+            pos.step, pos.window = pos.step + 1, pos.window + 1
+            steps_since, tokens_since = steps_since + 1, tokens_since + x.size
+            pos.elapsed += time.perf_counter() - t0
+            if pos.step % c.log_every == 0:  # the only host sync of the step loop
+                now = time.perf_counter()
+                record = {"step": pos.step, "epoch": pos.step / self.windows_per_epoch,
+                          "train_loss": loss_sum.item() / steps_since, "lr": self.lr_at(),
+                          "tokens_per_s": tokens_since / max(now - last_log, 1e-9),
+                          "elapsed": round(pos.elapsed, 3)}
+                self._log(record)
+                for cb in self.callbacks:
+                    cb.on_log(self, record)
+                loss_sum.zero_()
+                steps_since, tokens_since, last_log = 0, 0, now
+            reason = self._finished()
+            if pos.step % c.eval_every == 0 and reason != "interrupted":
+                self._eval_and_checkpoint(c.eval_tokens)
+                reason = self._finished()
+                last_log = time.perf_counter()
+        if reason != "interrupted" and pos.step % c.eval_every != 0:
+            self._eval_and_checkpoint(0)
+        self.save_state()
+        self.plot()
+        summary = {"reason": reason, "step": pos.step, "epoch": pos.step / self.windows_per_epoch,
+                   "elapsed": pos.elapsed, "best_val_loss": pos.best_val,
+                   "best_step": pos.best_step, "out_dir": str(self.out_dir)}
+        for cb in self.callbacks:
+            cb.on_end(self, summary)
+        return summary
+
+    def plot(self) -> Path | None:
+        """Write loss.png (train and validation loss against step) from metrics.jsonl."""
+        return plot_metrics(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a crash
+    return rows
+
+
+def plot_metrics(metrics_path: Path, out: Path) -> Path | None:
+    rows = read_metrics(metrics_path)
+    train = [(r["step"], r["train_loss"]) for r in rows if "train_loss" in r]
+    val = [(r["step"], r["val_loss"]) for r in rows if "val_loss" in r]
+    if not train and not val:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*np.array(train).T, label="train", linewidth=1)
+    if val:
+        ax.plot(*np.array(val).T, "o-", label="validation", linewidth=1.5, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats/token)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
