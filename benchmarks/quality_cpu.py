@@ -18,7 +18,6 @@ from pathlib import Path
 from common import SHARED_DATA, write_result
 
 from lstmgen import ModelConfig, Trainer, TrainConfig
-from lstmgen.evaluate import evaluate_tokens
 
 
 def parse_value(text: str):
@@ -50,8 +49,6 @@ def main() -> None:
         t0 = time.perf_counter()
         summary = trainer.fit()  # ends with a full stateful pass over val.txt
         wall = time.perf_counter() - t0
-        final = evaluate_tokens(trainer.model, trainer.corpus.valid, batch_size=1,
-                                seq_len=4096) if False else None
     payload = {
         "corpus": "tiny-shakespeare train.txt / val.txt",
         "budget_s": args.budget,
@@ -65,7 +62,6 @@ def main() -> None:
         "train_config": trainer.config.to_dict(),
         "reference": {"nanoGPT CPU recipe": 1.886, "plain 2x256 LSTM": 1.725},
     }
-    del final
     out = write_result(args.name, payload)
     print(f"val loss {payload['val_loss_nats_per_char']} after {payload['train_seconds']}s "
           f"({payload['steps']} steps, {payload['epochs']} epochs) -> {out}")

@@ -68,10 +68,10 @@ class ModelConfig(_JsonConfig):
 
     vocab_size: int = 0
     cell: str = "lstm"  # lstm | gru | rnn (tanh)
-    embedding_size: int = 128
-    hidden_size: int = 512
+    embedding_size: int = 64
+    hidden_size: int = 256
     num_layers: int = 2
-    dropout: float = 0.1
+    dropout: float = 0.0
     tie_weights: bool = False  # decoder shares the embedding matrix (projects H -> E if needed)
 
     def validate(self) -> None:
@@ -93,9 +93,9 @@ class TrainConfig(_JsonConfig):
     max_vocab: int = 0  # word only: keep the most frequent N words (0 = all)
     val_fraction: float = 0.05  # contiguous tail held out when no validation file is given
     encoding_errors: str = "strict"  # strict | replace
-    batch_size: int = 32
-    seq_len: int = 128
-    lr: float = 3e-3
+    batch_size: int = 16
+    seq_len: int = 64
+    lr: float = 5e-3
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.01
     warmup_steps: int = 100

@@ -73,7 +73,8 @@ def evaluate_tokens(model, data: TokenFile, batch_size: int = 16, seq_len: int =
         yb = torch.from_numpy(y[:, t : t + seq_len]).to(device)
         mb = torch.from_numpy(scored[:, t : t + seq_len]).to(device)
         logits, state = model(xb, state)  # (B, T, V)
-        nll = F.cross_entropy(logits.float().transpose(1, 2), yb, reduction="none")  # (B, T)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
+        nll = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # (B, T)
         total += (nll.double() * mb).sum()
     model.train(was_training)
     loss = total.item() / n

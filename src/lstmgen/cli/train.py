@@ -111,6 +111,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--eval-tokens", type=int, help="Validation tokens per periodic eval (0 = all).")
 @click.option("--patience", type=int, help="Early stop after N evals without improvement.")
 @click.option("--sample-tokens", type=int, help="Tokens of sample at each eval (0 = none).")
+@click.option("--log-every", type=int, help="Steps between progress updates.")
 @click.option("--seed", type=int)
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or samples.")
@@ -142,7 +143,6 @@ def train_command(sources: tuple[str, ...], output: str | None, train_files: tup
                                                           else "shakespeare")
         if out.exists() and any(out.iterdir()) and not (out / "data").exists():
             raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
-        click.echo(f"preparing corpus into {out} ...", err=True)
         t0 = time.perf_counter()
         trainer = Trainer.create(out, all_train, train_cfg, model_cfg, valid_files, test_files,
                                  callbacks=[callback])

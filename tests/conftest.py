@@ -1,0 +1,71 @@
+"""Shared fixtures: a small seeded corpus, tiny configs, and a CLI runner."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstmgen.cli import main
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+TINY_MODEL = {"embedding_size": 8, "hidden_size": 8, "num_layers": 2, "dropout": 0.0}
+TINY_TRAIN = {"batch_size": 4, "seq_len": 16, "warmup_steps": 5, "eval_every": 10,
+              "sample_tokens": 0, "device": "cpu", "log_every": 5}
+
+
+def make_play(n_lines: int = 400, seed: int = 0) -> str:
+    """A small play-like text with a fixed vocabulary of names and words."""
+    rng = random.Random(seed)
+    names = ["ROMEO", "JULIET", "NURSE", "FRIAR"]
+    words = "the love of my heart is a rose and night shall fall on thee".split()
+    lines = []
+    for _ in range(n_lines):
+        lines.append(f"{rng.choice(names)}:")
+        lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + ".")
+        lines.append("")
+    return "\n".join(lines)
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # small models: threads only add noise and overhead
+    yield
+
+
+@pytest.fixture
+def corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "play.txt"
+    path.write_text(make_play(), encoding="utf-8")
+    return path
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Call the real entry point in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def tiny_train_args(**extra) -> list[str]:
+    """CLI flags for a tiny, fast model."""
+    flags = {**{k: v for k, v in TINY_MODEL.items()}, **TINY_TRAIN, **extra}
+    args: list[str] = []
+    for k, v in flags.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return args

@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+from lstmgen import GenerationConfig, LanguageModel, ModelConfig, TokenizerError
+from lstmgen.generate import _held_back, stream_text
+from lstmgen.sampling import apply_repetition_penalty, filter_top_k, filter_top_p, next_token
+from lstmgen.tokenizers import CharTokenizer
+
+NEG = float("-inf")
+
+
+def kept(logits):
+    return [i for i, v in enumerate(logits.tolist()) if v != NEG]
+
+
+def test_top_k_keeps_exactly_the_k_largest():
+    logits = torch.tensor([[1.0, 5.0, 3.0, 4.0, 2.0]])
+    assert kept(filter_top_k(logits, 2)[0]) == [1, 3]
+    assert kept(filter_top_k(logits, 1)[0]) == [1]
+    assert kept(filter_top_k(logits, 0)[0]) == [0, 1, 2, 3, 4]
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    probs = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05]])
+    logits = probs.log()
+    assert kept(filter_top_p(logits, 0.5)[0]) == [0]  # 0.5 already reaches 0.5
+    assert kept(filter_top_p(logits, 0.6)[0]) == [0, 1]
+    assert kept(filter_top_p(logits, 0.86)[0]) == [0, 1, 2, 3]
+    assert kept(filter_top_p(logits, 0.01)[0]) == [0]  # the best token always stays
+    shuffled = logits[:, [3, 0, 4, 1, 2]]  # order must not matter
+    assert kept(filter_top_p(shuffled, 0.6)[0]) == [1, 3]
+
+
+def test_top_p_batched_rows_independent():
+    logits = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.2, 0.7]]).log()
+    out = filter_top_p(logits, 0.8)
+    assert kept(out[0]) == [0, 1] and kept(out[1]) == [1, 2]
+
+
+def test_repetition_penalty():
+    logits = torch.tensor([[2.0, -2.0, 1.0]])
+    seen = torch.tensor([[True, True, False]])
+    out = apply_repetition_penalty(logits, seen, 2.0)
+    assert out.tolist() == [[1.0, -4.0, 1.0]]
+
+
+def test_greedy_is_argmax_and_sampling_respects_filters():
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.9]])
+    assert next_token(logits, GenerationConfig(temperature=0), None).item() == 1
+    g = torch.Generator().manual_seed(0)
+    draws = {next_token(logits, GenerationConfig(temperature=2.0, top_k=2), g).item()
+             for _ in range(200)}
+    assert draws == {1, 3}
+
+
+def make_model(tokenizer=None, seed=0) -> LanguageModel:
+    torch.manual_seed(seed)
+    tok = tokenizer or CharTokenizer.fit(["abcdefgh ijk\n🌹"])
+    cfg = ModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, num_layers=2,
+                      dropout=0.0)
+    model = LanguageModel(cfg, tok)
+    with torch.no_grad():  # sharpen the distribution so samples differ visibly
+        model.decoder.weight.mul_(30)
+    return model.eval()
+
+
+def test_seeded_generation_is_reproducible_and_seed_matters():
+    model = make_model()
+    a = model.complete("abc", n=3, max_new_tokens=40, seed=7, temperature=1.0)
+    b = model.complete("abc", n=3, max_new_tokens=40, seed=7, temperature=1.0)
+    c = model.complete("abc", n=3, max_new_tokens=40, seed=8, temperature=1.0)
+    assert a == b and a != c
+    assert len(set(a)) > 1  # the batch's samples are different draws
+
+
+def test_streaming_chunks_equal_the_batch_result():
+    model = make_model()
+    streamed = "".join(model.generate("ab", max_new_tokens=30, seed=3))
+    assert streamed == model.complete("ab", n=1, max_new_tokens=30, seed=3)[0]
+
+
+def test_generation_never_reruns_the_prefix():
+    model = make_model()
+    lengths = []
+    handle = model.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
+    list(model.generate("abcdefg", max_new_tokens=10, seed=0))
+    handle.remove()
+    assert lengths[0] == 8 and set(lengths[1:]) == {1}  # bos + prompt once, then one token
+
+
+def test_greedy_matches_manual_argmax_loop():
+    model = make_model()
+    tok = model.tokenizer
+    text = model.complete("ab", max_new_tokens=15, temperature=0)[0]
+    ids = torch.tensor([[tok.bos_id, *tok.encode("ab")]])
+    logits, state = model(ids)
+    out = []
+    for _ in range(15):
+        nxt = logits[:, -1].argmax(-1)
+        out.append(nxt.item())
+        logits, state = model(nxt[:, None], state)
+    assert text == tok.decode(out)
+
+
+def test_stop_strings_truncate_and_stream_consistently():
+    model = make_model()
+    full = model.complete("a", max_new_tokens=60, temperature=0)[0]
+    stop = full[10:12]
+    first = full.find(stop)
+    events = list(stream_text(model, ["a"], max_new_tokens=60, temperature=0, stop=[stop]))
+    text = "".join(e.text for e in events)
+    assert text == full[:first] and stop not in text
+    assert events[-1].finish_reason == "stop"
+    events = list(stream_text(model, ["a"], max_new_tokens=5, temperature=0))
+    assert events[-1].finish_reason == "length"
+
+
+def test_held_back_suffix():
+    assert _held_back("hello wor", ["world"]) == 3
+    assert _held_back("hello", ["xyz"]) == 0
+
+
+def test_prompt_with_unseen_characters():
+    model = make_model()
+    with pytest.raises(TokenizerError, match="'Z'"):
+        list(model.generate("abZ", max_new_tokens=3))
+    assert len(model.complete("abZ", max_new_tokens=3, unknown="drop")) == 1
