@@ -17,7 +17,7 @@ from pathlib import Path
 
 from common import SHARED_DATA, write_result
 
-from lstmgen import ModelConfig, Trainer, TrainConfig
+from lstmgen import ModelConfig, TrainConfig, Trainer
 
 
 def parse_value(text: str):
@@ -40,12 +40,14 @@ def main() -> None:
     over = dict(kv.split("=", 1) for kv in args.overrides)
     model_over = {k: parse_value(v) for k, v in over.items() if k in model_fields}
     train_over = {k: parse_value(v) for k, v in over.items() if k not in model_fields}
-    train_cfg = TrainConfig(max_time=args.budget, eval_every=10**9, sample_tokens=0, device="cpu",
-                            **train_over)
+    train_cfg = TrainConfig(
+        max_time=args.budget, eval_every=10**9, sample_tokens=0, device="cpu", **train_over
+    )
     model_cfg = ModelConfig(**model_over)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer.create(tmp, [args.data / "train.txt"], train_cfg, model_cfg,
-                                 valid=[args.data / "val.txt"])
+        trainer = Trainer.create(
+            tmp, [args.data / "train.txt"], train_cfg, model_cfg, valid=[args.data / "val.txt"]
+        )
         t0 = time.perf_counter()
         summary = trainer.fit()  # ends with a full stateful pass over val.txt
         wall = time.perf_counter() - t0
@@ -63,8 +65,10 @@ def main() -> None:
         "reference": {"nanoGPT CPU recipe": 1.886, "plain 2x256 LSTM": 1.725},
     }
     out = write_result(args.name, payload)
-    print(f"val loss {payload['val_loss_nats_per_char']} after {payload['train_seconds']}s "
-          f"({payload['steps']} steps, {payload['epochs']} epochs) -> {out}")
+    print(
+        f"val loss {payload['val_loss_nats_per_char']} after {payload['train_seconds']}s "
+        f"({payload['steps']} steps, {payload['epochs']} epochs) -> {out}"
+    )
 
 
 if __name__ == "__main__":

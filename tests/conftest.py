@@ -13,8 +13,15 @@ from lstmgen.cli import main
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 TINY_MODEL = {"embedding_size": 8, "hidden_size": 8, "num_layers": 2, "dropout": 0.0}
-TINY_TRAIN = {"batch_size": 4, "seq_len": 16, "warmup_steps": 5, "eval_every": 10,
-              "sample_tokens": 0, "device": "cpu", "log_every": 5}
+TINY_TRAIN = {
+    "batch_size": 4,
+    "seq_len": 16,
+    "warmup_steps": 5,
+    "eval_every": 10,
+    "sample_tokens": 0,
+    "device": "cpu",
+    "log_every": 5,
+}
 
 
 def make_play(n_lines: int = 400, seed: int = 0) -> str:

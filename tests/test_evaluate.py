@@ -14,8 +14,20 @@ from lstmgen.tokenizers import CharTokenizer
 def make(seed=0):
     torch.manual_seed(seed)
     tok = CharTokenizer.fit(["abcdefgh \n"])
-    model = LanguageModel(ModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=8,
-                                      num_layers=2, dropout=0.0), tok).double().eval()
+    model = (
+        LanguageModel(
+            ModelConfig(
+                vocab_size=tok.vocab_size,
+                embedding_size=8,
+                hidden_size=8,
+                num_layers=2,
+                dropout=0.0,
+            ),
+            tok,
+        )
+        .double()
+        .eval()
+    )
     with torch.no_grad():
         model.decoder.weight.mul_(20)
     return model, tok
@@ -51,7 +63,7 @@ def test_batch_1_equals_the_single_stateful_pass():
 
 def test_batched_evaluation_with_warmup_is_close_to_the_single_pass():
     model, tok = make()
-    text = ("abc defg hab\n" * 300)
+    text = "abc defg hab\n" * 300
     tokens = tok.encode(text)
     tf = TokenFile(np.array(tokens), len(text), len(text))
     single = reference_loss(model, tokens)

@@ -12,8 +12,15 @@ CELLS = ["lstm", "gru", "rnn"]
 
 def make_model(cell="lstm", V=20, tie=False, dropout=0.0, **kw) -> LanguageModel:
     tok = CharTokenizer.fit(["abcdefghijklmnopqrs\n"][:1])
-    cfg = ModelConfig(vocab_size=tok.vocab_size, cell=cell, embedding_size=kw.get("E", 8),
-                      hidden_size=kw.get("H", 12), num_layers=2, dropout=dropout, tie_weights=tie)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        cell=cell,
+        embedding_size=kw.get("E", 8),
+        hidden_size=kw.get("H", 12),
+        num_layers=2,
+        dropout=dropout,
+        tie_weights=tie,
+    )
     return LanguageModel(cfg, tok, GenerationConfig(temperature=0.5))
 
 
@@ -27,7 +34,8 @@ def test_chunked_stateful_forward_equals_whole_sequence(cell):
         out, state = model(chunk, state)
         parts.append(out)
     torch.testing.assert_close(torch.cat(parts, dim=1), whole, rtol=0, atol=1e-12)
-    for a, b in zip(state if cell == "lstm" else [state], state_whole if cell == "lstm" else [state_whole]):
+    pairs = zip(*(s if cell == "lstm" else [s] for s in (state, state_whole)), strict=True)
+    for a, b in pairs:
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
@@ -38,7 +46,9 @@ def test_shapes_and_explicit_state(cell):
     assert logits.shape == (4, 7, 20)
     hs = state if cell == "lstm" else (state,)
     assert all(h.shape == (2, 4, 12) for h in hs)
-    assert not any(isinstance(v, torch.Tensor) and v.shape[:1] == (2,) for v in vars(model).values())
+    assert not any(
+        isinstance(v, torch.Tensor) and v.shape[:1] == (2,) for v in vars(model).values()
+    )
 
 
 def test_loss_at_initialisation_is_about_ln_vocab():

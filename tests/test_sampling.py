@@ -48,16 +48,18 @@ def test_greedy_is_argmax_and_sampling_respects_filters():
     logits = torch.tensor([[0.0, 3.0, 1.0, 2.9]])
     assert next_token(logits, GenerationConfig(temperature=0), None).item() == 1
     g = torch.Generator().manual_seed(0)
-    draws = {next_token(logits, GenerationConfig(temperature=2.0, top_k=2), g).item()
-             for _ in range(200)}
+    draws = {
+        next_token(logits, GenerationConfig(temperature=2.0, top_k=2), g).item() for _ in range(200)
+    }
     assert draws == {1, 3}
 
 
 def make_model(tokenizer=None, seed=0) -> LanguageModel:
     torch.manual_seed(seed)
     tok = tokenizer or CharTokenizer.fit(["abcdefgh ijk\n🌹"])
-    cfg = ModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, num_layers=2,
-                      dropout=0.0)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size, embedding_size=8, hidden_size=16, num_layers=2, dropout=0.0
+    )
     model = LanguageModel(cfg, tok)
     with torch.no_grad():  # sharpen the distribution so samples differ visibly
         model.decoder.weight.mul_(30)

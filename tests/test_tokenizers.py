@@ -6,7 +6,11 @@ from hypothesis import strategies as st
 
 from lstmgen.errors import TokenizerError
 from lstmgen.tokenizers import (
-    BPETokenizer, ByteTokenizer, CharTokenizer, WordTokenizer, load_tokenizer,
+    BPETokenizer,
+    ByteTokenizer,
+    CharTokenizer,
+    WordTokenizer,
+    load_tokenizer,
 )
 
 SAMPLES = {
@@ -70,7 +74,16 @@ def test_word_round_trip_and_saved_form(tmp_path):
     text = "the cat sat\non the mat\n"
     tok = WordTokenizer.fit([text])
     ids = tok.encode_lines(text)
-    assert [tok.words[i] for i in ids] == ["the", "cat", "sat", "<eos>", "on", "the", "mat", "<eos>"]
+    assert [tok.words[i] for i in ids] == [
+        "the",
+        "cat",
+        "sat",
+        "<eos>",
+        "on",
+        "the",
+        "mat",
+        "<eos>",
+    ]
     assert tok.decode(ids) == "the cat sat \non the mat \n".replace(" \n", " \n")
     assert tok.decode(ids).split() == text.split()
     tok.save(tmp_path / "w.json")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL, TINY_TRAIN
-from lstmgen import Callback, ConfigError, ModelConfig, Trainer, TrainConfig
+from lstmgen import Callback, ConfigError, ModelConfig, TrainConfig, Trainer
 
 
 class StopAt(Callback):
@@ -69,7 +69,9 @@ def test_best_checkpoint_metrics_plot_and_early_stop(tmp_path, corpus_file):
     cfg = TrainConfig(**{**TINY_TRAIN, "eval_every": 5}, max_steps=400, lr=0.3, patience=2)
     trainer = Trainer.create(tmp_path / "r", [corpus_file], cfg, ModelConfig(**TINY_MODEL))
     summary = trainer.fit()
-    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    ]
     evals = [r for r in rows if "val_loss" in r]
     assert summary["reason"] == "early_stop" and summary["step"] < 400
     assert min(r["val_loss"] for r in evals) == summary["best_val_loss"]
@@ -100,15 +102,43 @@ def test_tokenizers_train_end_to_end(tmp_path, corpus_file):
 
 def test_sigterm_saves_a_checkpoint_that_resumes(tmp_path, corpus_file):
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "lstmgen", "train", str(corpus_file), "-o", str(run), "-q",
-            "--max-steps", "100000", "--hidden-size", "8", "--embedding-size", "8",
-            "--num-layers", "1", "--batch-size", "4", "--seq-len", "16", "--eval-every", "1000000",
-            "--log-every", "5", "--device", "cpu"]
+    args = [
+        sys.executable,
+        "-m",
+        "lstmgen",
+        "train",
+        str(corpus_file),
+        "-o",
+        str(run),
+        "-q",
+        "--max-steps",
+        "100000",
+        "--hidden-size",
+        "8",
+        "--embedding-size",
+        "8",
+        "--num-layers",
+        "1",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "16",
+        "--eval-every",
+        "1000000",
+        "--log-every",
+        "5",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.time() + 60
     metrics = run / "metrics.jsonl"
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+    while time.time() < deadline and not (
+        metrics.exists() and metrics.read_text().count("\n") >= 2
+    ):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)

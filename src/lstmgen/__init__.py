@@ -12,16 +12,39 @@ from .evaluate import EvalResult, evaluate_tokens
 from .generate import Event, stream_text
 from .model import LanguageModel
 from .tokenizers import (
-    BPETokenizer, ByteTokenizer, CharTokenizer, Tokenizer, WordTokenizer, load_tokenizer,
+    BPETokenizer,
+    ByteTokenizer,
+    CharTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    load_tokenizer,
 )
 from .train import Callback, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BPETokenizer", "ByteTokenizer", "Callback", "CharTokenizer", "CheckpointError",
-    "ConfigError", "Corpus", "DataError", "EvalResult", "Event", "GenerationConfig",
-    "LanguageModel", "LstmgenError", "ModelConfig", "Tokenizer", "TokenizerError", "TrainConfig",
-    "Trainer", "WordTokenizer", "evaluate_tokens", "load_tokenizer", "prepare_corpus",
+    "BPETokenizer",
+    "ByteTokenizer",
+    "Callback",
+    "CharTokenizer",
+    "CheckpointError",
+    "ConfigError",
+    "Corpus",
+    "DataError",
+    "EvalResult",
+    "Event",
+    "GenerationConfig",
+    "LanguageModel",
+    "LstmgenError",
+    "ModelConfig",
+    "Tokenizer",
+    "TokenizerError",
+    "TrainConfig",
+    "Trainer",
+    "WordTokenizer",
+    "evaluate_tokens",
+    "load_tokenizer",
+    "prepare_corpus",
     "stream_text",
 ]

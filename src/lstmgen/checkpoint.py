@@ -30,7 +30,10 @@ from .errors import CheckpointError, ConfigError, LstmgenError, TokenizerError
 FORMAT = "lstmgen"
 FORMAT_VERSION = 1
 CONFIG, TOKENIZER, GENERATION, WEIGHTS = (
-    "config.json", "tokenizer.json", "generation_config.json", "model.safetensors",
+    "config.json",
+    "tokenizer.json",
+    "generation_config.json",
+    "model.safetensors",
 )
 
 
@@ -62,8 +65,9 @@ def write_json_atomic(path: str | Path, data: Any) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
-def save_tensors_atomic(path: str | Path, tensors: dict[str, torch.Tensor],
-                        metadata: dict[str, str] | None = None) -> None:
+def save_tensors_atomic(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
@@ -101,8 +105,10 @@ def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_model(model: Any, path: str | Path) -> None:
     """Write a complete model directory (see the module docstring)."""
     path = Path(path)
-    write_json_atomic(path / CONFIG, {"format": FORMAT, "format_version": FORMAT_VERSION,
-                                      **model.config.to_dict()})
+    write_json_atomic(
+        path / CONFIG,
+        {"format": FORMAT, "format_version": FORMAT_VERSION, **model.config.to_dict()},
+    )
     if model.tokenizer is not None:
         model.tokenizer.save(path / TOKENIZER)
     write_json_atomic(path / GENERATION, model.generation_config.to_dict())
@@ -127,7 +133,9 @@ def read_model_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path / CONFIG}: {exc}") from None
 
 
-def load_weights_into(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+def load_weights_into(
+    model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path
+) -> None:
     expected = weights_of(model)
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -40,14 +40,21 @@ class Corpus:
     def split(self, name: str) -> TokenFile:
         tf = {"train": self.train, "valid": self.valid, "test": self.test}.get(name)
         if tf is None:
-            raise DataError(f"this run has no {name} split (splits: train, valid"
-                            + (", test)" if self.test is not None else ")"))
+            raise DataError(
+                f"this run has no {name} split (splits: train, valid"
+                + (", test)" if self.test is not None else ")")
+            )
         return tf
 
 
-def prepare_corpus(run_dir: str | Path, config: TrainConfig, train: Sequence[str | Path] = (),
-                   valid: Sequence[str | Path] = (), test: Sequence[str | Path] = (),
-                   tokenizer: Tokenizer | None = None) -> Corpus:
+def prepare_corpus(
+    run_dir: str | Path,
+    config: TrainConfig,
+    train: Sequence[str | Path] = (),
+    valid: Sequence[str | Path] = (),
+    test: Sequence[str | Path] = (),
+    tokenizer: Tokenizer | None = None,
+) -> Corpus:
     """Resolve sources, fit the tokenizer on the training text (unless given), and tokenize
     every split into ``<run_dir>/data``. Without ``valid``, the tail of train is held out."""
     data_dir = Path(run_dir) / "data"
@@ -56,17 +63,29 @@ def prepare_corpus(run_dir: str | Path, config: TrainConfig, train: Sequence[str
     test_paths = resolve_sources(test) if test else []
     if tokenizer is None:
         tokenizer = fit_tokenizer(
-            config.tokenizer, iter_corpus(train_paths, config.encoding_errors),
-            vocab_size=config.vocab_size, min_freq=config.min_freq, max_vocab=config.max_vocab,
+            config.tokenizer,
+            iter_corpus(train_paths, config.encoding_errors),
+            vocab_size=config.vocab_size,
+            min_freq=config.min_freq,
+            max_vocab=config.max_vocab,
         )
     errors = config.encoding_errors
     whole = tokenize_to_file(train_paths, tokenizer, data_dir / "train.bin", errors)
     if valid_paths:
-        train_tf, valid_tf = whole, tokenize_to_file(valid_paths, tokenizer, data_dir / "valid.bin", errors)
+        train_tf, valid_tf = (
+            whole,
+            tokenize_to_file(valid_paths, tokenizer, data_dir / "valid.bin", errors),
+        )
     else:
         train_tf, valid_tf = split_tail(whole, config.val_fraction)
-    test_tf = tokenize_to_file(test_paths, tokenizer, data_dir / "test.bin", errors) if test_paths else None
-    sources = {"train": [str(p.resolve()) for p in train_paths],
-               "valid": [str(p.resolve()) for p in valid_paths],
-               "test": [str(p.resolve()) for p in test_paths]}
+    test_tf = (
+        tokenize_to_file(test_paths, tokenizer, data_dir / "test.bin", errors)
+        if test_paths
+        else None
+    )
+    sources = {
+        "train": [str(p.resolve()) for p in train_paths],
+        "valid": [str(p.resolve()) for p in valid_paths],
+        "test": [str(p.resolve()) for p in test_paths],
+    }
     return Corpus(tokenizer, train_tf, valid_tf, test_tf, sources)

@@ -49,8 +49,10 @@ def resolve_sources(sources: Sequence[str | Path]) -> list[Path]:
             files += [Path(m) for m in matches if Path(m).is_file()]
         elif os.path.isdir(src):
             found = sorted(
-                p for p in Path(src).rglob("*")
-                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(src).parts)
+                p
+                for p in Path(src).rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(src).parts)
             )
             if not found:
                 raise DataError(f"folder {src} has no files")
@@ -148,7 +150,10 @@ def _fingerprint(paths: Sequence[Path], tokenizer: Tokenizer, errors: str, unkno
 
 
 def tokenize_to_file(
-    paths: Sequence[Path], tokenizer: Tokenizer, out: Path, errors: str = "strict",
+    paths: Sequence[Path],
+    tokenizer: Tokenizer,
+    out: Path,
+    errors: str = "strict",
     unknown: str = "replace",
 ) -> TokenFile:
     """Tokenize ``paths`` chunk by chunk into ``out`` (flat ids) unless a matching cache exists.

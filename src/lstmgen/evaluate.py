@@ -47,8 +47,14 @@ def _layout(n: int, batch_size: int, warmup: int) -> list[tuple[int, int, int]]:
 
 
 @torch.inference_mode()
-def evaluate_tokens(model, data: TokenFile, batch_size: int = 16, seq_len: int = 256,
-                    warmup: int = 256, max_tokens: int = 0) -> EvalResult:
+def evaluate_tokens(
+    model,
+    data: TokenFile,
+    batch_size: int = 16,
+    seq_len: int = 256,
+    warmup: int = 256,
+    max_tokens: int = 0,
+) -> EvalResult:
     """Score ``data`` (optionally only its first ``max_tokens``) under ``model``."""
     was_training = model.training
     model.eval()
@@ -78,11 +84,20 @@ def evaluate_tokens(model, data: TokenFile, batch_size: int = 16, seq_len: int =
         total += (nll.double() * mb).sum()
     model.train(was_training)
     loss = total.item() / n
-    chars = data.chars if not max_tokens or max_tokens >= len(data) else round(data.chars * n / len(data))
+    chars = (
+        data.chars
+        if not max_tokens or max_tokens >= len(data)
+        else round(data.chars * n / len(data))
+    )
     nbytes = data.nbytes if chars == data.chars else round(data.nbytes * n / len(data))
     bits = loss * n / math.log(2)
     return EvalResult(
-        tokens=n, loss=loss, perplexity=math.exp(min(loss, 700.0)), bits_per_token=loss / math.log(2),
-        bits_per_char=bits / max(chars, 1), bits_per_byte=bits / max(nbytes, 1),
-        chars=chars, bytes=nbytes,
+        tokens=n,
+        loss=loss,
+        perplexity=math.exp(min(loss, 700.0)),
+        bits_per_token=loss / math.log(2),
+        bits_per_char=bits / max(chars, 1),
+        bits_per_byte=bits / max(nbytes, 1),
+        chars=chars,
+        bytes=nbytes,
     )

@@ -29,8 +29,9 @@ class Event:
     finish_reason: str | None = None
 
 
-def resolve_config(model: Any, config: GenerationConfig | None = None,
-                   **overrides: Any) -> GenerationConfig:
+def resolve_config(
+    model: Any, config: GenerationConfig | None = None, **overrides: Any
+) -> GenerationConfig:
     base = config or getattr(model, "generation_config", None) or GenerationConfig()
     known = set(GenerationConfig.__dataclass_fields__)
     unknown = sorted(set(overrides) - known)
@@ -74,8 +75,13 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
 
 
 @torch.inference_mode()
-def stream_text(model: Any, prompts: Sequence[str], config: GenerationConfig | None = None,
-                unknown: str = "error", **overrides: Any) -> Iterator[Event]:
+def stream_text(
+    model: Any,
+    prompts: Sequence[str],
+    config: GenerationConfig | None = None,
+    unknown: str = "error",
+    **overrides: Any,
+) -> Iterator[Event]:
     """Generate one continuation per prompt, as a stream of ``Event``s.
 
     >>> for ev in stream_text(model, ["ROMEO:"] * 2, temperature=0.8, seed=1):  # doctest: +SKIP

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .config import GenerationConfig, ModelConfig
 
-State = Union[Tensor, tuple[Tensor, Tensor]]
+State = Tensor | tuple[Tensor, Tensor]
 
 _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -29,8 +29,12 @@ _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 class LanguageModel(nn.Module):
     """A recurrent language model; ``tokenizer`` and ``generation_config`` travel with it."""
 
-    def __init__(self, config: ModelConfig, tokenizer: Any = None,
-                 generation_config: GenerationConfig | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        tokenizer: Any = None,
+        generation_config: GenerationConfig | None = None,
+    ):
         super().__init__()
         config.validate()
         self.config = config
@@ -109,7 +113,7 @@ class LanguageModel(nn.Module):
     def generate(self, prompt: str = "", **options: Any) -> Iterator[str]:
         """Stream one sample as text chunks. Options are GenerationConfig fields plus ``unknown``.
 
-        >>> for chunk in model.generate("ROMEO:", temperature=0.8, max_new_tokens=100):  # doctest: +SKIP
+        >>> for chunk in model.generate("ROMEO:", temperature=0.8):  # doctest: +SKIP
         ...     print(chunk, end="")
         """
         from .generate import stream_text

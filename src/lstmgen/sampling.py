@@ -42,8 +42,12 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def next_token(logits: Tensor, config: GenerationConfig, generator: torch.Generator | None,
-               seen: Tensor | None = None) -> Tensor:
+def next_token(
+    logits: Tensor,
+    config: GenerationConfig,
+    generator: torch.Generator | None,
+    seen: Tensor | None = None,
+) -> Tensor:
     """Choose one token per row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy."""
     logits = logits.float()
     if seen is not None:

@@ -101,8 +101,10 @@ class CharTokenizer(Tokenizer):
         if len(self.index) != len(self.chars):
             raise TokenizerError("char tokenizer vocabulary has duplicate characters")
         # What ``unknown="replace"`` substitutes: a space if there is one, else the first char.
-        self.replacement = replacement if replacement in self.index else (
-            " " if " " in self.index else self.chars[0]
+        self.replacement = (
+            replacement
+            if replacement in self.index
+            else (" " if " " in self.index else self.chars[0])
         )
 
     @classmethod
@@ -198,7 +200,9 @@ class WordTokenizer(Tokenizer):
             for line in chunk.split("\n"):
                 counts.update(line.split())
         # One <eos> per line; it and <unk> are always in the vocabulary.
-        words = [w for w, n in counts.most_common() if n >= min_freq and w not in (cls.EOS, cls.UNK)]
+        words = [
+            w for w, n in counts.most_common() if n >= min_freq and w not in (cls.EOS, cls.UNK)
+        ]
         if max_vocab:
             words = words[: max(0, max_vocab - 2)]
         return cls([cls.EOS, cls.UNK, *words])

@@ -32,8 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import (
-    load_tensors, load_weights_into, read_json, save_model, save_tensors_atomic,
-    weights_of, write_json_atomic,
+    load_tensors,
+    load_weights_into,
+    read_json,
+    save_model,
+    save_tensors_atomic,
+    weights_of,
+    write_json_atomic,
 )
 from .config import GenerationConfig, ModelConfig, TrainConfig
 from .corpus import Corpus, prepare_corpus
@@ -45,8 +50,17 @@ from .tokenizers import load_tokenizer
 
 STATE_FILE = Path("trainer") / "state.safetensors"
 # Settings that may change on --resume without breaking the data order or the optimizer.
-RESUMABLE = {"max_steps", "epochs", "max_time", "eval_every", "eval_tokens", "patience",
-             "sample_tokens", "device", "log_every"}
+RESUMABLE = {
+    "max_steps",
+    "epochs",
+    "max_time",
+    "eval_every",
+    "eval_tokens",
+    "patience",
+    "sample_tokens",
+    "device",
+    "log_every",
+}
 
 
 class Callback:
@@ -102,8 +116,14 @@ class Trainer:
     >>> Trainer.resume("runs/poems", max_steps=400).fit()  # doctest: +SKIP
     """
 
-    def __init__(self, model: LanguageModel, config: TrainConfig, corpus: Corpus,
-                 out_dir: str | Path, callbacks: Sequence[Callback] = ()):
+    def __init__(
+        self,
+        model: LanguageModel,
+        config: TrainConfig,
+        corpus: Corpus,
+        out_dir: str | Path,
+        callbacks: Sequence[Callback] = (),
+    ):
         config.validate()
         self.config = config
         self.corpus = corpus
@@ -119,39 +139,53 @@ class Trainer:
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.lr, betas=(0.9, 0.99), fused=self.device.type == "cuda" or None,
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=config.lr,
+            betas=(0.9, 0.99),
+            fused=self.device.type == "cuda" or None,
         )
         self.autocast = self.device.type == "cuda"  # bf16 on CUDA; fp32 elsewhere
 
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
-    def create(cls, out_dir: str | Path, train: Sequence[str | Path] = (),
-               config: TrainConfig | None = None, model_config: ModelConfig | None = None,
-               valid: Sequence[str | Path] = (), test: Sequence[str | Path] = (),
-               callbacks: Sequence[Callback] = ()) -> Trainer:
+    def create(
+        cls,
+        out_dir: str | Path,
+        train: Sequence[str | Path] = (),
+        config: TrainConfig | None = None,
+        model_config: ModelConfig | None = None,
+        valid: Sequence[str | Path] = (),
+        test: Sequence[str | Path] = (),
+        callbacks: Sequence[Callback] = (),
+    ) -> Trainer:
         """Start a new run: tokenize the corpus, build the model, write the run directory."""
         config = config or TrainConfig()
         out_dir = Path(out_dir)
         if (out_dir / STATE_FILE).exists():
             raise ConfigError(f"{out_dir} already holds a run: use --resume, or another --output")
         corpus = prepare_corpus(out_dir, config, train, valid, test)
-        model_config = (model_config or ModelConfig()).replace(vocab_size=corpus.tokenizer.vocab_size)
+        model_config = (model_config or ModelConfig()).replace(
+            vocab_size=corpus.tokenizer.vocab_size
+        )
         torch.manual_seed(config.seed)
         model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
         trainer = cls(model, config, corpus, out_dir, callbacks)
-        write_json_atomic(out_dir / "train_config.json",
-                          {**config.to_dict(), "sources": corpus.sources})
+        write_json_atomic(
+            out_dir / "train_config.json", {**config.to_dict(), "sources": corpus.sources}
+        )
         save_model(model, out_dir)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
         trainer.save_state()
         return trainer
 
     @classmethod
-    def resume(cls, out_dir: str | Path, callbacks: Sequence[Callback] = (),
-               **overrides: Any) -> Trainer:
+    def resume(
+        cls, out_dir: str | Path, callbacks: Sequence[Callback] = (), **overrides: Any
+    ) -> Trainer:
         """Continue a run exactly where it stopped; ``overrides`` may change limits only."""
         out_dir = Path(out_dir)
         if not (out_dir / STATE_FILE).exists():
@@ -160,16 +194,28 @@ class Trainer:
         if not isinstance(saved, dict):
             raise CheckpointError(f"{out_dir / 'train_config.json'} is not a train config")
         sources = saved.pop("sources", {})
-        bad = sorted(k for k, v in overrides.items() if v is not None and k not in RESUMABLE
-                     and saved.get(k) != v)
+        bad = sorted(
+            k
+            for k, v in overrides.items()
+            if v is not None and k not in RESUMABLE and saved.get(k) != v
+        )
         if bad:
-            raise ConfigError(f"cannot change {', '.join(bad)} when resuming (only "
-                              f"{', '.join(sorted(RESUMABLE))})")
+            raise ConfigError(
+                f"cannot change {', '.join(bad)} when resuming (only "
+                f"{', '.join(sorted(RESUMABLE))})"
+            )
         config = TrainConfig.from_dict(saved).replace(
-            **{k: v for k, v in overrides.items() if v is not None and k in RESUMABLE})
+            **{k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
+        )
         tokenizer = load_tokenizer(out_dir / "tokenizer.json")
-        corpus = prepare_corpus(out_dir, config, sources.get("train", []),
-                                sources.get("valid", []), sources.get("test", []), tokenizer)
+        corpus = prepare_corpus(
+            out_dir,
+            config,
+            sources.get("train", []),
+            sources.get("valid", []),
+            sources.get("test", []),
+            tokenizer,
+        )
         model = LanguageModel.from_pretrained(out_dir)  # best weights; replaced by the latest below
         trainer = cls(model, config, corpus, out_dir, callbacks)
         trainer.load_state()
@@ -191,8 +237,10 @@ class Trainer:
             parts = self.hidden if isinstance(self.hidden, tuple) else (self.hidden,)
             for i, h in enumerate(parts):
                 tensors[f"hidden.{i}"] = h
-        meta = {"position": json.dumps(self.pos.__dict__),
-                "param_groups": json.dumps(opt["param_groups"])}
+        meta = {
+            "position": json.dumps(self.pos.__dict__),
+            "param_groups": json.dumps(opt["param_groups"]),
+        }
         save_tensors_atomic(self.out_dir / STATE_FILE, tensors, metadata=meta)
 
     def load_state(self) -> None:
@@ -207,8 +255,9 @@ class Trainer:
             groups = json.loads(meta["param_groups"])
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path} has no valid trainer metadata") from None
-        load_weights_into(self.model, {k[6:]: v for k, v in tensors.items()
-                                       if k.startswith("model.")}, path)
+        load_weights_into(
+            self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path
+        )
         state: dict[int, dict[str, torch.Tensor]] = {}
         for k, v in tensors.items():
             if k.startswith("opt."):
@@ -218,7 +267,9 @@ class Trainer:
         torch.set_rng_state(tensors["rng.cpu"])
         if "rng.cuda" in tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        hidden = [tensors[f"hidden.{i}"].to(self.device) for i in range(2) if f"hidden.{i}" in tensors]
+        hidden = [
+            tensors[f"hidden.{i}"].to(self.device) for i in range(2) if f"hidden.{i}" in tensors
+        ]
         self.hidden = None if not hidden else tuple(hidden) if len(hidden) == 2 else hidden[0]
 
     # --- schedule and limits ----------------------------------------------------------------
@@ -287,17 +338,29 @@ class Trainer:
 
     def evaluate(self, max_tokens: int = 0) -> dict[str, Any]:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            result = evaluate_tokens(self.model, self.corpus.valid, seq_len=self.config.seq_len,
-                                     max_tokens=max_tokens)
-        return {"val_loss": result.loss, "val_perplexity": result.perplexity,
-                "val_bits_per_char": result.bits_per_char, "val_tokens": result.tokens}
+            result = evaluate_tokens(
+                self.model, self.corpus.valid, seq_len=self.config.seq_len, max_tokens=max_tokens
+            )
+        return {
+            "val_loss": result.loss,
+            "val_perplexity": result.perplexity,
+            "val_bits_per_char": result.bits_per_char,
+            "val_tokens": result.tokens,
+        }
 
     def _eval_and_checkpoint(self, max_tokens: int) -> None:
-        metrics = {"step": self.pos.step, "epoch": self.pos.step / self.windows_per_epoch,
-                   "elapsed": round(self.pos.elapsed, 3), **self.evaluate(max_tokens)}
+        metrics = {
+            "step": self.pos.step,
+            "epoch": self.pos.step / self.windows_per_epoch,
+            "elapsed": round(self.pos.elapsed, 3),
+            **self.evaluate(max_tokens),
+        }
         if metrics["val_loss"] < self.pos.best_val:
             self.pos.best_val, self.pos.best_step, self.pos.bad_evals = (
-                metrics["val_loss"], self.pos.step, 0)
+                metrics["val_loss"],
+                self.pos.step,
+                0,
+            )
             save_model(self.model, self.out_dir)
         else:
             self.pos.bad_evals += 1
@@ -305,8 +368,15 @@ class Trainer:
         self._log(metrics)
         sample = ""
         if self.config.sample_tokens:
-            sample = "".join(self.model.generate("", max_new_tokens=self.config.sample_tokens,
-                                                 temperature=0.8, seed=self.pos.step, stop=[]))
+            sample = "".join(
+                self.model.generate(
+                    "",
+                    max_new_tokens=self.config.sample_tokens,
+                    temperature=0.8,
+                    seed=self.pos.step,
+                    stop=[],
+                )
+            )
         for cb in self.callbacks:
             cb.on_eval(self, metrics, sample)
         self.save_state()
@@ -319,7 +389,7 @@ class Trainer:
         for cb in self.callbacks:
             cb.on_start(self)
         self.model.train()
-        B, T = self.streams.shape[0], c.seq_len
+        T = c.seq_len
         loss_sum = torch.zeros((), device=self.device)
         tokens_since, steps_since, last_log = 0, 0, time.perf_counter()
         reason = self._finished()
@@ -336,10 +406,14 @@ class Trainer:
             pos.elapsed += time.perf_counter() - t0
             if pos.step % c.log_every == 0:  # the only host sync of the step loop
                 now = time.perf_counter()
-                record = {"step": pos.step, "epoch": pos.step / self.windows_per_epoch,
-                          "train_loss": loss_sum.item() / steps_since, "lr": self.lr_at(),
-                          "tokens_per_s": tokens_since / max(now - last_log, 1e-9),
-                          "elapsed": round(pos.elapsed, 3)}
+                record = {
+                    "step": pos.step,
+                    "epoch": pos.step / self.windows_per_epoch,
+                    "train_loss": loss_sum.item() / steps_since,
+                    "lr": self.lr_at(),
+                    "tokens_per_s": tokens_since / max(now - last_log, 1e-9),
+                    "elapsed": round(pos.elapsed, 3),
+                }
                 self._log(record)
                 for cb in self.callbacks:
                     cb.on_log(self, record)
@@ -354,9 +428,15 @@ class Trainer:
             self._eval_and_checkpoint(0)
         self.save_state()
         self.plot()
-        summary = {"reason": reason, "step": pos.step, "epoch": pos.step / self.windows_per_epoch,
-                   "elapsed": pos.elapsed, "best_val_loss": pos.best_val,
-                   "best_step": pos.best_step, "out_dir": str(self.out_dir)}
+        summary = {
+            "reason": reason,
+            "step": pos.step,
+            "epoch": pos.step / self.windows_per_epoch,
+            "elapsed": pos.elapsed,
+            "best_val_loss": pos.best_val,
+            "best_step": pos.best_step,
+            "out_dir": str(self.out_dir),
+        }
         for cb in self.callbacks:
             cb.on_end(self, summary)
         return summary

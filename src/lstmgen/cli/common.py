@@ -8,11 +8,16 @@ from ..model import LanguageModel
 from ..train import resolve_device
 
 run_argument = click.argument("run", type=click.Path())
-device_option = click.option("--device", default="auto", show_default=True,
-                             help="auto, cpu, cuda, cuda:N or mps.")
+device_option = click.option(
+    "--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps."
+)
 unknown_option = click.option(
-    "--unknown", type=click.Choice(["error", "drop", "replace"]), default="error",
-    show_default=True, help="Characters the model never saw: refuse, drop or replace them.")
+    "--unknown",
+    type=click.Choice(["error", "drop", "replace"]),
+    default="error",
+    show_default=True,
+    help="Characters the model never saw: refuse, drop or replace them.",
+)
 
 
 def load_run(run: str, device: str) -> LanguageModel:

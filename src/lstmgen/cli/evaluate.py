@@ -17,18 +17,33 @@ from .common import device_option, load_run, run_argument, unknown_option
 @click.command("eval")
 @run_argument
 @click.argument("files", nargs=-1)
-@click.option("--split", type=click.Choice(["train", "valid", "test"]),
-              help="Score a split of the run's own corpus instead of FILES.")
+@click.option(
+    "--split",
+    type=click.Choice(["train", "valid", "test"]),
+    help="Score a split of the run's own corpus instead of FILES.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True)
 @click.option("--seq-len", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
-              show_default=True)
+@click.option(
+    "--encoding-errors",
+    type=click.Choice(["strict", "replace"]),
+    default="strict",
+    show_default=True,
+)
 @unknown_option
 @device_option
-def eval_command(run: str, files: tuple[str, ...], split: str | None, as_json: bool,
-                 batch_size: int, seq_len: int, encoding_errors: str, unknown: str,
-                 device: str) -> None:
+def eval_command(
+    run: str,
+    files: tuple[str, ...],
+    split: str | None,
+    as_json: bool,
+    batch_size: int,
+    seq_len: int,
+    encoding_errors: str,
+    unknown: str,
+    device: str,
+) -> None:
     """Score FILES (or a --split of the run's corpus) under the model in RUN.
 
     \b
@@ -42,19 +57,26 @@ def eval_command(run: str, files: tuple[str, ...], split: str | None, as_json: b
         if split:
             data = _run_split(run, split, model.tokenizer)
         else:
-            data = tokenize_to_file(resolve_sources(files), model.tokenizer,
-                                    Path(tmp) / "eval.bin", encoding_errors, unknown)
+            data = tokenize_to_file(
+                resolve_sources(files),
+                model.tokenizer,
+                Path(tmp) / "eval.bin",
+                encoding_errors,
+                unknown,
+            )
         result = evaluate_tokens(model, data, batch_size=batch_size, seq_len=seq_len)
     source = f"split {split}" if split else ", ".join(files)
     if as_json:
         click.echo(json.dumps({"source": source, **result.to_dict()}))
         return
-    click.echo(f"{source}: {result.tokens:,} tokens, {result.chars:,} characters\n"
-               f"loss        {result.loss:.4f} nats/token\n"
-               f"perplexity  {result.perplexity:.3f}\n"
-               f"bits/token  {result.bits_per_token:.4f}\n"
-               f"bits/char   {result.bits_per_char:.4f}\n"
-               f"bits/byte   {result.bits_per_byte:.4f}")
+    click.echo(
+        f"{source}: {result.tokens:,} tokens, {result.chars:,} characters\n"
+        f"loss        {result.loss:.4f} nats/token\n"
+        f"perplexity  {result.perplexity:.3f}\n"
+        f"bits/token  {result.bits_per_token:.4f}\n"
+        f"bits/char   {result.bits_per_char:.4f}\n"
+        f"bits/byte   {result.bits_per_byte:.4f}"
+    )
 
 
 def _run_split(run: str, split: str, tokenizer):
@@ -68,6 +90,12 @@ def _run_split(run: str, split: str, tokenizer):
     saved = read_json(path)
     sources = saved.pop("sources", {})
     config = TrainConfig.from_dict(saved)
-    corpus = prepare_corpus(run, config, sources.get("train", []), sources.get("valid", []),
-                            sources.get("test", []), tokenizer)
+    corpus = prepare_corpus(
+        run,
+        config,
+        sources.get("train", []),
+        sources.get("valid", []),
+        sources.get("test", []),
+        tokenizer,
+    )
     return corpus.split(split)

@@ -13,8 +13,14 @@ from .common import device_option, load_run, run_argument, unknown_option
 @click.command("generate")
 @run_argument
 @click.option("-p", "--prompt", default="", help="Text to continue; '-' reads standard input.")
-@click.option("-n", "--num-samples", type=click.IntRange(1, 4096), default=1, show_default=True,
-              help="Samples, generated as one batch.")
+@click.option(
+    "-n",
+    "--num-samples",
+    type=click.IntRange(1, 4096),
+    default=1,
+    show_default=True,
+    help="Samples, generated as one batch.",
+)
 @click.option("--max-new-tokens", type=int, help="Tokens to generate per sample.")
 @click.option("-t", "--temperature", type=float, help="0 = greedy.")
 @click.option("--top-k", type=int, help="Keep the k most likely tokens (0 = off).")
@@ -24,13 +30,21 @@ from .common import device_option, load_run, run_argument, unknown_option
 @click.option("--seed", type=int, help="Same seed, same text.")
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
 @click.option("--no-prompt", is_flag=True, help="Print only the generated text.")
-@click.option("--separator", default="\n\n", show_default=True,
-              help="Printed between samples.")
+@click.option("--separator", default="\n\n", show_default=True, help="Printed between samples.")
 @unknown_option
 @device_option
-def generate_command(run: str, prompt: str, num_samples: int, stream: bool, no_prompt: bool,
-                     separator: str, unknown: str, device: str, stop: tuple[str, ...],
-                     **options) -> None:
+def generate_command(
+    run: str,
+    prompt: str,
+    num_samples: int,
+    stream: bool,
+    no_prompt: bool,
+    separator: str,
+    unknown: str,
+    device: str,
+    stop: tuple[str, ...],
+    **options,
+) -> None:
     """Generate text from the model in RUN.
 
     \b

@@ -21,7 +21,11 @@ def info_command(run: str, as_json: bool) -> None:
 
     model = LanguageModel.from_pretrained(run)
     tok = model.tokenizer
-    train_cfg = read_json(Path(run) / "train_config.json") if (Path(run) / "train_config.json").exists() else None
+    train_cfg = (
+        read_json(Path(run) / "train_config.json")
+        if (Path(run) / "train_config.json").exists()
+        else None
+    )
     rows = read_metrics(Path(run) / "metrics.jsonl")
     evals = [r for r in rows if "val_loss" in r]
     logs = [r for r in rows if "train_loss" in r]
@@ -45,8 +49,10 @@ def info_command(run: str, as_json: bool) -> None:
         click.echo(json.dumps(info, ensure_ascii=False))
         return
     m = model.config
-    click.echo(f"{run}: {m.cell.upper()} {m.num_layers}x{m.hidden_size}, embedding "
-               f"{m.embedding_size}, dropout {m.dropout}, tied {m.tie_weights}")
+    click.echo(
+        f"{run}: {m.cell.upper()} {m.num_layers}x{m.hidden_size}, embedding "
+        f"{m.embedding_size}, dropout {m.dropout}, tied {m.tie_weights}"
+    )
     click.echo(f"parameters: {info['parameters']:,}")
     click.echo(f"tokenizer:  {tok.kind}, {tok.vocab_size:,} tokens")
     if train_cfg:
@@ -54,5 +60,7 @@ def info_command(run: str, as_json: bool) -> None:
         click.echo("training:   " + ", ".join(f"{k}={train_cfg.get(k)}" for k in keys))
     h = history
     best = f"{h['best_val_loss']:.4f}" if h["best_val_loss"] is not None else "-"
-    click.echo(f"history:    {h['steps']} steps, {h['evaluations']} evaluations, best val loss "
-               f"{best}, {h['training_seconds']:.0f}s of training")
+    click.echo(
+        f"history:    {h['steps']} steps, {h['evaluations']} evaluations, best val loss "
+        f"{best}, {h['training_seconds']:.0f}s of training"
+    )

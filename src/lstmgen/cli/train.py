@@ -33,11 +33,19 @@ class ProgressCallback(Callback):
             f"{m.num_parameters():,} parameters, {trainer.corpus.tokenizer.kind} vocabulary "
             f"{m.config.vocab_size:,}; {len(trainer.corpus.train):,} training tokens, "
             f"{len(trainer.corpus.valid):,} validation; batch {c.batch_size}x{c.seq_len} "
-            f"on {trainer.device}", err=True)
+            f"on {trainer.device}",
+            err=True,
+        )
         if not self.quiet:
             total = trainer.horizon_steps() or None
-            self.bar = tqdm(total=total, initial=trainer.pos.step, unit="step", file=sys.stderr,
-                            dynamic_ncols=True, leave=True)
+            self.bar = tqdm(
+                total=total,
+                initial=trainer.pos.step,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=True,
+            )
 
     def on_log(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if self.bar is None:
@@ -50,8 +58,10 @@ class ProgressCallback(Callback):
         self.bar.set_postfix(post, refresh=False)
 
     def on_eval(self, trainer: Trainer, metrics: dict[str, Any], sample: str) -> None:
-        line = (f"step {metrics['step']}: val loss {metrics['val_loss']:.4f} "
-                f"(bpc {metrics['val_bits_per_char']:.3f}), best {metrics['best_val_loss']:.4f}")
+        line = (
+            f"step {metrics['step']}: val loss {metrics['val_loss']:.4f} "
+            f"(bpc {metrics['val_bits_per_char']:.3f}), best {metrics['best_val_loss']:.4f}"
+        )
         text = line
         if sample and not self.quiet:
             text += "\n--- sample ---\n" + sample.strip("\n") + "\n--------------"
@@ -81,11 +91,17 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.command("train")
 @click.argument("sources", nargs=-1)
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory to create.")
-@click.option("--train", "train_files", multiple=True, help="Training file/folder/glob (repeatable).")
+@click.option(
+    "--train", "train_files", multiple=True, help="Training file/folder/glob (repeatable)."
+)
 @click.option("--valid", "valid_files", multiple=True, help="Validation file/folder/glob.")
 @click.option("--test", "test_files", multiple=True, help="Test file/folder/glob.")
-@click.option("--resume", type=click.Path(file_okay=False), help="Continue the run in this directory.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="cpu-small", show_default=True)
+@click.option(
+    "--resume", type=click.Path(file_okay=False), help="Continue the run in this directory."
+)
+@click.option(
+    "--preset", type=click.Choice(sorted(PRESETS)), default="cpu-small", show_default=True
+)
 @click.option("--tokenizer", type=click.Choice(TOKENIZERS), help="[char]")
 @click.option("--vocab-size", type=int, help="BPE vocabulary size [8000].")
 @click.option("--min-freq", type=int, help="Word level: rarer words become <unk> [1].")
@@ -115,9 +131,17 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--seed", type=int)
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or samples.")
-def train_command(sources: tuple[str, ...], output: str | None, train_files: tuple[str, ...],
-                  valid_files: tuple[str, ...], test_files: tuple[str, ...], resume: str | None,
-                  preset: str, quiet: bool, **options: Any) -> None:
+def train_command(
+    sources: tuple[str, ...],
+    output: str | None,
+    train_files: tuple[str, ...],
+    valid_files: tuple[str, ...],
+    test_files: tuple[str, ...],
+    resume: str | None,
+    preset: str,
+    quiet: bool,
+    **options: Any,
+) -> None:
     """Train a model on SOURCES (files, folders, globs); the built-in Shakespeare if none.
 
     \b
@@ -132,26 +156,37 @@ def train_command(sources: tuple[str, ...], output: str | None, train_files: tup
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
         trainer = Trainer.resume(resume, [callback], **given)
     else:
-        model_cfg = ModelConfig.from_dict({**PRESETS[preset]["model"],
-                                           **{k: given[k] for k in MODEL_OPTIONS if k in given}})
-        train_cfg = TrainConfig.from_dict({**PRESETS[preset]["train"],
-                                           **{k: v for k, v in given.items() if k not in MODEL_OPTIONS}})
+        model_cfg = ModelConfig.from_dict(
+            {**PRESETS[preset]["model"], **{k: given[k] for k in MODEL_OPTIONS if k in given}}
+        )
+        train_cfg = TrainConfig.from_dict(
+            {
+                **PRESETS[preset]["train"],
+                **{k: v for k, v in given.items() if k not in MODEL_OPTIONS},
+            }
+        )
         if not (train_cfg.max_steps or train_cfg.epochs or train_cfg.max_time):
             train_cfg = train_cfg.replace(epochs=10.0)
         all_train = list(sources) + list(train_files)
-        out = Path(output) if output else Path("runs") / (Path(all_train[0]).stem if all_train
-                                                          else "shakespeare")
+        out = (
+            Path(output)
+            if output
+            else Path("runs") / (Path(all_train[0]).stem if all_train else "shakespeare")
+        )
         if out.exists() and any(out.iterdir()) and not (out / "data").exists():
             raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
         t0 = time.perf_counter()
-        trainer = Trainer.create(out, all_train, train_cfg, model_cfg, valid_files, test_files,
-                                 callbacks=[callback])
+        trainer = Trainer.create(
+            out, all_train, train_cfg, model_cfg, valid_files, test_files, callbacks=[callback]
+        )
         click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
     _install_stop_handlers(trainer)
     summary = trainer.fit()
     click.echo(
         f"{summary['reason']} at step {summary['step']} ({summary['elapsed']:.0f}s of training); "
         f"best validation loss {summary['best_val_loss']:.4f} at step {summary['best_step']}; "
-        f"model in {summary['out_dir']}", err=True)
+        f"model in {summary['out_dir']}",
+        err=True,
+    )
     if summary["reason"] == "interrupted":
         click.echo(f"resume with: lstmgen train --resume {summary['out_dir']}", err=True)
