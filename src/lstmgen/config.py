@@ -95,7 +95,7 @@ class TrainConfig(_JsonConfig):
     encoding_errors: str = "strict"  # strict | replace
     batch_size: int = 16
     seq_len: int = 64
-    lr: float = 5e-3
+    lr: float = 8e-3
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
     weight_decay: float = 0.01
     warmup_steps: int = 100
