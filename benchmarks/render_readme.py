@@ -1,0 +1,60 @@
+"""Fill the README's benchmark tables from benchmarks/results/*.json (the only source of figures).
+
+Each table sits between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->`` markers; a table
+whose result file is missing is left as it is.
+
+    python benchmarks/render_readme.py
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+
+from common import RESULTS, ROOT
+
+
+def quality_cpu(r: dict) -> str:
+    m, t = r["model_config"], r["train_config"]
+    ref = r["reference"]
+    rows = [
+        "| run | validation loss (nats/char) | training time |",
+        "|---|---|---|",
+        f"| lstmgen default (`{m['cell']}` {m['num_layers']}x{m['hidden_size']}, embedding "
+        f"{m['embedding_size']}, batch {t['batch_size']}x{t['seq_len']}, lr {t['lr']}, "
+        f"{r['parameters']:,} parameters, {r['steps']} steps, {r['epochs']} epochs) "
+        f"| **{r['val_loss_nats_per_char']:.4f}** | {r['train_seconds']:.0f} s |",
+        f"| plain 2x256 LSTM (reference, same machine type) | {ref['plain 2x256 LSTM']} | 193 s |",
+        f"| nanoGPT CPU recipe (reference, same machine type) | {ref['nanoGPT CPU recipe']} "
+        "| 194 s |",
+    ]
+    mach = r["machine"]
+    return "\n".join(rows) + (
+        f"\n\nMeasured {r['date'][:10]} on {mach.get('cpu_model', mach['processor'])} "
+        f"({mach['cpu_count']} cores), torch {mach['torch']}: `{r['command']}` "
+        "(from `benchmarks/`). Every character of `val.txt` is scored once, statefully "
+        "(16 contiguous streams, each warmed up on the 256 characters before it)."
+    )
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {"quality_cpu": quality_cpu}
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    for name, render in RENDERERS.items():
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        block = render(json.loads(path.read_text()))
+        pattern = re.compile(rf"(<!-- bench:{name} -->\n).*?(<!-- /bench:{name} -->)", re.S)
+        text, n = pattern.subn(lambda m, b=block: m.group(1) + b + "\n" + m.group(2), text)
+        if not n:
+            print(f"README has no <!-- bench:{name} --> block")
+    readme.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
