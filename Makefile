@@ -9,7 +9,7 @@ demo: $(STAMP)
 	rm -rf runs/demo
 	$(VENV)/bin/lstmgen train -o runs/demo --max-time 240 --eval-every 500 --eval-tokens 50000 --sample-tokens 300
 	$(VENV)/bin/lstmgen generate runs/demo --prompt "Romeo." -n 3 --max-new-tokens 400 \
-		--temperature 0.8 --top-p 0.95 --seed 1 --separator "\n\n======\n\n"
+		--temperature 0.8 --top-p 0.95 --seed 1
 
 test: $(STAMP)
 	$(PY) -m pytest -q

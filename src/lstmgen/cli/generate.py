@@ -30,7 +30,11 @@ from .common import device_option, load_run, run_argument, unknown_option
 @click.option("--seed", type=int, help="Same seed, same text.")
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
 @click.option("--no-prompt", is_flag=True, help="Print only the generated text.")
-@click.option("--separator", default="\n\n", show_default=True, help="Printed between samples.")
+@click.option(
+    "--separator",
+    default="\n\n" + "-" * 40 + "\n\n",
+    help="Printed between samples [a line of dashes].",
+)
 @unknown_option
 @device_option
 def generate_command(

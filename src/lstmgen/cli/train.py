@@ -182,10 +182,14 @@ def train_command(
         click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
     _install_stop_handlers(trainer)
     summary = trainer.fit()
+    best = (
+        f"best validation loss {summary['best_val_loss']:.4f} at step {summary['best_step']}"
+        if summary["best_step"] >= 0
+        else "not evaluated yet"
+    )
     click.echo(
         f"{summary['reason']} at step {summary['step']} ({summary['elapsed']:.0f}s of training); "
-        f"best validation loss {summary['best_val_loss']:.4f} at step {summary['best_step']}; "
-        f"model in {summary['out_dir']}",
+        f"{best}; model in {summary['out_dir']}",
         err=True,
     )
     if summary["reason"] == "interrupted":
