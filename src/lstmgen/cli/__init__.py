@@ -14,6 +14,7 @@ from ..errors import LstmgenError
 from .evaluate import eval_command
 from .generate import generate_command
 from .info import info_command
+from .serve import serve_command
 from .train import train_command
 
 
@@ -27,6 +28,7 @@ cli.add_command(train_command)
 cli.add_command(generate_command)
 cli.add_command(eval_command)
 cli.add_command(info_command)
+cli.add_command(serve_command)
 
 
 def main(argv: list[str] | None = None) -> int:

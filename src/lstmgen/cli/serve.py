@@ -1,0 +1,127 @@
+"""``lstmgen serve``: the HTTP API and the playground for one model directory."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+import click
+
+from ..errors import LstmgenError
+from .common import device_option, load_run, run_argument
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves, so ``--port 0`` can report the port it got."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError as exc:
+        raise LstmgenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+@click.command("serve")
+@run_argument
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="0 = any free port.")  # fmt: skip
+@click.option(
+    "--api-key",
+    envvar="LSTMGEN_API_KEY",
+    help="Require 'Authorization: Bearer KEY' on every request [env LSTMGEN_API_KEY].",
+)
+@click.option("--model-name", help="Name clients use for the model [the run folder's name].")
+@click.option("--max-batch", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Sequences decoded together; more requests wait.")  # fmt: skip
+@click.option("--max-prompt-tokens", type=click.IntRange(1), default=4096, show_default=True)
+@click.option("--max-tokens", "max_tokens_limit", type=click.IntRange(1), default=2048,
+              show_default=True, help="Largest max_tokens a request may ask for.")  # fmt: skip
+@click.option("--max-n", type=click.IntRange(1), default=16, show_default=True,
+              help="Most completions (prompts x n) per request.")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1), help="PyTorch CPU threads [PyTorch's choice].")
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+@device_option
+def serve_command(
+    run: str,
+    host: str,
+    port: int,
+    api_key: str | None,
+    model_name: str | None,
+    max_batch: int,
+    max_prompt_tokens: int,
+    max_tokens_limit: int,
+    max_n: int,
+    threads: int | None,
+    log_level: str,
+    device: str,
+) -> None:
+    """Serve the model in RUN over HTTP: an OpenAI-compatible completions API and a playground.
+
+    \b
+      lstmgen serve runs/poems                      # http://127.0.0.1:8000/
+      lstmgen serve runs/poems --port 9000 --api-key secret
+    """
+    try:
+        import uvicorn
+
+        from ..server.app import create_app
+        from ..server.protocol import Limits
+    except ImportError as exc:
+        raise click.ClickException(
+            f"the server needs the serve extra ({exc.name} is missing): "
+            "pip install 'lstmgen[serve]'"
+        ) from None
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_run(run, device)
+    name = model_name or Path(run).resolve().name
+    weights = Path(run) / "model.safetensors"
+    app = create_app(
+        model,
+        name,
+        api_key=api_key or None,
+        limits=Limits(
+            max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens_limit, max_choices=max_n
+        ),
+        max_batch=max_batch,
+        created=int(weights.stat().st_mtime) if weights.exists() else None,
+    )
+    sock = _bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    click.echo(
+        f"serving {run} as {name!r} on http://{shown}:{bound_port}/ (playground at /, API at "
+        f"/v1){' with an API key' if api_key else ''}",
+        err=True,
+    )
+    if not _is_loopback(host) and not api_key:
+        click.echo("warning: listening beyond this machine without --api-key", err=True)
+    config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"))
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

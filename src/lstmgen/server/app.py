@@ -1,0 +1,439 @@
+"""The HTTP API: OpenAI-compatible completions, scoring, model info and the playground page.
+
+    POST /v1/completions   OpenAI's completions API (streaming as server-sent events)
+    POST /v1/score         lstmgen's own: per-token log-probabilities, loss and perplexity of a text
+    GET  /v1/models        the loaded model and its metadata (also /v1/models/{id})
+    GET  /health           liveness and the batcher's load
+    GET  /                 the browser playground (static/playground.html)
+
+Handlers only check requests and shape responses; generation runs in the ``Batcher``'s decode
+loop, which steps all active sequences of all requests as one batch. Errors are JSON in OpenAI's
+shape; a bug becomes a 500 with a generic message, its traceback goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from importlib import resources
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import LstmgenError
+from .batcher import Batcher, BatcherClosed, Chunk, SequenceSpec, TokenInfo, token_text
+from .protocol import APIError, Limits, parse_completion, parse_score
+from .rows import RowSettings
+from .scoring import score_ids
+
+log = logging.getLogger("lstmgen.server")
+
+
+def create_app(
+    model: Any,
+    model_name: str = "lstmgen",
+    api_key: str | None = None,
+    limits: Limits | None = None,
+    max_batch: int = 64,
+    created: int | None = None,
+) -> FastAPI:
+    """The ASGI app serving ``model``. The decode loop starts and stops with the app's lifespan.
+
+    >>> app = create_app(LanguageModel.from_pretrained("runs/poems"), "poems")  # doctest: +SKIP
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
+    """
+    limits = limits or Limits()
+    limits = Limits(**{**asdict(limits), "max_choices": min(limits.max_choices, max_batch)})
+    batcher = Batcher(model, max_batch=max_batch)
+    tok = model.tokenizer
+    created = int(created if created is not None else time.time())
+    page = resources.files(__package__).joinpath("static/playground.html").read_text("utf-8")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            await run_in_threadpool(batcher.close)
+
+    app = FastAPI(
+        title="lstmgen",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.batcher = batcher
+
+    # --- errors -------------------------------------------------------------------------------
+
+    @app.exception_handler(APIError)
+    async def api_error(request: Request, exc: APIError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(LstmgenError)
+    async def library_error(request: Request, exc: LstmgenError) -> JSONResponse:
+        return JSONResponse(APIError(400, str(exc)).body(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = (
+            f"no such endpoint: {request.method} {request.url.path}"
+            if exc.status_code == 404
+            else f"{request.method} is not allowed on {request.url.path}"
+            if exc.status_code == 405
+            else str(exc.detail)
+        )
+        err = APIError(exc.status_code, message, type="invalid_request_error")
+        return JSONResponse(err.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(APIError(400, "invalid request").body(), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        log.error("error while handling %s %s", request.method, request.url.path, exc_info=exc)
+        err = APIError(500, "internal server error", type="server_error")
+        return JSONResponse(err.body(), status_code=500)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def authorize(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), api_key.encode()
+        ):
+            raise APIError(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                code="invalid_api_key",
+            )
+
+    async def read_json(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise APIError(413, f"request body is larger than {limits.max_body_bytes} bytes")
+        data = bytearray()
+        async for part in request.stream():
+            data += part
+            if len(data) > limits.max_body_bytes:
+                raise APIError(413, f"request body is larger than {limits.max_body_bytes} bytes")
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise APIError(400, f"malformed JSON in the request body: {exc}") from None
+
+    def encode_prompt(prompt: str | list[int], unknown: str) -> list[int]:
+        if isinstance(prompt, list):
+            bad = [t for t in prompt if not 0 <= t < tok.vocab_size]
+            if bad:
+                raise APIError(
+                    400, f"token id {bad[0]} is out of range [0, {tok.vocab_size})", "prompt"
+                )
+            ids = prompt
+        else:
+            try:
+                ids = tok.encode(prompt, unknown=unknown)
+            except LstmgenError as exc:
+                raise APIError(400, str(exc), "prompt", "unencodable_prompt") from None
+        if len(ids) > limits.max_prompt_tokens:
+            raise APIError(
+                400,
+                f"prompt has {len(ids)} tokens, more than the server's limit of "
+                f"{limits.max_prompt_tokens}",
+                "prompt",
+                "context_length_exceeded",
+            )
+        return ids
+
+    def logprobs_object(tokens: list[TokenInfo], k: int) -> dict[str, Any]:
+        """OpenAI's (legacy) logprobs object."""
+        return {
+            "tokens": [t.token for t in tokens],
+            "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [t.top or {} for t in tokens] if k > 0 else None,
+            "text_offset": [t.offset for t in tokens],
+        }
+
+    def prompt_tokens_info(ids: list[int], k: int) -> list[TokenInfo]:
+        """Log-probabilities of the prompt's own tokens (for ``echo`` with ``logprobs``)."""
+        if not ids:
+            return []
+        scored = score_ids(model, ids, top_k=k)
+        out, offset, dec = [], 0, tok.stream_decoder()
+        for i, t in enumerate(ids):
+            top = None
+            if scored.top is not None:
+                top = {token_text(tok.token_bytes(j)): v for j, v in scored.top[i].items()}
+            text = token_text(tok.token_bytes(t))
+            out.append(TokenInfo(text, scored.token_logprobs[i], offset, top))
+            offset += len(dec.step(t))
+        return out
+
+    # --- routes -------------------------------------------------------------------------------
+
+    @app.get("/", include_in_schema=False)
+    async def playground() -> HTMLResponse:
+        # The page holds no data and no key; it asks for the key when the server needs one.
+        return HTMLResponse(page)
+
+    @app.get("/health", dependencies=[Depends(authorize)])
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "model": model_name,
+            "active_sequences": batcher.active,
+            "queued_requests": batcher.queued,
+            "steps": batcher.steps,
+            "tokens_generated": batcher.tokens,
+        }
+
+    def model_card() -> dict[str, Any]:
+        return {
+            "id": model_name,
+            "object": "model",
+            "created": created,
+            "owned_by": "lstmgen",
+            "config": model.config.to_dict(),
+            "parameters": model.num_parameters(),
+            "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size},
+            "generation_config": model.generation_config.to_dict(),
+            "limits": {**asdict(limits), "max_batch": max_batch, "auth": api_key is not None},
+        }
+
+    @app.get("/v1/models", dependencies=[Depends(authorize)])
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card()]}
+
+    @app.get("/v1/models/{model_id:path}", dependencies=[Depends(authorize)])
+    async def get_model(model_id: str) -> dict[str, Any]:
+        if model_id != model_name:
+            raise APIError(404, f"model {model_id!r} does not exist", "model", "model_not_found")
+        return model_card()
+
+    @app.post("/v1/score", dependencies=[Depends(authorize)])
+    async def score(request: Request) -> dict[str, Any]:
+        req = parse_score(await read_json(request), model_name)
+        try:
+            ids = tok.encode(req.text, unknown=req.unknown)
+        except LstmgenError as exc:
+            raise APIError(400, str(exc), "text", "unencodable_prompt") from None
+        if not ids:
+            raise APIError(400, "text has no tokens to score", "text")
+        if len(ids) > limits.max_score_tokens:
+            raise APIError(
+                400,
+                f"text has {len(ids)} tokens, more than the server's limit of "
+                f"{limits.max_score_tokens}",
+                "text",
+                "context_length_exceeded",
+            )
+        info = await run_in_threadpool(prompt_tokens_info, ids, req.logprobs)
+        loss = -math.fsum(t.logprob for t in info) / len(info)
+        chars = len(tok.decode(ids))
+        return {
+            "object": "score",
+            "model": model_name,
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "bits_per_token": loss / math.log(2),
+            "bits_per_char": loss * len(ids) / math.log(2) / max(chars, 1),
+            "logprobs": logprobs_object(info, req.logprobs),
+            "usage": {"prompt_tokens": len(ids), "total_tokens": len(ids)},
+        }
+
+    @app.post("/v1/completions", dependencies=[Depends(authorize)])
+    async def completions(request: Request) -> Any:
+        req = parse_completion(
+            await read_json(request), model_name, model.generation_config, limits
+        )
+        prompt_ids = [encode_prompt(p, req.unknown) for p in req.prompts]
+        settings = RowSettings(req.temperature, req.top_k, req.top_p, req.repetition_penalty)
+        specs = []
+        for p, ids in enumerate(prompt_ids):
+            for j in range(req.n):
+                i = p * req.n + j  # OpenAI's choice order: prompt-major
+                specs.append(
+                    SequenceSpec(
+                        prompt_ids=(tok.bos_id, *ids),
+                        max_new_tokens=req.max_tokens,
+                        settings=settings,
+                        stop=req.stop,
+                        seed=None if req.seed is None else req.seed + i,
+                        logprobs=req.logprobs,
+                        index=i,
+                    )
+                )
+        echo_text = [tok.decode(ids) if req.echo else "" for ids in prompt_ids]
+        echo_info: list[list] = [[] for _ in prompt_ids]
+        if req.echo and req.logprobs is not None:
+            echo_info = [
+                await run_in_threadpool(prompt_tokens_info, ids, req.logprobs) for ids in prompt_ids
+            ]
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[Chunk]] = asyncio.Queue()
+
+        def sink(chunks: list[Chunk]) -> None:  # called on the decode thread
+            loop.call_soon_threadsafe(queue.put_nowait, chunks)
+
+        try:
+            job = batcher.submit(specs, sink)
+        except BatcherClosed as exc:
+            raise APIError(503, str(exc), type="server_error") from None
+        cid, now = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+        usage = {"prompt_tokens": sum(len(ids) for ids in prompt_ids), "completion_tokens": 0}
+
+        def head(i: int) -> tuple[str, list]:
+            p = i // req.n
+            return echo_text[p], echo_info[p]
+
+        if not req.stream:
+            try:
+                texts, tokens, finish = await _collect(queue, len(specs), usage)
+            finally:
+                job.cancel()
+            choices = []
+            for i in range(len(specs)):
+                echo, einfo = head(i)
+                lp = None
+                if req.logprobs is not None:
+                    lp = logprobs_object(einfo + _shifted(tokens[i], len(echo)), req.logprobs)
+                choices.append(
+                    {
+                        "index": i,
+                        "text": echo + texts[i],
+                        "logprobs": lp,
+                        "finish_reason": finish[i],
+                    }
+                )
+            return {
+                "id": cid,
+                "object": "text_completion",
+                "created": now,
+                "model": model_name,
+                "choices": choices,
+                "usage": _usage(usage),
+            }
+
+        async def events() -> AsyncIterator[bytes]:
+            def event(choices: list[dict], **extra: Any) -> bytes:
+                data = {
+                    "id": cid,
+                    "object": "text_completion",
+                    "created": now,
+                    "model": model_name,
+                    "choices": choices,
+                    **({"usage": None} if req.include_usage else {}),
+                    **extra,
+                }
+                return b"data: " + json.dumps(data, ensure_ascii=False).encode() + b"\n\n"
+
+            try:
+                if req.echo:
+                    first = []
+                    for i in range(len(specs)):
+                        echo, einfo = head(i)
+                        lp = None
+                        if req.logprobs is not None:
+                            lp = logprobs_object(einfo, req.logprobs)
+                        first.append(
+                            {"index": i, "text": echo, "logprobs": lp, "finish_reason": None}
+                        )
+                    yield event(first)
+                left = len(specs)
+                while left:
+                    chunks = await queue.get()
+                    while not queue.empty():  # a slow reader gets what piled up in one event
+                        chunks += queue.get_nowait()
+                    errors = [c.error for c in chunks if c.error]
+                    if errors:
+                        err = APIError(500, errors[0], type="server_error")
+                        yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+                        return
+                    merged: dict[int, dict[str, Any]] = {}
+                    for c in chunks:
+                        m = merged.setdefault(
+                            c.index, {"index": c.index, "text": "", "tokens": [], "fin": None}
+                        )
+                        m["text"] += c.text
+                        m["tokens"] += c.tokens
+                        if c.finish_reason:
+                            m["fin"] = c.finish_reason
+                            usage["completion_tokens"] += c.generated
+                            left -= 1
+                    choices = []
+                    for i, m in sorted(merged.items()):
+                        echo, _ = head(i)
+                        lp = None
+                        if req.logprobs is not None:
+                            lp = logprobs_object(_shifted(m["tokens"], len(echo)), req.logprobs)
+                        choices.append(
+                            {
+                                "index": i,
+                                "text": m["text"],
+                                "logprobs": lp,
+                                "finish_reason": m["fin"],
+                            }
+                        )
+                    yield event(choices)
+                if req.include_usage:
+                    yield event([], usage=_usage(usage))
+                yield b"data: [DONE]\n\n"
+            finally:
+                job.cancel()  # the client left (or we are done): free the batch rows
+
+        return StreamingResponse(
+            events(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    return app
+
+
+async def _collect(
+    queue: asyncio.Queue, n: int, usage: dict[str, int]
+) -> tuple[list[str], list[list], list[str | None]]:
+    """Wait for all ``n`` choices of a non-streaming request."""
+    texts, tokens = [""] * n, [[] for _ in range(n)]
+    finish: list[str | None] = [None] * n
+    left = n
+    while left:
+        for c in await queue.get():
+            if c.error:
+                raise APIError(500, c.error, type="server_error")
+            texts[c.index] += c.text
+            tokens[c.index] += c.tokens
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+                usage["completion_tokens"] += c.generated
+                left -= 1
+    return texts, tokens, finish
+
+
+def _shifted(tokens: list[TokenInfo], by: int) -> list[TokenInfo]:
+    """Offsets into the generated text -> offsets into the returned text (after the echo)."""
+    return [dataclasses.replace(t, offset=t.offset + by) for t in tokens] if by else tokens
+
+
+def _usage(usage: dict[str, int]) -> dict[str, int]:
+    return {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}

@@ -1,0 +1,377 @@
+"""Request batching: one decode loop steps every active sequence of every request together.
+
+An LSTM's state per sequence is a fixed-size vector, so a batch can change between steps at the
+cost of a concatenation: a new sequence is primed on its prompt (``generate.prime``) and its
+state is appended along the batch dimension; a finished or cancelled one is sliced out. Each
+step then runs the model once on the newest token of all B active sequences::
+
+    rows      [r0 r1 r2 ...]          one per sequence (a request with n=3 brings 3)
+    state     (L, B, H)  (h, c for an LSTM)     row b <-> rows[b]
+    logits    (B, V)     next-token logits      row b <-> rows[b]
+    seen      (B, V)     tokens seen, for the repetition penalty
+
+Every sequence keeps its own sampling settings and its own seeded ``torch.Generator``
+(``rows.sample_rows``), and its text goes through the same incremental decoding and stop-string
+hold-back as ``generate.stream_text``, so a seeded request gives the same text alone or batched.
+
+The loop runs on one background thread. Callers ``submit`` a ``Job`` (a list of
+``SequenceSpec``) with a ``sink``: a function the loop calls, on its own thread, with the new
+``Chunk``s of that job after each step. The HTTP layer's sink hands them to its event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..generate import _find_stop, _held_back, prime
+from .rows import RowSettings, sample_rows
+
+log = logging.getLogger("lstmgen.server")
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """One sequence to generate: ``prompt_ids`` start with the tokenizer's ``bos_id``."""
+
+    prompt_ids: tuple[int, ...]
+    max_new_tokens: int
+    settings: RowSettings = RowSettings()
+    stop: tuple[str, ...] = ()
+    seed: int | None = None  # None: a fresh random seed
+    logprobs: int | None = None  # None: off; k >= 0: chosen token plus the k most likely
+    index: int = 0  # the choice index in the response
+
+
+@dataclass
+class TokenInfo:
+    """A generated token for ``logprobs``: its text, log-probability under the model
+    (temperature 1, no filtering) and where its text starts in the generated text."""
+
+    token: str
+    logprob: float
+    offset: int
+    top: dict[str, float] | None = None
+
+
+@dataclass
+class Chunk:
+    """New text of choice ``index``. The last chunk of a choice has ``finish_reason`` ("stop" or
+    "length") and ``generated`` (tokens sampled); ``error`` is set when the loop failed."""
+
+    index: int
+    text: str
+    finish_reason: str | None = None
+    tokens: list[TokenInfo] = field(default_factory=list)
+    generated: int = 0
+    error: str | None = None
+
+
+Sink = Callable[[list[Chunk]], None]
+
+
+class Job:
+    """A submitted request: its sequences, where its chunks go, and whether it was cancelled."""
+
+    def __init__(self, specs: Sequence[SequenceSpec], sink: Sink):
+        self.specs = list(specs)
+        self.sink = sink
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        """Stop generating for this job; its rows leave the batch before the next step."""
+        self.cancelled = True
+
+
+class _Row:
+    """Decoding state of one active sequence (mirrors ``stream_text``'s per-sample state)."""
+
+    def __init__(self, spec: SequenceSpec, job: Job, tokenizer: Any, device: torch.device):
+        self.spec, self.job = spec, job
+        seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**63)
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.decoder = tokenizer.stream_decoder()
+        self.text = ""  # generated so far
+        self.emitted = 0  # how much of it has been sent
+        self.steps = 0  # tokens sampled
+        self.tokens: deque[TokenInfo] = deque()  # not yet sent with a chunk
+        self.done = False
+
+
+class BatcherClosed(RuntimeError):
+    """The decode loop is not running (server shutting down)."""
+
+
+class Batcher:
+    """The decode loop. ``start()`` it, ``submit`` jobs, ``close()`` it.
+
+    >>> batcher = Batcher(model, max_batch=64); batcher.start()  # doctest: +SKIP
+    >>> job = batcher.submit([SequenceSpec((bos, *ids), 50, seed=1)], print)  # doctest: +SKIP
+    """
+
+    def __init__(self, model: Any, max_batch: int = 64):
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self.model = model
+        self.max_batch = max_batch
+        self._cond = threading.Condition()
+        self._pending: deque[Job] = deque()
+        self._closed = True
+        self._thread: threading.Thread | None = None
+        tok = model.tokenizer
+        self._token_text = [token_text(tok.token_bytes(i)) for i in range(tok.vocab_size)]
+        # Decode-loop state: touched only by the loop thread.
+        self._rows: list[_Row] = []
+        self._state: Any = None
+        self._logits: torch.Tensor | None = None  # (B, V)
+        self._seen: torch.Tensor | None = None  # (B, V) bool
+        self.steps = 0  # batched model steps run so far
+        self.tokens = 0  # tokens sampled so far
+
+    # --- the caller's side --------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._closed = False
+            self._thread = threading.Thread(target=self._run, name="lstmgen-decode", daemon=True)
+            self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the loop; unfinished jobs get an error chunk."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def submit(self, specs: Sequence[SequenceSpec], sink: Sink) -> Job:
+        if not specs:
+            raise ValueError("a job needs at least one sequence")
+        if len(specs) > self.max_batch:
+            raise ValueError(f"a job may have at most {self.max_batch} sequences")
+        job = Job(specs, sink)
+        with self._cond:
+            if self._closed:
+                raise BatcherClosed("the server is shutting down")
+            self._pending.append(job)
+            self._cond.notify_all()
+        return job
+
+    @property
+    def active(self) -> int:
+        return len(self._rows)
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
+
+    # --- the decode loop ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        self.model.eval()
+        with torch.inference_mode():
+            while True:
+                with self._cond:
+                    while not self._closed and not self._pending and not self._rows:
+                        self._cond.wait()
+                    if self._closed:
+                        break
+                    admitted = self._admit()
+                try:
+                    self._join(admitted)
+                    self._step()
+                except Exception:  # a bug: fail the jobs in flight, keep serving
+                    log.exception("decode loop failed")
+                    jobs = {id(r.job): r.job for r in self._rows}
+                    jobs.update({id(j): j for j in admitted})
+                    self._reset()
+                    for job in jobs.values():
+                        _deliver(job, [Chunk(0, "", error="internal error while generating")])
+        with self._cond:
+            left = list(self._pending)
+            self._pending.clear()
+        for job in left + list({id(r.job): r.job for r in self._rows}.values()):
+            _deliver(job, [Chunk(0, "", error="the server is shutting down")])
+        self._reset()
+
+    def _reset(self) -> None:
+        self._rows, self._state, self._logits, self._seen = [], None, None, None
+
+    def _admit(self) -> list[Job]:
+        """Take pending jobs (whole) while the batch has room. Call with the lock held."""
+        admitted, room = [], self.max_batch - len(self._rows)
+        while self._pending and (self._pending[0].cancelled or len(self._pending[0].specs) <= room):
+            job = self._pending.popleft()
+            if not job.cancelled:
+                admitted.append(job)
+                room -= len(job.specs)
+        return admitted
+
+    def _join(self, jobs: list[Job]) -> None:
+        """Prime the new sequences and append their rows to the batch."""
+        model, tok = self.model, self.model.tokenizer
+        new: list[_Row] = []
+        for job in jobs:
+            finished = []
+            for spec in job.specs:
+                if spec.max_new_tokens <= 0:  # nothing to generate (stream_text does the same)
+                    finished.append(Chunk(spec.index, "", "length"))
+                else:
+                    new.append(_Row(spec, job, tok, model.device))
+            if finished:
+                _deliver(job, finished)
+        if not new:
+            return
+        logits, state = prime(model, [r.spec.prompt_ids for r in new])  # (b, V), (L, b, H)
+        seen = torch.zeros(len(new), model.config.vocab_size, dtype=torch.bool, device=model.device)
+        for b, r in enumerate(new):
+            if r.spec.settings.repetition_penalty != 1.0:
+                seen[b, list(r.spec.prompt_ids[1:])] = True
+        if self._rows:
+            self._state = _cat_state(self._state, state)
+            self._logits = torch.cat([self._logits, logits])
+            self._seen = torch.cat([self._seen, seen])
+        else:
+            self._state, self._logits, self._seen = state, logits, seen
+        self._rows += new
+
+    def _step(self) -> None:
+        """Sample one token for every row, send the new text, drop finished rows, run the model."""
+        rows = self._rows
+        if not rows:
+            return
+        cancelled = [r.job.cancelled for r in rows]
+        if any(cancelled):
+            self._keep([b for b, c in enumerate(cancelled) if not c])
+            rows = self._rows
+            if not rows:
+                return
+        logits, seen = self._logits, self._seen
+        assert logits is not None and seen is not None
+        B = len(rows)
+        use_seen = any(r.spec.settings.repetition_penalty != 1.0 for r in rows)
+        nxt = sample_rows(
+            logits, [r.spec.settings for r in rows], [r.generator for r in rows], seen
+        )  # (B,)
+        if use_seen:
+            seen[torch.arange(B, device=seen.device), nxt] = True
+        chosen_lp, top = self._logprobs(logits, nxt, rows)
+        out: dict[int, tuple[Job, list[Chunk]]] = {}
+        ids = nxt.tolist()
+        for b, r in enumerate(rows):
+            chunk = self._advance(r, ids[b], chosen_lp[b] if chosen_lp else 0.0, top.get(b))
+            if chunk is not None:
+                out.setdefault(id(r.job), (r.job, []))[1].append(chunk)
+        self.steps += 1
+        self.tokens += B
+        for job, chunks in out.values():
+            _deliver(job, chunks)
+        keep = [b for b, r in enumerate(rows) if not r.done]
+        if len(keep) < B:
+            self._keep(keep)
+            if not keep:
+                return
+            nxt = nxt[torch.tensor(keep, device=nxt.device)]
+        out_logits, self._state = self.model(nxt[:, None], self._state)  # (B', 1, V)
+        self._logits = out_logits[:, -1]  # (B', V)
+
+    def _keep(self, keep: list[int]) -> None:
+        """Slice the batch down to rows ``keep``."""
+        if not keep:
+            self._reset()
+            return
+        idx = torch.tensor(keep, device=self.model.device)
+        self._rows = [self._rows[b] for b in keep]
+        self._state = _index_state(self._state, idx)
+        assert self._logits is not None and self._seen is not None
+        self._logits, self._seen = self._logits[idx], self._seen[idx]
+
+    def _logprobs(
+        self, logits: torch.Tensor, nxt: torch.Tensor, rows: list[_Row]
+    ) -> tuple[list[float], dict[int, dict[str, float]]]:
+        """Log-probabilities of the chosen tokens (and the top k where asked) under the model."""
+        want = [r.spec.logprobs for r in rows]
+        if all(w is None for w in want):
+            return [], {}
+        lp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+        chosen = lp.gather(-1, nxt[:, None])[:, 0].tolist()
+        top: dict[int, dict[str, float]] = {}
+        k_max = max(w or 0 for w in want)
+        if k_max > 0:
+            values, indices = lp.topk(min(k_max, lp.shape[-1]), dim=-1)  # (B, k)
+            for b, w in enumerate(want):
+                if w:
+                    vs, js = values[b, :w].tolist(), indices[b, :w].tolist()
+                    top[b] = {self._token_text[j]: v for v, j in zip(vs, js, strict=True)}
+        return chosen, top
+
+    def _advance(
+        self, r: _Row, token: int, logprob: float, top: dict[str, float] | None
+    ) -> Chunk | None:
+        """Add one token to row ``r``; return the chunk to send, if any (as ``stream_text``)."""
+        spec = r.spec
+        r.steps += 1
+        last = r.steps == spec.max_new_tokens
+        if spec.logprobs is not None:
+            r.tokens.append(TokenInfo(self._token_text[token], logprob, len(r.text), top))
+        r.text += r.decoder.step(token) + (r.decoder.flush() if last else "")
+        hit = _find_stop(r.text, spec.stop, r.emitted)
+        if hit is not None:
+            r.done = True
+            return self._chunk(r, hit, "stop")
+        upto = len(r.text) if last else len(r.text) - _held_back(r.text, spec.stop)
+        if last:
+            r.done = True
+            return self._chunk(r, upto, "length")
+        if upto > r.emitted:
+            return self._chunk(r, upto, None)
+        return None
+
+    def _chunk(self, r: _Row, upto: int, finish: str | None) -> Chunk:
+        tokens = []
+        while r.tokens and (r.tokens[0].offset < upto or finish == "length"):
+            tokens.append(r.tokens.popleft())
+        chunk = Chunk(r.spec.index, r.text[r.emitted : upto], finish, tokens)
+        if finish:
+            chunk.generated = r.steps
+        r.emitted = upto
+        return chunk
+
+
+def _deliver(job: Job, chunks: list[Chunk]) -> None:
+    try:
+        job.sink(chunks)
+    except Exception:  # the receiver is gone (closed event loop): stop generating for it
+        log.debug("dropping a job whose receiver failed", exc_info=True)
+        job.cancel()
+
+
+def _cat_state(a: Any, b: Any) -> Any:
+    if isinstance(a, tuple):
+        return tuple(torch.cat([x, y], dim=1) for x, y in zip(a, b, strict=True))
+    return torch.cat([a, b], dim=1)  # (L, B, H)
+
+
+def _index_state(state: Any, idx: torch.Tensor) -> Any:
+    if isinstance(state, tuple):
+        return tuple(s.index_select(1, idx) for s in state)
+    return state.index_select(1, idx)  # (L, B', H)
+
+
+def token_text(data: bytes) -> str:
+    """A token's text for ``logprobs``; bytes that are not whole UTF-8 characters are written
+    ``bytes:\\xe4\\xb8`` (OpenAI's convention)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in data)

@@ -1,0 +1,279 @@
+"""Requests of the OpenAI completions API, checked field by field into typed objects.
+
+Every problem becomes an ``APIError`` carrying OpenAI's error shape::
+
+    {"error": {"message": "...", "type": "invalid_request_error", "param": "top_p", "code": null}}
+
+Unknown fields are errors (as everywhere in lstmgen). OpenAI fields lstmgen does not implement
+are accepted only at their neutral value (``frequency_penalty: 0``, ``best_of: 1``...), so a
+client never silently gets something other than what it asked for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..config import GenerationConfig
+
+MAX_STOP = 4  # as OpenAI
+MAX_LOGPROBS = 5  # as OpenAI
+UNKNOWN_POLICIES = ("error", "drop", "replace")
+
+
+class APIError(Exception):
+    """An error response: HTTP ``status`` and OpenAI's error object."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = (
+            status,
+            message,
+            param,
+            code,
+            type,
+        )
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts (``lstmgen serve --help`` sets them)."""
+
+    max_prompt_tokens: int = 4096  # per prompt
+    max_tokens: int = 2048  # the largest max_tokens a request may ask for
+    max_choices: int = 16  # prompts x n per request
+    max_score_tokens: int = 16384
+    max_body_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass
+class CompletionRequest:
+    prompts: list[str | list[int]]  # text, or token ids
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    repetition_penalty: float
+    n: int
+    stop: tuple[str, ...]
+    seed: int | None
+    stream: bool
+    include_usage: bool
+    echo: bool
+    logprobs: int | None
+    unknown: str
+
+
+@dataclass
+class ScoreRequest:
+    text: str
+    unknown: str
+    logprobs: int  # top alternatives per position (0 = only the scored token)
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param, code)
+
+
+def _number(body: dict, name: str, default: float, low: float, high: float, open_low=False):
+    v = body.get(name)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise _bad(f"{name} must be a number, got {type(v).__name__}", name)
+    ok = (v > low if open_low else v >= low) and v <= high
+    if not ok:
+        bracket = "(" if open_low else "["
+        raise _bad(f"{name} must be in {bracket}{low:g}, {high:g}], got {v}", name)
+    return float(v)
+
+
+def _integer(body: dict, name: str, default: int | None, low: int, high: int) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return default
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(f"{name} must be an integer, got {type(v).__name__}", name)
+    if not low <= v <= high:
+        raise _bad(f"{name} must be between {low} and {high}, got {v}", name)
+    return v
+
+
+def _boolean(body: dict, name: str) -> bool:
+    v = body.get(name)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise _bad(f"{name} must be true or false, got {type(v).__name__}", name)
+    return v
+
+
+def _unknown_policy(body: dict) -> str:
+    v = body.get("unknown", "error")
+    if v not in UNKNOWN_POLICIES:
+        raise _bad(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}", "unknown")
+    return v
+
+
+def check_model(body: dict, served: str) -> None:
+    """``model`` may be left out; when given it must name the served model (OpenAI: 404)."""
+    name = body.get("model")
+    if name is None:
+        return
+    if not isinstance(name, str):
+        raise _bad("model must be a string", "model")
+    if name != served:
+        raise APIError(
+            404,
+            f"model {name!r} does not exist; this server has {served!r}",
+            "model",
+            "model_not_found",
+        )
+
+
+def _reject_unknown(body: dict, known: set[str]) -> None:
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise _bad(f"unknown field(s): {', '.join(unknown)}", unknown[0])
+
+
+# OpenAI fields accepted only at the value that means "off".
+_NEUTRAL = {
+    "frequency_penalty": (0, 0.0),
+    "presence_penalty": (0, 0.0),
+    "best_of": (1,),
+    "suffix": ("",),
+    "logit_bias": ({},),
+}
+
+
+def _prompts(v: Any) -> list[str | list[int]]:
+    if v is None:
+        return [""]
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, list) and v:
+        if all(isinstance(p, str) for p in v):
+            return list(v)
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in v):
+            return [list(v)]
+        if all(
+            isinstance(p, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in p)
+            for p in v
+        ):
+            return [list(p) for p in v]
+    raise _bad(
+        "prompt must be a string, a list of strings, a list of token ids or a list of lists of"
+        " token ids",
+        "prompt",
+    )
+
+
+def _stop(v: Any) -> tuple[str, ...] | None:
+    if v is None:
+        return None
+    stops = [v] if isinstance(v, str) else v
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise _bad("stop must be a non-empty string or a list of non-empty strings", "stop")
+    if len(stops) > MAX_STOP:
+        raise _bad(f"stop may have at most {MAX_STOP} strings, got {len(stops)}", "stop")
+    return tuple(stops)
+
+
+def parse_completion(
+    body: Any, served: str, defaults: GenerationConfig, limits: Limits
+) -> CompletionRequest:
+    """Check a ``/v1/completions`` body; unset fields take the model's generation defaults."""
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    _reject_unknown(
+        body,
+        {
+            "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed",
+            "stream", "stream_options", "echo", "logprobs", "top_k", "repetition_penalty",
+            "unknown", "user", *_NEUTRAL,
+        },
+    )  # fmt: skip
+    check_model(body, served)
+    for name, neutral in _NEUTRAL.items():
+        if body.get(name) is not None and body[name] not in neutral:
+            raise _bad(f"{name} is not supported by lstmgen (leave it out)", name)
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise _bad("user must be a string", "user")
+    prompts = _prompts(body.get("prompt"))
+    n = _integer(body, "n", 1, 1, limits.max_choices)
+    assert n is not None
+    if len(prompts) * n > limits.max_choices:
+        raise _bad(
+            f"{len(prompts)} prompt(s) x n={n} is more than {limits.max_choices} completions"
+            " per request",
+            "n",
+        )
+    stream = _boolean(body, "stream")
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not stream:
+            raise _bad("stream_options is only allowed with stream: true", "stream_options")
+        if not isinstance(options, dict) or set(options) - {"include_usage"}:
+            raise _bad("stream_options may only hold include_usage", "stream_options")
+        include_usage = _boolean(options, "include_usage")
+    stop = _stop(body.get("stop"))
+    seed = _integer(body, "seed", defaults.seed, -(2**63), 2**63 - 1 - limits.max_choices)
+    max_tokens = _integer(
+        body, "max_tokens", min(defaults.max_new_tokens, limits.max_tokens), 0, limits.max_tokens
+    )
+    assert max_tokens is not None
+    top_k = _integer(body, "top_k", defaults.top_k, 0, 2**31 - 1)
+    assert top_k is not None
+    return CompletionRequest(
+        prompts=prompts,
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature", defaults.temperature, 0.0, 2.0),
+        top_p=_number(body, "top_p", defaults.top_p, 0.0, 1.0, open_low=True),
+        top_k=top_k,
+        repetition_penalty=_number(
+            body, "repetition_penalty", defaults.repetition_penalty, 0.0, 10.0, open_low=True
+        ),
+        n=n,
+        stop=stop if stop is not None else tuple(defaults.stop),
+        seed=seed,
+        stream=stream,
+        include_usage=include_usage,
+        echo=_boolean(body, "echo"),
+        logprobs=_integer(body, "logprobs", None, 0, MAX_LOGPROBS),
+        unknown=_unknown_policy(body),
+    )
+
+
+def parse_score(body: Any, served: str) -> ScoreRequest:
+    """Check a ``/v1/score`` body: ``{"text": "...", "model"?, "logprobs"?, "unknown"?}``."""
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    _reject_unknown(body, {"model", "text", "logprobs", "unknown"})
+    check_model(body, served)
+    text = body.get("text")
+    if not isinstance(text, str) or not text:
+        raise _bad("text must be a non-empty string", "text")
+    logprobs = _integer(body, "logprobs", 0, 0, MAX_LOGPROBS)
+    assert logprobs is not None
+    return ScoreRequest(text=text, unknown=_unknown_policy(body), logprobs=logprobs)
