@@ -37,6 +37,13 @@ from .common import device_option, load_run, run_argument, unknown_option
 )
 @unknown_option
 @device_option
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "numpy"]),
+    default="torch",
+    show_default=True,
+    help="numpy: the from-scratch reference (lstmgen.reference), CPU only, slower.",
+)
 def generate_command(
     run: str,
     prompt: str,
@@ -46,6 +53,7 @@ def generate_command(
     separator: str,
     unknown: str,
     device: str,
+    backend: str,
     stop: tuple[str, ...],
     **options,
 ) -> None:
@@ -57,11 +65,18 @@ def generate_command(
     """
     if prompt == "-":
         prompt = sys.stdin.read()
-    model = load_run(run, device)
+    if backend == "numpy":
+        from .. import reference
+
+        if device not in ("auto", "cpu"):
+            raise click.UsageError("--device applies to --backend torch only")
+        model, generate = reference.LanguageModel.from_pretrained(run), reference.stream_text
+    else:
+        model, generate = load_run(run, device), stream_text
     overrides = {k: v for k, v in options.items() if v is not None}
     if stop:
         overrides["stop"] = list(stop)
-    events = stream_text(model, [prompt] * num_samples, unknown=unknown, **overrides)
+    events = generate(model, [prompt] * num_samples, unknown=unknown, **overrides)
     out = sys.stdout
     head = "" if no_prompt else prompt
     if stream:

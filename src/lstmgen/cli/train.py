@@ -131,6 +131,13 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--seed", type=int)
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or samples.")
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "numpy"]),
+    default="torch",
+    show_default=True,
+    help="numpy: the from-scratch reference (lstmgen.reference): CPU, small models, slow.",
+)
 def train_command(
     sources: tuple[str, ...],
     output: str | None,
@@ -140,6 +147,7 @@ def train_command(
     resume: str | None,
     preset: str,
     quiet: bool,
+    backend: str,
     **options: Any,
 ) -> None:
     """Train a model on SOURCES (files, folders, globs); the built-in Shakespeare if none.
@@ -151,6 +159,14 @@ def train_command(
     """
     given = {k: v for k, v in options.items() if v is not None}
     callback = ProgressCallback(quiet)
+    trainer_class: Any = Trainer
+    if backend == "numpy":
+        from ..reference.train import Trainer as trainer_class
+
+        if resume:
+            raise click.UsageError("--resume needs --backend torch (numpy runs keep no state)")
+        if given.get("device", "cpu") not in ("auto", "cpu"):
+            raise click.UsageError("--device applies to --backend torch only")
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
@@ -176,7 +192,7 @@ def train_command(
         if out.exists() and any(out.iterdir()) and not (out / "data").exists():
             raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
         t0 = time.perf_counter()
-        trainer = Trainer.create(
+        trainer = trainer_class.create(
             out, all_train, train_cfg, model_cfg, valid_files, test_files, callbacks=[callback]
         )
         click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
@@ -192,5 +208,11 @@ def train_command(
         f"{best}; model in {summary['out_dir']}",
         err=True,
     )
-    if summary["reason"] == "interrupted":
+    if backend == "numpy":
+        from ..train import plot_metrics
+
+        plot_metrics(trainer.out_dir / "metrics.jsonl", trainer.out_dir / "loss.png")
+        if summary["reason"] == "interrupted":
+            click.echo("(a numpy run cannot be resumed: its best model is kept)", err=True)
+    elif summary["reason"] == "interrupted":
         click.echo(f"resume with: lstmgen train --resume {summary['out_dir']}", err=True)

@@ -1,0 +1,184 @@
+"""Sampling and streaming generation in NumPy: the same options and the same text stream as
+``lstmgen.generate`` / ``lstmgen.sampling`` (repetition penalty, temperature, top-k, top-p, stop
+strings, several samples as one batch).
+
+Greedy decoding (temperature 0) gives exactly the PyTorch backend's tokens. With a temperature
+the draws come from NumPy's generator seeded with ``seed``: the same seed gives the same text
+here, but not the same text as PyTorch's generator.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import GenerationConfig
+from ..errors import ConfigError
+from .layers import softmax
+
+
+@dataclass
+class Event:
+    """New text for sample ``index``; ``finish_reason`` ("stop" | "length") on its last event."""
+
+    index: int
+    text: str
+    finish_reason: str | None = None
+
+
+# --- logits (B, V) -> next token (B,) ---------------------------------------------------------
+
+
+def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
+    """CTRL's penalty (Keskar et al. 2019): seen tokens' positive logits are divided by
+    ``penalty``, negative ones multiplied."""
+    if penalty == 1.0:
+        return logits
+    penalised = np.where(logits > 0, logits / penalty, logits * penalty)
+    return np.where(seen, penalised, logits)
+
+
+def filter_top_k(logits: np.ndarray, k: int) -> np.ndarray:
+    """Keep the k largest logits of each row (ties at the k-th value too)."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = -np.partition(-logits, k - 1, axis=-1)[:, k - 1 : k]  # (B, 1) the k-th largest
+    return np.where(logits < kth, -np.inf, logits)
+
+
+def filter_top_p(logits: np.ndarray, p: float) -> np.ndarray:
+    """Nucleus filtering (Holtzman et al. 2020): keep the smallest set of most likely tokens
+    whose probability reaches ``p``; the most likely token always stays."""
+    if p >= 1.0:
+        return logits
+    order = np.argsort(-logits, axis=-1, kind="stable")  # (B, V) most likely first
+    probs = softmax(np.take_along_axis(logits, order, axis=-1))
+    before = np.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
+    drop = np.zeros(logits.shape, dtype=bool)
+    np.put_along_axis(drop, order, before >= p, axis=-1)
+    return np.where(drop, -np.inf, logits)
+
+
+def next_token(
+    logits: np.ndarray,
+    config: GenerationConfig,
+    rng: np.random.Generator,
+    seen: np.ndarray | None = None,
+) -> np.ndarray:
+    """One token per row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy."""
+    logits = logits.astype(np.float64)
+    if seen is not None:
+        logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
+    if config.temperature == 0:
+        return logits.argmax(axis=-1)
+    logits = filter_top_p(filter_top_k(logits / config.temperature, config.top_k), config.top_p)
+    cdf = np.cumsum(softmax(logits), axis=-1)  # (B, V)
+    u = rng.random((len(cdf), 1)) * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=-1), cdf.shape[-1] - 1)  # inverse-CDF draw
+
+
+# --- the stream ---------------------------------------------------------------------------
+
+
+def resolve_config(
+    model: Any, config: GenerationConfig | None = None, **overrides: Any
+) -> GenerationConfig:
+    base = config or getattr(model, "generation_config", None) or GenerationConfig()
+    unknown = sorted(set(overrides) - set(GenerationConfig.__dataclass_fields__))
+    if unknown:
+        raise ConfigError(f"unknown generation option(s): {', '.join(unknown)}")
+    return base.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, Any]:
+    """Run each distinct prompt once; -> last logits (B, V) and the state of all B prompts."""
+    unique: dict[tuple[int, ...], int] = {}
+    for p in prompts:
+        unique.setdefault(tuple(p), len(unique))
+    logits, states = [], []
+    for p in unique:
+        out, state = model(np.array([p], dtype=np.int64))  # (1, T, V)
+        logits.append(out[:, -1])
+        states.append(state if isinstance(state, tuple) else (state,))
+    rows = np.array([unique[tuple(p)] for p in prompts])  # (B,)
+    last = np.concatenate(logits)[rows]  # (B, V)
+    parts = tuple(np.concatenate(s, axis=1)[:, rows] for s in zip(*states, strict=True))
+    return last, parts if len(parts) == 2 else parts[0]
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
+
+
+def _find_stop(text: str, stops: Sequence[str], start: int) -> int | None:
+    best = None
+    for s in stops:
+        i = text.find(s, start)
+        if i != -1 and (best is None or i < best):
+            best = i
+    return best
+
+
+def stream_text(
+    model: Any,
+    prompts: Sequence[str],
+    config: GenerationConfig | None = None,
+    unknown: str = "error",
+    **overrides: Any,
+) -> Iterator[Event]:
+    """One continuation per prompt as a stream of ``Event``s (see ``lstmgen.generate``).
+
+    >>> for ev in stream_text(model, ["ROMEO:"] * 2, temperature=0.8, seed=1):  # doctest: +SKIP
+    ...     print(ev.index, ev.text)
+    """
+    cfg = resolve_config(model, config, **overrides)
+    tok = model.tokenizer
+    seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**63)
+    rng = np.random.default_rng(seed)
+    ids = [[tok.bos_id, *tok.encode(p, unknown=unknown)] for p in prompts]
+    B = len(ids)
+    logits, state = prime(model, ids)
+    seen = None
+    if cfg.repetition_penalty != 1.0:
+        seen = np.zeros((B, model.config.vocab_size), dtype=bool)
+        for b, p in enumerate(ids):
+            seen[b, p[1:]] = True
+    decoders = [tok.stream_decoder() for _ in range(B)]
+    texts, emitted, done = [""] * B, [0] * B, [False] * B
+    for step in range(cfg.max_new_tokens):
+        nxt = next_token(logits, cfg, rng, seen)  # (B,)
+        if seen is not None:
+            seen[np.arange(B), nxt] = True
+        last = step == cfg.max_new_tokens - 1
+        for b, t in enumerate(nxt.tolist()):
+            if done[b]:
+                continue
+            texts[b] += decoders[b].step(t) + (decoders[b].flush() if last else "")
+            hit = _find_stop(texts[b], cfg.stop, emitted[b])
+            if hit is not None:
+                done[b] = True
+                yield Event(b, texts[b][emitted[b] : hit], "stop")
+                continue
+            upto = len(texts[b]) if last else len(texts[b]) - _held_back(texts[b], cfg.stop)
+            if upto > emitted[b] or last:
+                yield Event(b, texts[b][emitted[b] : upto], "length" if last else None)
+                emitted[b] = upto
+            done[b] = done[b] or last
+        if all(done):
+            break
+        out, state = model(nxt[:, None], state)  # (B, 1, V)
+        logits = out[:, -1]
+    for b in range(B):  # max_new_tokens == 0
+        if not done[b]:
+            yield Event(b, "", "length")
