@@ -54,7 +54,14 @@ def _bind(host: str, port: int) -> socket.socket:
               show_default=True, help="Largest max_tokens a request may ask for.")  # fmt: skip
 @click.option("--max-n", type=click.IntRange(1), default=16, show_default=True,
               help="Most completions (prompts x n) per request.")  # fmt: skip
-@click.option("--threads", type=click.IntRange(1), help="PyTorch CPU threads [PyTorch's choice].")
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="PyTorch CPU threads. Each decode step is a few small operations: on a CPU one thread"
+    " is fastest (benchmarks/load_server.py); more help only large models or batches.",
+)
 @click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
@@ -72,7 +79,7 @@ def serve_command(
     max_prompt_tokens: int,
     max_tokens_limit: int,
     max_n: int,
-    threads: int | None,
+    threads: int,
     log_level: str,
     device: str,
 ) -> None:
@@ -94,8 +101,7 @@ def serve_command(
         ) from None
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(threads)
     model = load_run(run, device)
     name = model_name or Path(run).resolve().name
     weights = Path(run) / "model.safetensors"
