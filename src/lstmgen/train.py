@@ -34,14 +34,12 @@ import torch.nn.functional as F
 from .checkpoint import (
     load_tensors,
     load_weights_into,
-    read_json,
     save_model,
     save_tensors_atomic,
     weights_of,
-    write_json_atomic,
 )
 from .config import GenerationConfig, ModelConfig, TrainConfig
-from .corpus import Corpus, prepare_corpus
+from .corpus import Corpus, load_run_corpus, prepare_corpus, read_run_config, write_run_config
 from .data import batchify, get_window, num_windows
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate_tokens
@@ -174,9 +172,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
         trainer = cls(model, config, corpus, out_dir, callbacks)
-        write_json_atomic(
-            out_dir / "train_config.json", {**config.to_dict(), "sources": corpus.sources}
-        )
+        write_run_config(out_dir, config, corpus.sources)
         save_model(model, out_dir)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
         trainer.save_state()
@@ -190,32 +186,19 @@ class Trainer:
         out_dir = Path(out_dir)
         if not (out_dir / STATE_FILE).exists():
             raise CheckpointError(f"{out_dir} has no trainer state to resume ({STATE_FILE})")
-        saved = read_json(out_dir / "train_config.json")
-        if not isinstance(saved, dict):
-            raise CheckpointError(f"{out_dir / 'train_config.json'} is not a train config")
-        sources = saved.pop("sources", {})
-        bad = sorted(
-            k
-            for k, v in overrides.items()
-            if v is not None and k not in RESUMABLE and saved.get(k) != v
-        )
+        saved, sources = read_run_config(out_dir)
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        bad = sorted(k for k, v in changes.items() if k not in RESUMABLE and getattr(saved, k) != v)
         if bad:
             raise ConfigError(
                 f"cannot change {', '.join(bad)} when resuming (only "
                 f"{', '.join(sorted(RESUMABLE))})"
             )
-        config = TrainConfig.from_dict(saved).replace(
-            **{k: v for k, v in overrides.items() if v is not None and k in RESUMABLE}
+        config = saved.replace(**{k: v for k, v in changes.items() if k in RESUMABLE})
+        corpus = load_run_corpus(
+            out_dir, config, sources, load_tokenizer(out_dir / "tokenizer.json")
         )
-        tokenizer = load_tokenizer(out_dir / "tokenizer.json")
-        corpus = prepare_corpus(
-            out_dir,
-            config,
-            sources.get("train", []),
-            sources.get("valid", []),
-            sources.get("test", []),
-            tokenizer,
-        )
+        write_run_config(out_dir, config, sources)  # raised limits hold for later resumes too
         model = LanguageModel.from_pretrained(out_dir)  # best weights; replaced by the latest below
         trainer = cls(model, config, corpus, out_dir, callbacks)
         trainer.load_state()

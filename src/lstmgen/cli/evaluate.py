@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
+from ..corpus import load_run_corpus, read_run_config
 from ..data import resolve_sources, tokenize_to_file
-from ..errors import DataError
 from ..evaluate import evaluate_tokens
 from .common import device_option, load_run, run_argument, unknown_option
 
@@ -80,22 +80,5 @@ def eval_command(
 
 
 def _run_split(run: str, split: str, tokenizer):
-    from ..checkpoint import read_json
-    from ..config import TrainConfig
-    from ..corpus import prepare_corpus
-
-    path = Path(run) / "train_config.json"
-    if not path.exists():
-        raise DataError(f"{run} has no train_config.json, so no corpus splits: give FILES")
-    saved = read_json(path)
-    sources = saved.pop("sources", {})
-    config = TrainConfig.from_dict(saved)
-    corpus = prepare_corpus(
-        run,
-        config,
-        sources.get("train", []),
-        sources.get("valid", []),
-        sources.get("test", []),
-        tokenizer,
-    )
-    return corpus.split(split)
+    config, sources = read_run_config(run)
+    return load_run_corpus(run, config, sources, tokenizer).split(split)
