@@ -15,6 +15,7 @@ import torch
 from lstmgen import GenerationConfig, LanguageModel
 from lstmgen.generate import stream_text
 from lstmgen.sampling import next_token
+from lstmgen.server import rows
 from lstmgen.server.batcher import Batcher, Chunk, SequenceSpec
 from lstmgen.server.rows import RowSettings, sample_rows
 from lstmgen.server.scoring import score_ids
@@ -80,7 +81,12 @@ def reference(model, prompt: str, max_new: int = 30, **kw) -> tuple[str, str]:
     return text, finish
 
 
-def test_rows_sample_exactly_like_next_token_per_row():
+@pytest.mark.parametrize("race", [True, False], ids=["exponential-race", "multinomial"])
+def test_rows_sample_exactly_like_next_token_per_row(race, monkeypatch):
+    if not race:  # the fallback where this PyTorch draws differently from the probe's belief
+        monkeypatch.setattr(rows, "_exponential_race_matches_multinomial", lambda: False)
+    else:
+        assert rows._exponential_race_matches_multinomial()
     rng = random.Random(0)
     for _ in range(60):
         B, V = rng.randint(1, 6), rng.choice([5, 40])

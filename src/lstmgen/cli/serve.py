@@ -33,6 +33,7 @@ def _bind(host: str, port: int) -> socket.socket:
     except OSError as exc:
         raise LstmgenError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.set_inheritable(True)
+    sock.listen(2048)  # connections made while the model loads wait instead of being refused
     return sock
 
 
@@ -54,6 +55,13 @@ def _bind(host: str, port: int) -> socket.socket:
               show_default=True, help="Largest max_tokens a request may ask for.")  # fmt: skip
 @click.option("--max-n", type=click.IntRange(1), default=16, show_default=True,
               help="Most completions (prompts x n) per request.")  # fmt: skip
+@click.option(
+    "--stream-interval",
+    type=click.FloatRange(0, 1),
+    default=0.05,
+    show_default=True,
+    help="Seconds between a stream's events; tokens made meanwhile share one (0 = every token).",
+)
 @click.option(
     "--threads",
     type=click.IntRange(1),
@@ -79,6 +87,7 @@ def serve_command(
     max_prompt_tokens: int,
     max_tokens_limit: int,
     max_n: int,
+    stream_interval: float,
     threads: int,
     log_level: str,
     device: str,
@@ -113,6 +122,7 @@ def serve_command(
             max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens_limit, max_choices=max_n
         ),
         max_batch=max_batch,
+        stream_interval=stream_interval,
         created=int(weights.stat().st_mtime) if weights.exists() else None,
     )
     sock = _bind(host, port)
