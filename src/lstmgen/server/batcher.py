@@ -1,9 +1,9 @@
 """Request batching: one decode loop steps every active sequence of every request together.
 
-An LSTM's state per sequence is a fixed-size vector, so a batch can change between steps at the
-cost of a concatenation: a new sequence is primed on its prompt (as ``generate.prime`` does) and its
-state is appended along the batch dimension; a finished or cancelled one is sliced out. Each
-step then runs the model once on the newest token of all B active sequences::
+An LSTM's state per sequence is a fixed-size vector, so a batch can change between steps at
+the cost of a concatenation: a new sequence is primed on its prompt (as ``generate.prime``
+does) and its state is appended along the batch dimension; a finished or cancelled one is
+sliced out. Each step then runs the model once on the newest token of all B active sequences::
 
     rows      [r0 r1 r2 ...]          one per sequence (a request with n=3 brings 3)
     state     (L, B, H)  (h, c for an LSTM)     row b <-> rows[b]
@@ -239,7 +239,7 @@ class Batcher:
             if r.spec.settings.repetition_penalty != 1.0:
                 seen[b, list(r.spec.prompt_ids[1:])] = True
         if self._rows:
-            self._state = _cat_state(self._state, state)
+            self._state = _cat_states([self._state, state])
             self._logits = torch.cat([self._logits, logits])
             self._seen = torch.cat([self._seen, seen])
         else:
@@ -384,11 +384,11 @@ def _prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, 
         logits.append(out[:, -1])  # (1, V)
         states.append(state)
     rows = torch.tensor([unique[tuple(p)] for p in prompts], device=model.device)  # (B,)
-    state = states[0] if len(states) == 1 else _cat_state_list(states)
+    state = states[0] if len(states) == 1 else _cat_states(states)
     return torch.cat(logits)[rows], _index_state(state, rows)  # (B, V), (L, B, H)
 
 
-def _cat_state_list(states: list[Any]) -> Any:
+def _cat_states(states: list[Any]) -> Any:
     if isinstance(states[0], tuple):
         return tuple(torch.cat([s[i] for s in states], dim=1) for i in range(2))
     return torch.cat(states, dim=1)  # (L, B, H)
@@ -400,12 +400,6 @@ def _deliver(job: Job, chunks: list[Chunk]) -> None:
     except Exception:  # the receiver is gone (closed event loop): stop generating for it
         log.debug("dropping a job whose receiver failed", exc_info=True)
         job.cancel()
-
-
-def _cat_state(a: Any, b: Any) -> Any:
-    if isinstance(a, tuple):
-        return tuple(torch.cat([x, y], dim=1) for x, y in zip(a, b, strict=True))
-    return torch.cat([a, b], dim=1)  # (L, B, H)
 
 
 def _index_state(state: Any, idx: torch.Tensor) -> Any:
