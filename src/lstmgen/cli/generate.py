@@ -42,7 +42,7 @@ from .common import device_option, load_run, run_argument, unknown_option
     type=click.Choice(["torch", "numpy"]),
     default="torch",
     show_default=True,
-    help="numpy: the from-scratch reference (lstmgen.reference), CPU only, slower.",
+    help="numpy: the from-scratch reference (lstmgen.reference), CPU only.",
 )
 def generate_command(
     run: str,

@@ -136,7 +136,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     type=click.Choice(["torch", "numpy"]),
     default="torch",
     show_default=True,
-    help="numpy: the from-scratch reference (lstmgen.reference): CPU, small models, slow.",
+    help="numpy: the from-scratch reference (lstmgen.reference): CPU only, no --resume.",
 )
 def train_command(
     sources: tuple[str, ...],

@@ -7,7 +7,7 @@ Read it next to docs/lstm.md, which derives every equation:
     model.py       the language model: same weights, names and state as ``lstmgen.model``
     gradcheck.py   analytic gradients against centred finite differences
     generate.py    sampling and streaming generation
-    train.py       a small training loop (slow: this is for reading, not for speed)
+    train.py       the training loop, step for step like the PyTorch trainer's
     checkpoint.py  model directories, read and written without PyTorch
 
 Nothing here imports torch.
