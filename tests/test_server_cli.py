@@ -2,8 +2,11 @@
 
 import sys
 
+import pytest
+
 
 def test_serve_refuses_a_missing_run(run_cli, tmp_path):
+    pytest.importorskip("uvicorn", reason="without the serve extra, serve says so first")
     r = run_cli("serve", tmp_path / "nope")
     assert r.code == 1 and r.err.startswith("error: ") and r.err.count("\n") == 1
     assert "nope" in r.err

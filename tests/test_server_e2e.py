@@ -104,14 +104,14 @@ def test_openai_client(server, run_dir):
     openai = pytest.importorskip("openai", reason="needs the openai package (pip install openai)")
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0)
     assert [m.id for m in client.models.list()] == ["tiny"]
-    want = reference(run_dir, "ROMEO:", max_new_tokens=40, temperature=0.9, seed=11)
+    want = reference(run_dir, "ROMEO:", max_new_tokens=300, temperature=0.9, seed=11)
     r = client.completions.create(
-        model="tiny", prompt="ROMEO:", max_tokens=40, temperature=0.9, seed=11
+        model="tiny", prompt="ROMEO:", max_tokens=300, temperature=0.9, seed=11
     )
     assert r.choices[0].text == want and r.choices[0].finish_reason == "length"
-    assert r.usage.prompt_tokens == 6 and r.usage.completion_tokens == 40
+    assert r.usage.prompt_tokens == 6 and r.usage.completion_tokens == 300
     stream = client.completions.create(
-        model="tiny", prompt="ROMEO:", max_tokens=40, temperature=0.9, seed=11, stream=True
+        model="tiny", prompt="ROMEO:", max_tokens=300, temperature=0.9, seed=11, stream=True
     )
     pieces = [(c.choices[0].text, c.choices[0].finish_reason) for c in stream if c.choices]
     assert len(pieces) > 1 and "".join(p for p, _ in pieces) == want
@@ -217,7 +217,7 @@ def test_playground_in_headless_chromium(server, tmp_path):
             )
             page.fill("#prompt", "床前明月光，")
             page.fill("#seed", "5")
-            page.locator("#max_tokens").fill("120")
+            page.locator("#max_tokens").fill("400")
             page.click("#generate")
             page.wait_for_function(
                 "document.querySelector('#status').textContent.startsWith('done')", timeout=30000
@@ -230,6 +230,6 @@ def test_playground_in_headless_chromium(server, tmp_path):
         finally:
             browser.close()
     assert not errors, errors
-    assert "120 tokens" in status and "finish reason: length" in status
-    assert len(text) == 120 and "\ufffd" not in text
+    assert "400 tokens" in status and "finish reason: length" in status
+    assert len(text) == 400 and "\ufffd" not in text
     assert updates > 1, "the text should appear piece by piece"
