@@ -376,6 +376,7 @@ pkg = types.ModuleType("lstmgen")
 pkg.__path__ = [{str(SRC / "lstmgen")!r}]
 sys.modules["lstmgen"] = pkg
 from lstmgen.reference import LanguageModel
+import lstmgen.reference.train
 m = LanguageModel.from_pretrained({str(saved_models["lstm"])!r})
 print("".join(m.generate("ab", temperature=0, max_new_tokens=5)))
 assert not any(n == "torch" or n.startswith("torch.") for n in sys.modules)

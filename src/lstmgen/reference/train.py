@@ -22,17 +22,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import GenerationConfig, ModelConfig, TrainConfig
-from ..corpus import Corpus, prepare_corpus
 from ..data import TokenFile, batchify, get_window, num_windows
 from ..errors import ConfigError
 from .checkpoint import write_json
 from .layers import Adam, clip_grad_norm, log_softmax
 from .model import LanguageModel
+
+if TYPE_CHECKING:
+    from ..corpus import Corpus
 
 
 @dataclass
@@ -126,6 +128,10 @@ class Trainer:
         callbacks: Sequence[Any] = (),
     ) -> Trainer:
         """Tokenize the corpus, build a fresh float32 model, write the run directory."""
+        from ..corpus import (
+            prepare_corpus,
+        )  # imported here: corpus.py imports torch (via checkpoint)
+
         config = config or TrainConfig()
         out_dir = Path(out_dir)
         if (out_dir / "trainer" / "state.safetensors").exists():
