@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench-quality clean
+.PHONY: demo test test-slow lint bench-quality bench-server clean
 
 demo: $(STAMP)
 	rm -rf runs/demo
@@ -22,6 +22,9 @@ lint: $(STAMP)
 
 bench-quality: $(STAMP)
 	cd benchmarks && ../$(PY) quality_cpu.py
+
+bench-server: $(STAMP)
+	cd benchmarks && ../$(PY) load_server.py
 
 $(STAMP): pyproject.toml requirements-ci.txt
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -38,7 +38,33 @@ def quality_cpu(r: dict) -> str:
     )
 
 
-RENDERERS: dict[str, Callable[[dict], str]] = {"quality_cpu": quality_cpu}
+def load_server(r: dict) -> str:
+    rows = [
+        "| concurrent streaming clients | requests/s | tokens/s | p50 latency | p99 latency "
+        "| errors | mean batch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in r["phases"]:
+        rows.append(
+            f"| {p['clients']} | {p['requests_per_s']:.1f} | {p['tokens_per_s']:,.0f} "
+            f"| {p['latency_p50_s']:.3f} s | {p['latency_p99_s']:.3f} s | {p['errors']} "
+            f"| {p['mean_batch']:.1f} |"
+        )
+    mach = r["machine"]
+    s = r["settings"]
+    return "\n".join(rows) + (
+        f"\n\n32 clients get **{r['tokens_per_s_ratio_32_vs_1']:.2f}x** the total tokens/s of one "
+        f"client (the decode loop alone, without HTTP: {r['decode_loop_ratio_32_vs_1']:.1f}x). "
+        f"{r['model']}, {s['seconds_per_phase']:.0f} s per phase, max_tokens {s['max_tokens']}; "
+        f"measured {r['date'][:10]} on {mach.get('cpu_model', mach['processor'])} "
+        f"({mach['cpu_count']} cores, shared), torch {mach['torch']}: `{r['command']}`."
+    )
+
+
+RENDERERS: dict[str, Callable[[dict], str]] = {
+    "quality_cpu": quality_cpu,
+    "load_server": load_server,
+}
 
 
 def main() -> None:
