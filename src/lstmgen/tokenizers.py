@@ -72,7 +72,7 @@ class Tokenizer:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> None:
-        from .checkpoint import write_json_atomic
+        from .modeldir import write_json_atomic
 
         write_json_atomic(path, {"type": self.kind, **self.to_dict()})
 
@@ -340,7 +340,7 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    from .checkpoint import read_json
+    from .modeldir import read_json
 
     return tokenizer_from_dict(read_json(path))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import read_json
+from ..modeldir import read_json
 from ..train import read_metrics
 from .common import run_argument
 

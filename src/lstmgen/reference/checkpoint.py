@@ -1,67 +1,21 @@
 """Reading and writing lstmgen model directories without PyTorch.
 
-The format is the PyTorch backend's (``lstmgen/checkpoint.py``): config.json with a format
-marker, tokenizer.json, generation_config.json and model.safetensors whose tensor names are the
-PyTorch state dict's. ``safetensors.numpy`` reads and writes the same file. The small JSON
-helpers are repeated here because ``lstmgen.checkpoint`` imports torch at module level.
+The format is shared with the PyTorch backend (``lstmgen/modeldir.py`` holds it, torch-free):
+config.json with a format marker, tokenizer.json, generation_config.json and model.safetensors
+whose tensor names are the PyTorch state dict's. ``safetensors.numpy`` reads and writes the same
+file.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..config import GenerationConfig, ModelConfig
-from ..errors import CheckpointError, LstmgenError
-from ..tokenizers import Tokenizer, tokenizer_from_dict
-
-FORMAT = "lstmgen"
-FORMAT_VERSION = 1
-CONFIG, TOKENIZER, GENERATION, WEIGHTS = (
-    "config.json",
-    "tokenizer.json",
-    "generation_config.json",
-    "model.safetensors",
-)
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-
-
-def read_json(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"missing file {path}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} is corrupt (not valid JSON)") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+from ..errors import CheckpointError
+from ..modeldir import FORMAT, WEIGHTS, atomic_write, read_model_meta, write_model_meta
+from ..tokenizers import Tokenizer
 
 
 def read_model_dir(
@@ -72,28 +26,7 @@ def read_model_dir(
     from safetensors.numpy import load_file
 
     path = Path(path)
-    if not path.is_dir():
-        raise CheckpointError(
-            f"no such model directory: {path}" if not path.exists() else f"{path} is not a folder"
-        )
-    data = read_json(path / CONFIG)
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path / CONFIG} is not an lstmgen model config")
-    if data.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has unsupported format version {data.get('format_version')}")
-    try:
-        config = ModelConfig.from_dict(
-            {k: v for k, v in data.items() if k not in ("format", "format_version")}
-        )
-        tokenizer = tokenizer_from_dict(read_json(path / TOKENIZER))
-        gen_path = path / GENERATION
-        gen = GenerationConfig.from_dict(read_json(gen_path)) if gen_path.exists() else None
-    except (LstmgenError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    if tokenizer.vocab_size != config.vocab_size:
-        raise CheckpointError(
-            f"{path}: tokenizer has {tokenizer.vocab_size} tokens, config says {config.vocab_size}"
-        )
+    config, tokenizer, gen = read_model_meta(path)
     weights_path = path / WEIGHTS
     if not weights_path.is_file():
         raise CheckpointError(f"missing file {weights_path}")
@@ -115,12 +48,7 @@ def write_model_dir(
     from safetensors.numpy import save_file
 
     path = Path(path)
-    write_json(
-        path / CONFIG, {"format": FORMAT, "format_version": FORMAT_VERSION, **config.to_dict()}
-    )
-    if tokenizer is not None:
-        write_json(path / TOKENIZER, {"type": tokenizer.kind, **tokenizer.to_dict()})
-    write_json(path / GENERATION, generation_config.to_dict())
+    write_model_meta(path, config, tokenizer, generation_config)
     arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
     atomic_write(path / WEIGHTS, lambda tmp: save_file(arrays, tmp, metadata={"format": FORMAT}))
 

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import GenerationConfig, ModelConfig, TrainConfig
+from ..corpus import write_run_config
 from ..data import TokenFile, batchify, get_window, num_windows
 from ..errors import ConfigError
-from .checkpoint import write_json
 from .layers import Adam, clip_grad_norm, log_softmax
 from .model import LanguageModel
 
@@ -143,7 +143,7 @@ class Trainer:
         model = LanguageModel.init(
             model_config, config.seed, np.float32, corpus.tokenizer, GenerationConfig()
         )
-        write_json(out_dir / "train_config.json", {**config.to_dict(), "sources": corpus.sources})
+        write_run_config(out_dir, config, corpus.sources)
         model.save_pretrained(out_dir)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
         return cls(model, config, corpus, out_dir, callbacks)

@@ -1,0 +1,133 @@
+"""The model directory format, without PyTorch: file names, atomic writes, JSON parts.
+
+A model directory holds::
+
+    config.json              ModelConfig plus a format marker
+    tokenizer.json           the vocabulary (tokenizers.py)
+    generation_config.json   default sampling settings
+    model.safetensors        the weights (written by checkpoint.py with torch, or by
+                             reference/checkpoint.py with NumPy: the same file either way)
+
+Every file is written to a temporary name in the same folder, fsynced, then renamed over the
+old one, so a crash mid-save leaves the previous file intact, never a half-written one. Nothing
+here imports torch, so the NumPy reference and the tokenizers can use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import GenerationConfig, ModelConfig
+from .errors import CheckpointError, ConfigError, LstmgenError
+from .tokenizers import Tokenizer, tokenizer_from_dict
+
+FORMAT = "lstmgen"
+FORMAT_VERSION = 1
+CONFIG, TOKENIZER, GENERATION, WEIGHTS = (
+    "config.json",
+    "tokenizer.json",
+    "generation_config.json",
+    "model.safetensors",
+)
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` on a temporary name beside ``path``, fsync, rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"missing file {path}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CheckpointError(f"{path} is corrupt (not valid JSON)") from None
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_model_config(path: str | Path) -> ModelConfig:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no such model directory: {path}")
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a model directory")
+    data = read_json(path / CONFIG)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path / CONFIG} is not an lstmgen model config")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has unsupported format version {data.get('format_version')}")
+    data = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    try:
+        return ModelConfig.from_dict(data)
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{path / CONFIG}: {exc}") from None
+
+
+def read_model_meta(path: str | Path) -> tuple[ModelConfig, Tokenizer, GenerationConfig | None]:
+    """config.json, tokenizer.json and (if present) generation_config.json, checked together."""
+    path = Path(path)
+    config = read_model_config(path)
+    try:
+        tokenizer = tokenizer_from_dict(read_json(path / TOKENIZER))
+    except CheckpointError:
+        raise
+    except LstmgenError as exc:
+        raise CheckpointError(f"{path / TOKENIZER}: {exc}") from None
+    if tokenizer.vocab_size != config.vocab_size:
+        raise CheckpointError(
+            f"{path}: tokenizer has {tokenizer.vocab_size} tokens, config says {config.vocab_size}"
+        )
+    gen_path = path / GENERATION
+    try:
+        gen = GenerationConfig.from_dict(read_json(gen_path)) if gen_path.exists() else None
+    except (LstmgenError, TypeError) as exc:
+        raise CheckpointError(f"{gen_path}: {exc}") from None
+    return config, tokenizer, gen
+
+
+def write_model_meta(
+    path: str | Path,
+    config: ModelConfig,
+    tokenizer: Tokenizer | None,
+    generation_config: GenerationConfig,
+) -> None:
+    """The JSON parts of a model directory (the weights are the backend's job)."""
+    path = Path(path)
+    write_json_atomic(
+        path / CONFIG, {"format": FORMAT, "format_version": FORMAT_VERSION, **config.to_dict()}
+    )
+    if tokenizer is not None:
+        tokenizer.save(path / TOKENIZER)
+    write_json_atomic(path / GENERATION, generation_config.to_dict())
