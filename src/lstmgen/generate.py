@@ -17,6 +17,7 @@ import torch
 
 from .config import GenerationConfig
 from .errors import ConfigError
+from .model import cat_states, index_state, rnn_kernels
 from .sampling import next_token
 
 
@@ -51,16 +52,13 @@ def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, A
     logits, states = [], []
     for p in unique:
         ids = torch.tensor([p], dtype=torch.long, device=model.device)  # (1, T)
-        out, state = model(ids)
+        with rnn_kernels(model.device, steps=len(p)):
+            out, state = model(ids)
         logits.append(out[:, -1])  # (1, V)
         states.append(state)
     rows = torch.tensor([unique[tuple(p)] for p in prompts], device=model.device)  # (B,)
-    last = torch.cat(logits)[rows]  # (B, V)
-    if isinstance(states[0], tuple):
-        state = tuple(torch.cat([s[i] for s in states], dim=1)[:, rows] for i in range(2))
-    else:
-        state = torch.cat(states, dim=1)[:, rows]  # (L, B, H)
-    return last, state
+    state = states[0] if len(states) == 1 else cat_states(states)
+    return torch.cat(logits)[rows], index_state(state, rows)  # (B, V), (L, B, H)
 
 
 def _held_back(text: str, stops: Sequence[str]) -> int:
@@ -127,7 +125,8 @@ def stream_text(
                 done[b] = done[b] or last
             if all(done):
                 break
-            out, state = model(nxt[:, None], state)  # (B, 1, V)
+            with rnn_kernels(model.device, steps=1):
+                out, state = model(nxt[:, None], state)  # (B, 1, V)
             logits = out[:, -1]
         for b in range(B):  # max_new_tokens == 0
             if not done[b]:

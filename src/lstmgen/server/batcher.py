@@ -21,18 +21,18 @@ The loop runs on one background thread. Callers ``submit`` a ``Job`` (a list of
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..generate import _find_stop, _held_back
+from ..generate import _find_stop, _held_back, prime
+from ..model import cat_states, index_state, rnn_kernels
 from .rows import RowSettings, sample_rows
 
 log = logging.getLogger("lstmgen.server")
@@ -233,13 +233,13 @@ class Batcher:
                 _deliver(job, finished)
         if not new:
             return
-        logits, state = _prime(model, [r.spec.prompt_ids for r in new])  # (b, V), (L, b, H)
+        logits, state = prime(model, [r.spec.prompt_ids for r in new])  # (b, V), (L, b, H)
         seen = torch.zeros(len(new), model.config.vocab_size, dtype=torch.bool, device=model.device)
         for b, r in enumerate(new):
             if r.spec.settings.repetition_penalty != 1.0:
                 seen[b, list(r.spec.prompt_ids[1:])] = True
         if self._rows:
-            self._state = _cat_states([self._state, state])
+            self._state = cat_states([self._state, state])
             self._logits = torch.cat([self._logits, logits])
             self._seen = torch.cat([self._seen, seen])
         else:
@@ -283,7 +283,7 @@ class Batcher:
             if not keep:
                 return
             nxt = nxt[torch.tensor(keep, device=nxt.device)]
-        with _rnn_kernels(self.model.device, steps=1):
+        with rnn_kernels(self.model.device, steps=1):
             out_logits, self._state = self.model(nxt[:, None], self._state)  # (B', 1, V)
         self._logits = out_logits[:, -1]  # (B', V)
 
@@ -294,7 +294,7 @@ class Batcher:
             return
         idx = torch.tensor(keep, device=self.model.device)
         self._rows = [self._rows[b] for b in keep]
-        self._state = _index_state(self._state, idx)
+        self._state = index_state(self._state, idx)
         assert self._logits is not None and self._seen is not None
         self._logits, self._seen = self._logits[idx], self._seen[idx]
 
@@ -350,62 +350,12 @@ class Batcher:
         return chunk
 
 
-# Below this many time steps PyTorch's native CPU RNN kernel beats its oneDNN kernel (the
-# default), whose fixed cost is about 4 ms a call. 2x256 LSTM, batch 1, one thread, on a 2-core
-# AMD EPYC with torch 2.13, ms per call, oneDNN / native: 1 step 4.5 / 0.46, 8 steps 5.0 / 2.0,
-# 32 steps 5.0 / 6.5, 512 steps 38 / 63. (At batch 32, one step: 3.7 / 2.8.)
-NATIVE_RNN_BELOW = 24
-
-
-@contextlib.contextmanager
-def _rnn_kernels(device: torch.device, steps: int) -> Iterator[None]:
-    """Run the next model call on the faster CPU RNN kernel for ``steps`` time steps."""
-    if device.type != "cpu" or steps >= NATIVE_RNN_BELOW or not torch.backends.mkldnn.enabled:
-        yield
-        return
-    torch.backends.mkldnn.enabled = False  # process-wide, but only this thread toggles it
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = True
-
-
-def _prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, Any]:
-    """``generate.prime`` (each distinct prompt run once, its state copied to its rows) with
-    the faster kernel for each prompt's length."""
-    unique: dict[tuple[int, ...], int] = {}
-    for p in prompts:
-        unique.setdefault(tuple(p), len(unique))
-    logits, states = [], []
-    for p in unique:
-        ids = torch.tensor([p], dtype=torch.long, device=model.device)  # (1, T)
-        with _rnn_kernels(model.device, steps=len(p)):
-            out, state = model(ids)
-        logits.append(out[:, -1])  # (1, V)
-        states.append(state)
-    rows = torch.tensor([unique[tuple(p)] for p in prompts], device=model.device)  # (B,)
-    state = states[0] if len(states) == 1 else _cat_states(states)
-    return torch.cat(logits)[rows], _index_state(state, rows)  # (B, V), (L, B, H)
-
-
-def _cat_states(states: list[Any]) -> Any:
-    if isinstance(states[0], tuple):
-        return tuple(torch.cat([s[i] for s in states], dim=1) for i in range(2))
-    return torch.cat(states, dim=1)  # (L, B, H)
-
-
 def _deliver(job: Job, chunks: list[Chunk]) -> None:
     try:
         job.sink(chunks)
     except Exception:  # the receiver is gone (closed event loop): stop generating for it
         log.debug("dropping a job whose receiver failed", exc_info=True)
         job.cancel()
-
-
-def _index_state(state: Any, idx: torch.Tensor) -> Any:
-    if isinstance(state, tuple):
-        return tuple(s.index_select(1, idx) for s in state)
-    return state.index_select(1, idx)  # (L, B', H)
 
 
 def token_text(data: bytes) -> str:
