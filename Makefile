@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench-quality bench-server clean
+.PHONY: demo test test-slow lint bench-quality bench-server study clean
 
 demo: $(STAMP)
 	rm -rf runs/demo
@@ -25,6 +25,10 @@ bench-quality: $(STAMP)
 
 bench-server: $(STAMP)
 	cd benchmarks && ../$(PY) load_server.py
+
+study: $(STAMP)  # about 13 minutes on 2 cores
+	cd benchmarks && ../$(PY) study_longrange.py && ../$(PY) study_shakespeare.py \
+		&& ../$(PY) study_speed.py
 
 $(STAMP): pyproject.toml requirements-ci.txt
 	test -x $(PY) || python3 -m venv $(VENV)
