@@ -125,7 +125,7 @@ def stream_text(
                 done[b] = done[b] or last
             if all(done):
                 break
-            with rnn_kernels(model.device, steps=1):
+            with rnn_kernels(model.device, steps=1, batch=B):
                 out, state = model(nxt[:, None], state)  # (B, 1, V)
             logits = out[:, -1]
         for b in range(B):  # max_new_tokens == 0

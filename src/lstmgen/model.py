@@ -34,12 +34,17 @@ NATIVE_RNN_BELOW = 24
 
 
 @contextlib.contextmanager
-def rnn_kernels(device: torch.device, steps: int) -> Iterator[None]:
-    """Run the next model call on the faster CPU RNN kernel for ``steps`` time steps.
+def rnn_kernels(device: torch.device, steps: int, batch: int = 1) -> Iterator[None]:
+    """Run the next model call on the faster CPU RNN kernel for ``steps`` x ``batch`` tokens.
 
-    Both kernels compute the same function; only speed differs. The switch is process-wide
-    (``torch.backends.mkldnn.enabled``), so it is held only for the duration of one call."""
-    if device.type != "cpu" or steps >= NATIVE_RNN_BELOW or not torch.backends.mkldnn.enabled:
+    Both kernels compute the same function; only speed differs. Above ~24 tokens per call
+    (a long prompt, or a step of a large batch) oneDNN's fixed cost pays off and it is kept.
+    The switch is process-wide (``torch.backends.mkldnn.enabled``), held for one call only."""
+    if (
+        device.type != "cpu"
+        or steps * batch >= NATIVE_RNN_BELOW
+        or not torch.backends.mkldnn.enabled
+    ):
         yield
         return
     torch.backends.mkldnn.enabled = False
