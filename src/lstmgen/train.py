@@ -20,10 +20,8 @@ schedule, since wall-clock time is not reproducible).
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +41,7 @@ from .corpus import Corpus, load_run_corpus, prepare_corpus, read_run_config, wr
 from .data import batchify, get_window, num_windows
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate_tokens
+from .loop import Position, RunSchedule
 from .model import LanguageModel
 from .tokenizers import load_tokenizer
 
@@ -92,20 +91,7 @@ def _detach(state: Any) -> Any:
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
-@dataclass
-class Position:
-    """Where training is: optimizer steps taken, epoch, next window in that epoch."""
-
-    step: int = 0
-    epoch: int = 0
-    window: int = 0
-    elapsed: float = 0.0  # seconds of training (not counting evaluation) across resumes
-    best_val: float = math.inf
-    best_step: int = -1
-    bad_evals: int = 0  # evaluations since the last improvement
-
-
-class Trainer:
+class Trainer(RunSchedule):
     """Train a ``LanguageModel`` on a ``Corpus`` into ``out_dir``.
 
     >>> cfg = TrainConfig(max_steps=200)
@@ -255,55 +241,7 @@ class Trainer:
         ]
         self.hidden = None if not hidden else tuple(hidden) if len(hidden) == 2 else hidden[0]
 
-    # --- schedule and limits ----------------------------------------------------------------
-
-    def horizon_steps(self) -> int:
-        """Steps the run will take, when step or epoch limits fix it (0 if time-limited only)."""
-        c = self.config
-        limits = [c.max_steps] if c.max_steps else []
-        if c.epochs:
-            limits.append(math.ceil(c.epochs * self.windows_per_epoch))
-        return min(limits) if limits else 0
-
-    def progress(self) -> float:
-        """Fraction of the run done, from whichever limit is closest."""
-        fractions = []
-        if self.horizon_steps():
-            fractions.append(self.pos.step / self.horizon_steps())
-        if self.config.max_time:
-            fractions.append(self.pos.elapsed / self.config.max_time)
-        return min(1.0, max(fractions)) if fractions else 0.0
-
-    def lr_at(self) -> float:
-        """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` over the run."""
-        c = self.config
-        warm = min(1.0, (self.pos.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
-        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
-        return c.lr * warm * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
-
-    def _finished(self) -> str | None:
-        c = self.config
-        if self.stop_requested:
-            return "interrupted"
-        if c.max_steps and self.pos.step >= c.max_steps:
-            return "max_steps"
-        if c.epochs and self.pos.step >= c.epochs * self.windows_per_epoch:
-            return "epochs"
-        if c.max_time and self.pos.elapsed >= c.max_time:
-            return "max_time"
-        if c.patience and self.pos.bad_evals >= c.patience:
-            return "early_stop"
-        return None
-
-    def request_stop(self) -> None:
-        """Ask the loop to stop after the current step and save (signal handlers call this)."""
-        self.stop_requested = True
-
     # --- the loop ---------------------------------------------------------------------------
-
-    def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         for group in self.optimizer.param_groups:

@@ -16,11 +16,9 @@ benchmarks/results/study_speed.json. Only PyTorch runs on a GPU.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,22 +28,12 @@ from ..config import GenerationConfig, ModelConfig, TrainConfig
 from ..corpus import write_run_config
 from ..data import TokenFile, batchify, get_window, num_windows
 from ..errors import ConfigError
+from ..loop import Position, RunSchedule
 from .layers import Adam, clip_grad_norm, log_softmax
 from .model import LanguageModel
 
 if TYPE_CHECKING:
     from ..corpus import Corpus
-
-
-@dataclass
-class Position:
-    step: int = 0
-    epoch: int = 0
-    window: int = 0
-    elapsed: float = 0.0  # seconds of training, evaluation excluded
-    best_val: float = math.inf
-    best_step: int = -1
-    bad_evals: int = 0
 
 
 def evaluate(
@@ -88,7 +76,7 @@ def evaluate(
     }
 
 
-class Trainer:
+class Trainer(RunSchedule):
     """Train a NumPy ``LanguageModel``; the interface (``fit``, ``pos``, callbacks) is the
     PyTorch ``lstmgen.Trainer``'s, so the same progress display drives both."""
 
@@ -147,52 +135,6 @@ class Trainer:
         model.save_pretrained(out_dir)
         (out_dir / "metrics.jsonl").unlink(missing_ok=True)
         return cls(model, config, corpus, out_dir, callbacks)
-
-    # --- schedule and limits (as in lstmgen.train) --------------------------------------------
-
-    def horizon_steps(self) -> int:
-        c = self.config
-        limits = [c.max_steps] if c.max_steps else []
-        if c.epochs:
-            limits.append(math.ceil(c.epochs * self.windows_per_epoch))
-        return min(limits) if limits else 0
-
-    def progress(self) -> float:
-        fractions = []
-        if self.horizon_steps():
-            fractions.append(self.pos.step / self.horizon_steps())
-        if self.config.max_time:
-            fractions.append(self.pos.elapsed / self.config.max_time)
-        return min(1.0, max(fractions)) if fractions else 0.0
-
-    def lr_at(self) -> float:
-        c = self.config
-        warm = min(1.0, (self.pos.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
-        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
-        return c.lr * warm * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
-
-    def _finished(self) -> str | None:
-        c, pos = self.config, self.pos
-        if self.stop_requested:
-            return "interrupted"
-        if c.max_steps and pos.step >= c.max_steps:
-            return "max_steps"
-        if c.epochs and pos.step >= c.epochs * self.windows_per_epoch:
-            return "epochs"
-        if c.max_time and pos.elapsed >= c.max_time:
-            return "max_time"
-        if c.patience and pos.bad_evals >= c.patience:
-            return "early_stop"
-        return None
-
-    def request_stop(self) -> None:
-        self.stop_requested = True
-
-    # --- the loop -------------------------------------------------------------------------
-
-    def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
         """Forward one window from the carried state, backward through it only (truncated

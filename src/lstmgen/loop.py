@@ -1,0 +1,82 @@
+"""What both trainers (PyTorch ``train.py`` and NumPy ``reference/train.py``) share, torch-free:
+where a run is, its learning-rate schedule, its stopping rules and its metrics log."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+
+
+@dataclass
+class Position:
+    """Where training is: optimizer steps taken, epoch, next window in that epoch."""
+
+    step: int = 0
+    epoch: int = 0
+    window: int = 0
+    elapsed: float = 0.0  # seconds of training (not counting evaluation) across resumes
+    best_val: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0  # evaluations since the last improvement
+
+
+class RunSchedule:
+    """Mixin for a trainer with ``config``, ``pos``, ``windows_per_epoch``, ``stop_requested``
+    and ``out_dir``."""
+
+    config: TrainConfig
+    pos: Position
+    windows_per_epoch: int
+    stop_requested: bool
+    out_dir: Path
+
+    def horizon_steps(self) -> int:
+        """Steps the run will take, when step or epoch limits fix it (0 if time-limited only)."""
+        c = self.config
+        limits = [c.max_steps] if c.max_steps else []
+        if c.epochs:
+            limits.append(math.ceil(c.epochs * self.windows_per_epoch))
+        return min(limits) if limits else 0
+
+    def progress(self) -> float:
+        """Fraction of the run done, from whichever limit is closest."""
+        fractions = []
+        if self.horizon_steps():
+            fractions.append(self.pos.step / self.horizon_steps())
+        if self.config.max_time:
+            fractions.append(self.pos.elapsed / self.config.max_time)
+        return min(1.0, max(fractions)) if fractions else 0.0
+
+    def lr_at(self) -> float:
+        """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` over the run."""
+        c = self.config
+        warm = min(1.0, (self.pos.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
+        return c.lr * warm * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
+
+    def _finished(self) -> str | None:
+        c = self.config
+        if self.stop_requested:
+            return "interrupted"
+        if c.max_steps and self.pos.step >= c.max_steps:
+            return "max_steps"
+        if c.epochs and self.pos.step >= c.epochs * self.windows_per_epoch:
+            return "epochs"
+        if c.max_time and self.pos.elapsed >= c.max_time:
+            return "max_time"
+        if c.patience and self.pos.bad_evals >= c.patience:
+            return "early_stop"
+        return None
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop after the current step and save (signal handlers call this)."""
+        self.stop_requested = True
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
