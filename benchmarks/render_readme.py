@@ -61,7 +61,42 @@ def load_server(r: dict) -> str:
     )
 
 
+def _measured(r: dict) -> str:
+    mach = r["machine"]
+    return (
+        f"measured {r['date'][:10]} on {mach.get('cpu_model', mach['processor'])} "
+        f"({mach['cpu_count']} cores), torch {mach['torch']}: `{r['command']}`"
+    )
+
+
+def train_throughput_cpu(r: dict) -> str:
+    rows = ["| config | raw PyTorch loop | lstmgen Trainer | ratio |", "|---|---|---|---|"]
+    for row in r["rows"]:
+        rows.append(
+            f"| {row['config']}, batch {row['batch']}x{row['seq_len']} "
+            f"| {row['raw_tokens_per_s']:,} tok/s | {row['lstmgen_tokens_per_s']:,} tok/s "
+            f"| {row['ratio']:.3f}x |"
+        )
+    return "\n".join(rows) + f"\n\nMedian of interleaved repeats; {_measured(r)}."
+
+
+def generation_cpu(r: dict) -> str:
+    rows = ["| batch | eager `nn.LSTM` stepping | lstmgen generator | ratio |", "|---|---|---|---|"]
+    for row in r["rows"]:
+        rows.append(
+            f"| {row['batch']} | {row['eager_tokens_per_s']:,.0f} tok/s "
+            f"| {row['lstmgen_tokens_per_s']:,.0f} tok/s | {row['speedup']:.2f}x |"
+        )
+    same = "identical" if r["greedy_text_identical"] else "DIFFERENT"
+    return "\n".join(rows) + (
+        f"\n\n{r['model']}, {r['threads']} threads, temperature 0.8; greedy text {same} on both "
+        f"paths; median of interleaved repeats; {_measured(r)}."
+    )
+
+
 RENDERERS: dict[str, Callable[[dict], str]] = {
+    "train_throughput_cpu": train_throughput_cpu,
+    "generation_cpu": generation_cpu,
     "quality_cpu": quality_cpu,
     "load_server": load_server,
 }
