@@ -123,3 +123,20 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "loads", refuse)
     monkeypatch.setattr(torch, "load", refuse)
     LanguageModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("tie,E", [(False, 8), (True, 12), (True, 8)])
+def test_stepper_equals_forward_on_one_token(cell, tie, E):
+    model = make_model(cell, tie=tie, E=E).double().eval()
+    step = model.stepper()
+    state = model.init_state(3)
+    for _ in range(6):  # several steps, the state carried through both paths alike
+        ids = torch.randint(0, 20, (3,))
+        want, want_state = model(ids[:, None], state)
+        got, got_state = step(ids, state)
+        torch.testing.assert_close(got, want[:, 0], rtol=0, atol=1e-12)
+        pairs = (got_state, want_state) if cell == "lstm" else ((got_state,), (want_state,))
+        for a, b in zip(*pairs, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        state = want_state
