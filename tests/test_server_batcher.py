@@ -219,16 +219,21 @@ def test_logprobs_are_the_models_log_probabilities(model, batcher):
 
 
 def test_a_failing_step_fails_its_jobs_and_the_loop_goes_on(model, batcher, monkeypatch):
+    from lstmgen.model import Stepper
+
     calls = {"n": 0}
-    real = type(model).forward
 
-    def flaky(self, ids, state=None):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise RuntimeError("boom")
-        return real(self, ids, state)
+    def flaky(real):  # the third model call (prime, step, step) fails, on either step path
+        def call(self, ids, state=None):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("boom")
+            return real(self, ids, state)
 
-    monkeypatch.setattr(type(model), "forward", flaky)
+        return call
+
+    monkeypatch.setattr(type(model), "forward", flaky(type(model).forward))
+    monkeypatch.setattr(Stepper, "__call__", flaky(Stepper.__call__))
     c = Collector(1)
     batcher.submit([spec(model, "ROMEO:", 20)], c)
     c.wait()

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..generate import _find_stop, _held_back, prime
-from ..model import cat_states, index_state, rnn_kernels
+from ..model import NATIVE_RNN_BELOW, cat_states, index_state
 from .rows import RowSettings, sample_rows
 
 log = logging.getLogger("lstmgen.server")
@@ -128,6 +128,8 @@ class Batcher:
         self._thread: threading.Thread | None = None
         tok = model.tokenizer
         self._token_text = [token_text(tok.token_bytes(i)) for i in range(tok.vocab_size)]
+        # Small CPU batches step faster through fused matmuls (LanguageModel.stepper).
+        self._stepper = model.stepper() if model.device.type == "cpu" else None
         # Decode-loop state: touched only by the loop thread.
         self._rows: list[_Row] = []
         self._state: Any = None
@@ -283,8 +285,10 @@ class Batcher:
             if not keep:
                 return
             nxt = nxt[torch.tensor(keep, device=nxt.device)]
-        with rnn_kernels(self.model.device, steps=1):
-            out_logits, self._state = self.model(nxt[:, None], self._state)  # (B', 1, V)
+        if self._stepper is not None and len(nxt) < NATIVE_RNN_BELOW:
+            self._logits, self._state = self._stepper(nxt, self._state)  # (B', V)
+            return
+        out_logits, self._state = self.model(nxt[:, None], self._state)  # (B', 1, V)
         self._logits = out_logits[:, -1]  # (B', V)
 
     def _keep(self, keep: list[int]) -> None:
