@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from lstmgen import GenerationConfig, LanguageModel, ModelConfig, TokenizerError
-from lstmgen.generate import _held_back, stream_text
+from lstmgen.generate import stream_text
 from lstmgen.sampling import apply_repetition_penalty, filter_top_k, filter_top_p, next_token
+from lstmgen.textstream import held_back
 from lstmgen.tokenizers import CharTokenizer
 
 NEG = float("-inf")
@@ -126,8 +127,8 @@ def test_stop_strings_truncate_and_stream_consistently():
 
 
 def test_held_back_suffix():
-    assert _held_back("hello wor", ["world"]) == 3
-    assert _held_back("hello", ["xyz"]) == 0
+    assert held_back("hello wor", ["world"]) == 3
+    assert held_back("hello", ["xyz"]) == 0
 
 
 def test_prompt_with_unseen_characters():

@@ -8,6 +8,7 @@
 from .config import GenerationConfig, ModelConfig, TrainConfig
 from .corpus import Corpus, prepare_corpus
 from .errors import CheckpointError, ConfigError, DataError, LstmgenError, TokenizerError
+from .textstream import Event
 from .tokenizers import (
     BPETokenizer,
     ByteTokenizer,
@@ -24,7 +25,6 @@ __version__ = "0.1.0"
 _LAZY = {
     "EvalResult": ".evaluate",
     "evaluate_tokens": ".evaluate",
-    "Event": ".generate",
     "stream_text": ".generate",
     "LanguageModel": ".model",
     "Callback": ".train",

@@ -11,24 +11,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..config import GenerationConfig
-from ..errors import ConfigError
+from ..textstream import Event, TextStreams, resolve_config
 from .layers import softmax
-
-
-@dataclass
-class Event:
-    """New text for sample ``index``; ``finish_reason`` ("stop" | "length") on its last event."""
-
-    index: int
-    text: str
-    finish_reason: str | None = None
-
 
 # --- logits (B, V) -> next token (B,) ---------------------------------------------------------
 
@@ -84,16 +73,6 @@ def next_token(
 # --- the stream ---------------------------------------------------------------------------
 
 
-def resolve_config(
-    model: Any, config: GenerationConfig | None = None, **overrides: Any
-) -> GenerationConfig:
-    base = config or getattr(model, "generation_config", None) or GenerationConfig()
-    unknown = sorted(set(overrides) - set(GenerationConfig.__dataclass_fields__))
-    if unknown:
-        raise ConfigError(f"unknown generation option(s): {', '.join(unknown)}")
-    return base.replace(**{k: v for k, v in overrides.items() if v is not None})
-
-
 def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, Any]:
     """Run each distinct prompt once; -> last logits (B, V) and the state of all B prompts."""
     unique: dict[tuple[int, ...], int] = {}
@@ -108,26 +87,6 @@ def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, Any
     last = np.concatenate(logits)[rows]  # (B, V)
     parts = tuple(np.concatenate(s, axis=1)[:, rows] for s in zip(*states, strict=True))
     return last, parts if len(parts) == 2 else parts[0]
-
-
-def _held_back(text: str, stops: Sequence[str]) -> int:
-    """Length of the longest suffix of ``text`` that is a proper prefix of a stop string."""
-    best = 0
-    for s in stops:
-        for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]):
-                best = n
-                break
-    return best
-
-
-def _find_stop(text: str, stops: Sequence[str], start: int) -> int | None:
-    best = None
-    for s in stops:
-        i = text.find(s, start)
-        if i != -1 and (best is None or i < best):
-            best = i
-    return best
 
 
 def stream_text(
@@ -154,31 +113,14 @@ def stream_text(
         seen = np.zeros((B, model.config.vocab_size), dtype=bool)
         for b, p in enumerate(ids):
             seen[b, p[1:]] = True
-    decoders = [tok.stream_decoder() for _ in range(B)]
-    texts, emitted, done = [""] * B, [0] * B, [False] * B
+    streams = TextStreams(tok, B, cfg.stop)
     for step in range(cfg.max_new_tokens):
         nxt = next_token(logits, cfg, rng, seen)  # (B,)
         if seen is not None:
             seen[np.arange(B), nxt] = True
-        last = step == cfg.max_new_tokens - 1
-        for b, t in enumerate(nxt.tolist()):
-            if done[b]:
-                continue
-            texts[b] += decoders[b].step(t) + (decoders[b].flush() if last else "")
-            hit = _find_stop(texts[b], cfg.stop, emitted[b])
-            if hit is not None:
-                done[b] = True
-                yield Event(b, texts[b][emitted[b] : hit], "stop")
-                continue
-            upto = len(texts[b]) if last else len(texts[b]) - _held_back(texts[b], cfg.stop)
-            if upto > emitted[b] or last:
-                yield Event(b, texts[b][emitted[b] : upto], "length" if last else None)
-                emitted[b] = upto
-            done[b] = done[b] or last
-        if all(done):
+        yield from streams.push(nxt.tolist(), last=step == cfg.max_new_tokens - 1)
+        if streams.all_done:
             break
         out, state = model(nxt[:, None], state)  # (B, 1, V)
         logits = out[:, -1]
-    for b in range(B):  # max_new_tokens == 0
-        if not done[b]:
-            yield Event(b, "", "length")
+    yield from streams.close()

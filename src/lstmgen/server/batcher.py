@@ -31,8 +31,9 @@ from typing import Any
 
 import torch
 
-from ..generate import _find_stop, _held_back, prime
+from ..generate import prime
 from ..model import NATIVE_RNN_BELOW, cat_states, index_state
+from ..textstream import find_stop, held_back
 from .rows import RowSettings, sample_rows
 
 log = logging.getLogger("lstmgen.server")
@@ -331,11 +332,11 @@ class Batcher:
         if spec.logprobs is not None:
             r.tokens.append(TokenInfo(self._token_text[token], logprob, len(r.text), top))
         r.text += r.decoder.step(token) + (r.decoder.flush() if last else "")
-        hit = _find_stop(r.text, spec.stop, r.emitted)
+        hit = find_stop(r.text, spec.stop, r.emitted)
         if hit is not None:
             r.done = True
             return self._chunk(r, hit, "stop")
-        upto = len(r.text) if last else len(r.text) - _held_back(r.text, spec.stop)
+        upto = len(r.text) if last else len(r.text) - held_back(r.text, spec.stop)
         if last:
             r.done = True
             return self._chunk(r, upto, "length")
