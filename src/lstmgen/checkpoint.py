@@ -21,6 +21,7 @@ from .modeldir import (  # noqa: F401  (re-exported)
     TOKENIZER,
     WEIGHTS,
     atomic_write,
+    check_weights,
     read_json,
     read_model_config,
     read_model_meta,
@@ -63,19 +64,8 @@ def save_model(model: Any, path: str | Path) -> None:
 def load_weights_into(
     model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path
 ) -> None:
-    expected = weights_of(model)
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source} does not match the model config"
-            f" (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    for k, v in tensors.items():
-        if v.shape != expected[k].shape:
-            raise CheckpointError(
-                f"{source}: {k} has shape {tuple(v.shape)}, config says {tuple(expected[k].shape)}"
-            )
+    expected = {k: tuple(v.shape) for k, v in weights_of(model).items()}
+    check_weights(tensors, expected, source)
     model.load_state_dict(tensors, strict=False)
 
 

@@ -131,3 +131,21 @@ def write_model_meta(
     if tokenizer is not None:
         tokenizer.save(path / TOKENIZER)
     write_json_atomic(path / GENERATION, generation_config.to_dict())
+
+
+def check_weights(
+    weights: dict[str, Any], expected: dict[str, tuple[int, ...]], source: Any
+) -> None:
+    """Refuse weights (tensors or arrays by name) whose names or shapes differ from ``expected``."""
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not match the model config"
+            f" (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    for k, shape in expected.items():
+        if tuple(weights[k].shape) != shape:
+            raise CheckpointError(
+                f"{source}: {k} has shape {tuple(weights[k].shape)}, config says {shape}"
+            )

@@ -14,7 +14,14 @@ import numpy as np
 
 from ..config import GenerationConfig, ModelConfig
 from ..errors import CheckpointError
-from ..modeldir import FORMAT, WEIGHTS, atomic_write, read_model_meta, write_model_meta
+from ..modeldir import (  # noqa: F401  (check_weights re-exported for reference.model)
+    FORMAT,
+    WEIGHTS,
+    atomic_write,
+    check_weights,
+    read_model_meta,
+    write_model_meta,
+)
 from ..tokenizers import Tokenizer
 
 
@@ -51,20 +58,3 @@ def write_model_dir(
     write_model_meta(path, config, tokenizer, generation_config)
     arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
     atomic_write(path / WEIGHTS, lambda tmp: save_file(arrays, tmp, metadata={"format": FORMAT}))
-
-
-def check_weights(
-    weights: dict[str, np.ndarray], expected: dict[str, tuple[int, ...]], source: Path | str
-) -> None:
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source} does not match the model config"
-            f" (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    for k, shape in expected.items():
-        if tuple(weights[k].shape) != shape:
-            raise CheckpointError(
-                f"{source}: {k} has shape {tuple(weights[k].shape)}, config says {shape}"
-            )
