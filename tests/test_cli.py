@@ -38,45 +38,14 @@ def test_train_generate_eval_info(trained_run, corpus_file_module, run_cli):
         "train_config.json",
     ):
         assert (trained_run / name).exists(), name
-    r = run_cli(
-        "generate",
-        trained_run,
-        "--prompt",
-        "ROMEO:",
-        "-n",
-        "3",
-        "--max-new-tokens",
-        "40",
-        "--temperature",
-        "0.8",
-        "--top-p",
-        "0.95",
-        "--seed",
-        "1",
-        "--separator",
-        "\n@@\n",
-    )
+    sample_args = ["generate", trained_run, "--prompt", "ROMEO:", "-n", "3", "--max-new-tokens"]
+    sample_args += ["40", "--temperature", "0.8", "--top-p", "0.95", "--seed", "1"]
+    sample_args += ["--separator", "\n@@\n"]
+    r = run_cli(*sample_args)
     assert r.code == 0, r.err
     samples = r.out.rstrip("\n").split("\n@@\n")
     assert len(samples) == 3 and all(s.startswith("ROMEO:") for s in samples)
-    again = run_cli(
-        "generate",
-        trained_run,
-        "--prompt",
-        "ROMEO:",
-        "-n",
-        "3",
-        "--max-new-tokens",
-        "40",
-        "--temperature",
-        "0.8",
-        "--top-p",
-        "0.95",
-        "--seed",
-        "1",
-        "--separator",
-        "\n@@\n",
-    )
+    again = run_cli(*sample_args)  # same seed, same samples
     assert again.out == r.out
     r = run_cli("eval", trained_run, corpus_file_module, "--json")
     assert r.code == 0, r.err

@@ -8,7 +8,6 @@ character is never split, and held back while it might be the start of a stop st
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,7 +16,7 @@ import torch
 from .config import GenerationConfig
 from .model import NATIVE_RNN_BELOW, cat_states, index_state, rnn_kernels
 from .sampling import next_token
-from .textstream import Event, TextStreams, resolve_config
+from .textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
 
 
 @torch.inference_mode()
@@ -57,9 +56,9 @@ def stream_text(
     tok = model.tokenizer
     was_training = model.training
     model.eval()
-    seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**63)
+    seed = resolve_seed(cfg)
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    ids = [[tok.bos_id, *tok.encode(p, unknown=unknown)] for p in prompts]
+    ids = prompt_ids(tok, prompts, unknown)
     B = len(ids)
     logits, state = prime(model, ids)
     seen = None

@@ -77,6 +77,24 @@ class RunSchedule:
         """Ask the loop to stop after the current step and save (signal handlers call this)."""
         self.stop_requested = True
 
+    callbacks: list[Any]
+
+    def _summary(self, reason: str | None) -> dict[str, Any]:
+        """The run's summary, also passed to every callback's ``on_end``."""
+        pos = self.pos
+        summary = {
+            "reason": reason,
+            "step": pos.step,
+            "epoch": pos.step / self.windows_per_epoch,
+            "elapsed": pos.elapsed,
+            "best_val_loss": pos.best_val,
+            "best_step": pos.best_step,
+            "out_dir": str(self.out_dir),
+        }
+        for cb in self.callbacks:
+            cb.on_end(self, summary)
+        return summary
+
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

@@ -7,6 +7,7 @@ sample with the text before it.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,16 @@ def resolve_config(
     if unknown:
         raise ConfigError(f"unknown generation option(s): {', '.join(unknown)}")
     return base.replace(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def prompt_ids(tokenizer: Any, prompts: Sequence[str], unknown: str) -> list[list[int]]:
+    """Each prompt as ``[bos_id, *encode(prompt)]``: what generation primes the state with."""
+    return [[tokenizer.bos_id, *tokenizer.encode(p, unknown=unknown)] for p in prompts]
+
+
+def resolve_seed(config: GenerationConfig) -> int:
+    """The config's seed, or a fresh random one."""
+    return config.seed if config.seed is not None else random.SystemRandom().randrange(2**63)
 
 
 def held_back(text: str, stops: Sequence[str]) -> int:

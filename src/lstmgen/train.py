@@ -349,18 +349,7 @@ class Trainer(RunSchedule):
             self._eval_and_checkpoint(0)
         self.save_state()
         self.plot()
-        summary = {
-            "reason": reason,
-            "step": pos.step,
-            "epoch": pos.step / self.windows_per_epoch,
-            "elapsed": pos.elapsed,
-            "best_val_loss": pos.best_val,
-            "best_step": pos.best_step,
-            "out_dir": str(self.out_dir),
-        }
-        for cb in self.callbacks:
-            cb.on_end(self, summary)
-        return summary
+        return self._summary(reason)
 
     def plot(self) -> Path | None:
         """Write loss.png (train and validation loss against step) from metrics.jsonl."""

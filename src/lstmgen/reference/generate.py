@@ -9,14 +9,13 @@ here, but not the same text as PyTorch's generator.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..config import GenerationConfig
-from ..textstream import Event, TextStreams, resolve_config
+from ..textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
 from .layers import softmax
 
 # --- logits (B, V) -> next token (B,) ---------------------------------------------------------
@@ -103,9 +102,9 @@ def stream_text(
     """
     cfg = resolve_config(model, config, **overrides)
     tok = model.tokenizer
-    seed = cfg.seed if cfg.seed is not None else random.SystemRandom().randrange(2**63)
+    seed = resolve_seed(cfg)
     rng = np.random.default_rng(seed)
-    ids = [[tok.bos_id, *tok.encode(p, unknown=unknown)] for p in prompts]
+    ids = prompt_ids(tok, prompts, unknown)
     B = len(ids)
     logits, state = prime(model, ids)
     seen = None

@@ -219,15 +219,4 @@ class Trainer(RunSchedule):
                 last_log = time.perf_counter()
         if reason != "interrupted" and pos.step % c.eval_every != 0:
             self._eval_and_checkpoint(0)
-        summary = {
-            "reason": reason,
-            "step": pos.step,
-            "epoch": pos.step / self.windows_per_epoch,
-            "elapsed": pos.elapsed,
-            "best_val_loss": pos.best_val,
-            "best_step": pos.best_step,
-            "out_dir": str(self.out_dir),
-        }
-        for cb in self.callbacks:
-            cb.on_end(self, summary)
-        return summary
+        return self._summary(reason)
