@@ -15,13 +15,20 @@ checkpoint.py) plus::
 Resuming restores everything in ``trainer/state.safetensors``, so on CPU a run stopped and
 resumed ends with bit-identical weights to an uninterrupted one (unless ``max_time`` drives the
 schedule, since wall-clock time is not reproducible).
+
+On CUDA the step loop never waits for the GPU except every ``log_every`` steps (to read the
+loss) and at evaluations: windows are sliced from streams kept on the GPU (``Windows``),
+AdamW is fused, gradient clipping uses foreach kernels and keeps its norm on the device, the
+learning rate is a Python float, and the loss is summed on the device. ``precision`` (see
+``resolve_precision``) picks bf16 autocast or fp32 with TF32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +64,10 @@ RESUMABLE = {
     "sample_tokens",
     "device",
     "log_every",
+    "precision",
 }
+# Training streams up to this size (as int32) are copied to the GPU once; see Windows.
+DEVICE_STREAMS_MAX_BYTES = 1 << 30
 
 
 class Callback:
@@ -87,6 +97,105 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``"bf16"`` or ``"fp32"`` for a TrainConfig ``precision`` on ``device``.
+
+    auto: bf16 on CUDA, fp32 elsewhere. bf16 means ``torch.autocast(dtype=torch.bfloat16)``
+    around the forward pass and loss (weights, gradients and optimizer stay fp32); note that
+    under any autocast PyTorch runs cuDNN RNNs in fp16 (ATen's cudnn/AutocastRNN.cpp), the
+    embedding lookup and decoder in bf16. fp32 on CUDA lets matmuls and cuDNN (the LSTM) use
+    TF32 tensor cores (``torch.backends.cuda.matmul.allow_tf32`` and
+    ``torch.backends.cudnn.allow_tf32``) while the trainer runs; see ``tf32``. bf16 elsewhere
+    is refused: PyTorch's CPU (oneDNN) LSTM has no bf16 kernel on most processors.
+
+    ``torch.backends.cudnn.benchmark`` is left alone: it autotunes convolution algorithms
+    only; cuDNN RNNs get their algorithm from fixed heuristics, so it would change nothing."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name == "bf16" and device.type != "cuda":
+        raise ConfigError(
+            f"precision bf16 needs a CUDA device (this run is on {device.type}):"
+            " use --precision auto or fp32"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """Let fp32 matmuls and cuDNN use TF32 inside the block; restore the flags after it.
+
+    Uses the legacy ``allow_tf32`` flags, which set PyTorch's newer ``fp32_precision`` settings
+    too (setting them also repairs a state where the two APIs disagree)."""
+    if not enabled:
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        saved: tuple[bool, bool] | None = (matmul.allow_tf32, cudnn.allow_tf32)
+    except RuntimeError:  # flags set through a mix of old and new APIs: leave ours set after
+        saved = None
+    matmul.allow_tf32 = cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        if saved is not None:
+            matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def window_tensors(streams: torch.Tensor, k: int, seq_len: int) -> tuple[torch.Tensor, ...]:
+    """Window k of (B, n) streams held in a tensor on any device: int64 inputs and targets,
+    each (B, T') with T' <= seq_len; the same values as ``data.get_window``."""
+    start = k * seq_len
+    end = min(start + seq_len, streams.shape[1] - 1)
+    x = streams[:, start:end].to(torch.int64)  # (B, T')
+    y = streams[:, start + 1 : end + 1].to(torch.int64)  # (B, T')
+    return x, y
+
+
+class Windows:
+    """TBPTT windows for the step loop: ``x, y = windows(k)``, each (B, T') int64 on ``device``.
+
+    CPU: read from the memmapped (B, n) streams (``data.get_window``).
+    CUDA: the streams are copied to the GPU once, as int32, when they take at most
+    ``DEVICE_STREAMS_MAX_BYTES`` (tiny-shakespeare: 4 MB); a window is then two slices and casts
+    on the GPU, with no host work and no host-to-device copy per step. Larger corpora are read
+    from the memmap into pinned memory and copied with ``non_blocking=True``, so the copy is
+    queued behind the previous step instead of stalling the loop. ``resident`` forces either
+    path (tests use it to run the GPU path's slicing on CPU)."""
+
+    def __init__(
+        self,
+        streams: np.ndarray,
+        seq_len: int,
+        device: torch.device,
+        resident: bool | None = None,
+    ):
+        self.streams, self.seq_len, self.device = streams, seq_len, device
+        if resident is None:
+            resident = device.type == "cuda" and streams.size * 4 <= DEVICE_STREAMS_MAX_BYTES
+        self.on_device: torch.Tensor | None = None  # (B, n) int32
+        if resident:
+            host = torch.from_numpy(np.ascontiguousarray(streams, dtype=np.int32))
+            self.on_device = host.to(device)
+
+    def __call__(self, k: int) -> tuple[torch.Tensor, ...]:
+        if self.on_device is not None:
+            return window_tensors(self.on_device, k, self.seq_len)
+        x, y = get_window(self.streams, k, self.seq_len)  # (B, T') each
+        xb, yb = torch.from_numpy(x), torch.from_numpy(y)
+        if self.device.type == "cuda":
+            xb, yb = xb.pin_memory(), yb.pin_memory()
+        return xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
+
 def _detach(state: Any) -> Any:
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
@@ -114,12 +223,14 @@ class Trainer(RunSchedule):
         self.out_dir = Path(out_dir)
         self.callbacks = list(callbacks)
         self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
         self.pos = Position()
         self.hidden: Any = None  # state carried between windows (detached)
         self.stop_requested = False
         self.streams = batchify(corpus.train.tokens, config.batch_size)  # (B, n)
         self.windows_per_epoch = num_windows(self.streams, config.seq_len)
+        self.windows = Windows(self.streams, config.seq_len, self.device)
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
@@ -131,7 +242,7 @@ class Trainer(RunSchedule):
             betas=(0.9, 0.99),
             fused=self.device.type == "cuda" or None,
         )
-        self.autocast = self.device.type == "cuda"  # bf16 on CUDA; fp32 elsewhere
+        self.autocast = self.precision == "bf16"
 
     # --- construction -------------------------------------------------------------------------
 
@@ -239,6 +350,8 @@ class Trainer(RunSchedule):
         hidden = [
             tensors[f"hidden.{i}"].to(self.device) for i in range(2) if f"hidden.{i}" in tensors
         ]
+        if not self.autocast:  # a bf16 run's state is fp16 (cuDNN under autocast); fp32 needs fp32
+            hidden = [h.float() for h in hidden]
         self.hidden = None if not hidden else tuple(hidden) if len(hidden) == 2 else hidden[0]
 
     # --- the loop ---------------------------------------------------------------------------
@@ -257,8 +370,19 @@ class Trainer(RunSchedule):
         self.hidden = _detach(hidden)
         return loss.detach()
 
+    def tokens_seen(self) -> int:
+        """Training tokens read by the steps taken so far (an epoch's last window may be short)."""
+        B, n = self.streams.shape
+        per_epoch = n - 1  # every column but the last is an input once per epoch
+        return B * (
+            self.pos.epoch * per_epoch + min(self.pos.window * self.config.seq_len, per_epoch)
+        )
+
     def evaluate(self, max_tokens: int = 0) -> dict[str, Any]:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with (
+            tf32(self._tf32()),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
+        ):
             result = evaluate_tokens(
                 self.model, self.corpus.valid, seq_len=self.config.seq_len, max_tokens=max_tokens
             )
@@ -302,35 +426,50 @@ class Trainer(RunSchedule):
             cb.on_eval(self, metrics, sample)
         self.save_state()
 
+    def _tf32(self) -> bool:
+        return self.device.type == "cuda" and self.precision == "fp32"
+
     def fit(self) -> dict[str, Any]:
         """Train until a limit is reached or a stop is requested; return a summary."""
-        c, pos = self.config, self.pos
+        c = self.config
         if not (c.max_steps or c.epochs or c.max_time):
             raise ConfigError("no stopping rule: set max_steps, epochs or max_time")
         for cb in self.callbacks:
             cb.on_start(self)
+        with tf32(self._tf32()):
+            reason = self._loop()
+            if reason != "interrupted" and self.pos.step % c.eval_every != 0:
+                self._eval_and_checkpoint(0)
+            self.save_state()
+        self.plot()
+        return self._summary(reason)
+
+    def _loop(self) -> str | None:
+        """The step loop. ``pos.elapsed`` is wall-clock time outside evaluation: on CUDA the
+        loop runs ahead of the GPU, so it waits for the queued steps before each evaluation
+        and at the end, and those waits count as training time."""
+        c, pos = self.config, self.pos
         self.model.train()
-        T = c.seq_len
         loss_sum = torch.zeros((), device=self.device)
-        tokens_since, steps_since, last_log = 0, 0, time.perf_counter()
+        tokens_since, steps_since = 0, 0
+        base, started = pos.elapsed, time.perf_counter()
+        last_log = started
         reason = self._finished()
         while reason is None:
-            t0 = time.perf_counter()
             if pos.window >= self.windows_per_epoch:
                 pos.epoch, pos.window, self.hidden = pos.epoch + 1, 0, None
-            x, y = get_window(self.streams, pos.window, T)  # (B, T') each
-            xb = torch.from_numpy(x).to(self.device, non_blocking=True)
-            yb = torch.from_numpy(y).to(self.device, non_blocking=True)
+            xb, yb = self.windows(pos.window)  # (B, T') each, on the device
             loss_sum += self.train_step(xb, yb)
             pos.step, pos.window = pos.step + 1, pos.window + 1
-            steps_since, tokens_since = steps_since + 1, tokens_since + x.size
-            pos.elapsed += time.perf_counter() - t0
+            steps_since, tokens_since = steps_since + 1, tokens_since + xb.numel()
             if pos.step % c.log_every == 0:  # the only host sync of the step loop
+                train_loss = loss_sum.item() / steps_since
                 now = time.perf_counter()
+                pos.elapsed = base + now - started
                 record = {
                     "step": pos.step,
                     "epoch": pos.step / self.windows_per_epoch,
-                    "train_loss": loss_sum.item() / steps_since,
+                    "train_loss": train_loss,
                     "lr": self.lr_at(),
                     "tokens_per_s": tokens_since / max(now - last_log, 1e-9),
                     "elapsed": round(pos.elapsed, 3),
@@ -340,16 +479,19 @@ class Trainer(RunSchedule):
                     cb.on_log(self, record)
                 loss_sum.zero_()
                 steps_since, tokens_since, last_log = 0, 0, now
+            else:
+                pos.elapsed = base + time.perf_counter() - started
             reason = self._finished()
             if pos.step % c.eval_every == 0 and reason != "interrupted":
+                synchronize(self.device)
+                pos.elapsed = base + time.perf_counter() - started
                 self._eval_and_checkpoint(c.eval_tokens)
                 reason = self._finished()
-                last_log = time.perf_counter()
-        if reason != "interrupted" and pos.step % c.eval_every != 0:
-            self._eval_and_checkpoint(0)
-        self.save_state()
-        self.plot()
-        return self._summary(reason)
+                base, started = pos.elapsed, time.perf_counter()
+                last_log = started
+        synchronize(self.device)
+        pos.elapsed = base + time.perf_counter() - started
+        return reason
 
     def plot(self) -> Path | None:
         """Write loss.png (train and validation loss against step) from metrics.jsonl."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from ..config import CELLS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
+from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..train import Callback, Trainer
 
@@ -33,7 +33,7 @@ class ProgressCallback(Callback):
             f"{m.num_parameters():,} parameters, {trainer.corpus.tokenizer.kind} vocabulary "
             f"{m.config.vocab_size:,}; {len(trainer.corpus.train):,} training tokens, "
             f"{len(trainer.corpus.valid):,} validation; batch {c.batch_size}x{c.seq_len} "
-            f"on {trainer.device}",
+            f"on {trainer.device} ({getattr(trainer, 'precision', 'fp32')})",
             err=True,
         )
         if not self.quiet:
@@ -130,6 +130,11 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--log-every", type=int, help="Steps between progress updates.")
 @click.option("--seed", type=int)
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32 on CUDA uses TF32 [auto].",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or samples.")
 @click.option(
     "--backend",
@@ -167,6 +172,8 @@ def train_command(
             raise click.UsageError("--resume needs --backend torch (numpy runs keep no state)")
         if given.get("device", "cpu") not in ("auto", "cpu"):
             raise click.UsageError("--device applies to --backend torch only")
+        if given.get("precision", "fp32") not in ("auto", "fp32"):
+            raise click.UsageError("--precision applies to --backend torch only")
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
