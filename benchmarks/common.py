@@ -47,8 +47,11 @@ def machine() -> dict:
 
 
 def write_result(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"{name}.json"
+    """Write ``<results>/<name>.json``: benchmarks/results, or $LSTMGEN_RESULTS_DIR when set
+    (the GPU machine writes to its $OUT)."""
+    results = Path(os.environ.get("LSTMGEN_RESULTS_DIR") or RESULTS)
+    results.mkdir(parents=True, exist_ok=True)
+    out = results / f"{name}.json"
     record = {
         "benchmark": name,
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
