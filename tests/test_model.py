@@ -127,16 +127,43 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("tie,E", [(False, 8), (True, 12), (True, 8)])
-def test_stepper_equals_forward_on_one_token(cell, tie, E):
-    model = make_model(cell, tie=tie, E=E).double().eval()
-    step = model.stepper()
+@pytest.mark.parametrize("kind", ["torch", "numpy"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+def test_stepper_equals_forward_on_one_token(cell, tie, E, kind, dtype, tol):
+    from lstmgen.steppers import NumpyStepper, TorchStepper
+
+    model = make_model(cell, tie=tie, E=E).to(dtype).eval()
+    step = {"torch": TorchStepper, "numpy": NumpyStepper}[kind](model)
     state = model.init_state(3)
     for _ in range(6):  # several steps, the state carried through both paths alike
         ids = torch.randint(0, 20, (3,))
         want, want_state = model(ids[:, None], state)
         got, got_state = step(ids, state)
-        torch.testing.assert_close(got, want[:, 0], rtol=0, atol=1e-12)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, want[:, 0], rtol=0, atol=tol)
         pairs = (got_state, want_state) if cell == "lstm" else ((got_state,), (want_state,))
         for a, b in zip(*pairs, strict=True):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+            torch.testing.assert_close(a, b, rtol=0, atol=tol)
         state = want_state
+
+
+def test_stepper_choice_follows_device_batch_and_dtype():
+    from lstmgen.steppers import NUMPY_BELOW, NumpyStepper, TorchStepper, make_stepper
+
+    model = make_model("lstm").eval()
+    assert isinstance(make_stepper(model, 1), NumpyStepper)
+    assert make_stepper(model, NUMPY_BELOW) is None  # large CPU batches: nn.LSTM (oneDNN)
+    assert isinstance(model.stepper(NUMPY_BELOW), TorchStepper)
+    assert isinstance(make_stepper(model.to(torch.bfloat16), 1), TorchStepper)
+
+
+def test_numpy_stepper_does_not_touch_its_inputs():
+    from lstmgen.steppers import NumpyStepper
+
+    model = make_model("lstm").eval()
+    state = model.init_state(2)
+    state = (state[0] + 0.5, state[1] - 0.25)
+    before = [s.clone() for s in state]
+    NumpyStepper(model)(torch.tensor([1, 2]), state)
+    for a, b in zip(state, before, strict=True):
+        assert torch.equal(a, b)

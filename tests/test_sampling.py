@@ -3,7 +3,14 @@ import torch
 
 from lstmgen import GenerationConfig, LanguageModel, ModelConfig, TokenizerError
 from lstmgen.generate import stream_text
-from lstmgen.sampling import apply_repetition_penalty, filter_top_k, filter_top_p, next_token
+from lstmgen.sampling import (
+    apply_repetition_penalty,
+    draw,
+    filter_top_k,
+    filter_top_p,
+    next_token,
+    uniforms,
+)
 from lstmgen.textstream import held_back
 from lstmgen.tokenizers import CharTokenizer
 
@@ -55,6 +62,17 @@ def test_greedy_is_argmax_and_sampling_respects_filters():
     assert draws == {1, 3}
 
 
+def test_draw_follows_the_distribution_and_never_picks_zero_mass():
+    probs = torch.tensor([[0.0, 0.5, 0.3, 0.0, 0.2, 0.0]]).repeat(40_000, 1)  # (N, V)
+    u = uniforms(len(probs), torch.Generator().manual_seed(0), probs.device)
+    counts = torch.bincount(draw(probs, u), minlength=6) / len(probs)
+    assert counts[[0, 3, 5]].sum() == 0
+    torch.testing.assert_close(counts[[1, 2, 4]], torch.tensor([0.5, 0.3, 0.2]), atol=0.01, rtol=0)
+    # the extremes of u land on the first and the last token with mass, never past them
+    edge = torch.tensor([0.0, 1.0 - 2.0**-53], dtype=torch.float64)
+    assert draw(probs[:2] * 3.0, edge).tolist() == [1, 4]  # unnormalised rows work too
+
+
 def make_model(tokenizer=None, seed=0) -> LanguageModel:
     torch.manual_seed(seed)
     tok = tokenizer or CharTokenizer.fit(["abcdefgh ijk\n🌹"])
@@ -93,10 +111,31 @@ def test_generation_never_reruns_the_prefix():
 
 
 def test_small_and_large_batches_decode_alike():
+    from lstmgen.steppers import NUMPY_BELOW
+
     model = make_model()
     one = model.complete("ab", n=1, max_new_tokens=30, temperature=0)[0]  # fused stepper
-    many = model.complete("ab", n=30, max_new_tokens=30, temperature=0)  # nn.LSTM steps
-    assert many == [one] * 30
+    many = model.complete("ab", n=NUMPY_BELOW, max_new_tokens=30, temperature=0)  # nn.LSTM steps
+    assert many == [one] * NUMPY_BELOW
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"temperature": 1.0},
+        {"temperature": 0.7, "top_k": 5},
+        {"temperature": 1.3, "top_p": 0.8},
+        {"temperature": 1.0, "repetition_penalty": 1.5, "top_k": 8, "top_p": 0.9},
+    ],
+)
+def test_fast_steps_sample_exactly_like_eager_nn_lstm_steps(options, monkeypatch):
+    import lstmgen.generate
+
+    model = make_model().double()  # float64: both paths agree far below any sampling boundary
+    fast = model.complete("abc", n=4, max_new_tokens=60, seed=11, **options)
+    monkeypatch.setattr(lstmgen.generate, "make_stepper", lambda model, batch: None)
+    eager = model.complete("abc", n=4, max_new_tokens=60, seed=11, **options)
+    assert fast == eager and len(set(fast)) > 1
 
 
 def test_greedy_matches_manual_argmax_loop():

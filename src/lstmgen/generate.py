@@ -14,8 +14,9 @@ from typing import Any
 import torch
 
 from .config import GenerationConfig
-from .model import NATIVE_RNN_BELOW, cat_states, index_state, rnn_kernels
+from .model import cat_states, index_state, rnn_kernels
 from .sampling import next_token
+from .steppers import make_stepper
 from .textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
 
 
@@ -66,8 +67,8 @@ def stream_text(
         seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=model.device)
         for b, p in enumerate(ids):
             seen[b, p[1:]] = True
-    # Small CPU batches step faster through fused matmuls than through nn.LSTM (model.py).
-    stepper = model.stepper() if model.device.type == "cpu" and B < NATIVE_RNN_BELOW else None
+    # Small CPU batches step faster through fused matmuls than through nn.LSTM (steppers.py).
+    stepper = make_stepper(model, B)
     streams = TextStreams(tok, B, cfg.stop)
     try:
         for step in range(cfg.max_new_tokens):

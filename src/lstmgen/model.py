@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import GenerationConfig, ModelConfig
@@ -132,15 +131,15 @@ class LanguageModel(nn.Module):
             out = self.projection(out)  # (B, T, E)
         return self.decoder(out), state  # logits (B, T, V)
 
-    def stepper(self) -> Stepper:
+    def stepper(self, batch_size: int = 1) -> Any:
         """A function ``logits (B, V), state = step(ids (B,), state)`` for one decoding step.
 
-        Same function as ``forward`` on one token (eval mode: no dropout), written out with each
-        layer's input and recurrent matmuls fused into one ``addmm`` over pre-concatenated
-        weights. At small batch on CPU this halves the time of a step against ``nn.LSTM`` (whose
-        per-call overhead dominates there); see benchmarks/generation_cpu.py. The weights are
-        copied when it is made, so make a new one after training changes them."""
-        return Stepper(self)
+        Same function as ``forward`` on one token (eval mode: no dropout), with the gate matmuls
+        fused, on the fastest path for ``batch_size`` on this device (see steppers.py). The
+        weights are copied when it is made, so make a new one after training changes them."""
+        from .steppers import TorchStepper, make_stepper
+
+        return make_stepper(self, batch_size) or TorchStepper(self)
 
     # --- model directories -------------------------------------------------------------------
 
@@ -182,68 +181,3 @@ class LanguageModel(nn.Module):
         for event in stream_text(self, [prompt] * n, **options):
             texts[event.index] += event.text
         return texts
-
-
-class Stepper:
-    """One-token steps with fused gate matmuls (see ``LanguageModel.stepper``).
-
-    Per layer l, with x the layer input (B, E or H) and h, c its state (B, H):
-      LSTM: i, f, g, o = [x, h] @ W_l + b_l;  c' = σ(f) c + σ(i) tanh(g);  h' = σ(o) tanh(c')
-      GRU:  r, z from (x W_ih^T + b_ih) + (h W_hh^T + b_hh);  n = tanh(x_n + r (h_n));
-            h' = (1 - z) n + z h
-      RNN:  h' = tanh([x, h] @ W_l + b_l)
-    with W_l = [W_ih; W_hh]^T and b_l = b_ih + b_hh as in PyTorch's formulation.
-    """
-
-    def __init__(self, model: LanguageModel):
-        rnn, cfg = model.rnn, model.config
-        self.cell = cfg.cell
-        self.layers = []
-        with torch.no_grad():
-            for layer in range(cfg.num_layers):
-                w_ih = getattr(rnn, f"weight_ih_l{layer}")
-                w_hh = getattr(rnn, f"weight_hh_l{layer}")
-                b_ih = getattr(rnn, f"bias_ih_l{layer}")
-                b_hh = getattr(rnn, f"bias_hh_l{layer}")
-                if self.cell == "gru":  # the candidate needs r * (h W_hn + b_hn): keep apart
-                    self.layers.append(
-                        (w_ih.t().contiguous(), b_ih.clone(), w_hh.t().contiguous(), b_hh.clone())
-                    )
-                else:
-                    w = torch.cat([w_ih, w_hh], dim=1).t().contiguous()  # (E_l + H, G*H)
-                    self.layers.append((w, b_ih + b_hh))
-        self.embedding = model.embedding.weight.detach()
-        self.projection = None if model.projection is None else model.projection.weight.detach()
-        self.decoder = (model.decoder.weight.detach(), model.decoder.bias.detach())
-
-    @torch.inference_mode()
-    def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
-        x = F.embedding(ids, self.embedding)  # (B, E)
-        hs, cs = [], []
-        h_all, c_all = state if isinstance(state, tuple) else (state, None)
-        for layer, weights in enumerate(self.layers):
-            h = h_all[layer]  # (B, H)
-            if self.cell == "lstm":
-                w, b = weights
-                gates = torch.addmm(b, torch.cat([x, h], dim=1), w)  # (B, 4H)
-                i, f, g, o = gates.chunk(4, dim=1)
-                c = torch.sigmoid(f) * c_all[layer] + torch.sigmoid(i) * torch.tanh(g)
-                x = torch.sigmoid(o) * torch.tanh(c)  # (B, H)
-                cs.append(c)
-            elif self.cell == "gru":
-                w_ih, b_ih, w_hh, b_hh = weights
-                gi = torch.addmm(b_ih, x, w_ih).chunk(3, dim=1)  # r, z, n parts, (B, H) each
-                gh = torch.addmm(b_hh, h, w_hh).chunk(3, dim=1)
-                r = torch.sigmoid(gi[0] + gh[0])
-                z = torch.sigmoid(gi[1] + gh[1])
-                n = torch.tanh(gi[2] + r * gh[2])
-                x = (1 - z) * n + z * h
-            else:
-                w, b = weights
-                x = torch.tanh(torch.addmm(b, torch.cat([x, h], dim=1), w))
-            hs.append(x)
-        if self.projection is not None:
-            x = x @ self.projection.t()  # (B, E)
-        logits = F.linear(x, *self.decoder)  # (B, V)
-        h_new = torch.stack(hs)  # (L, B, H)
-        return logits, ((h_new, torch.stack(cs)) if self.cell == "lstm" else h_new)

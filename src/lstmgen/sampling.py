@@ -2,6 +2,11 @@
 
 All functions take logits of shape (B, V) and work on a batch at once. The order follows the
 common convention (Hugging Face's logits processors): penalty, temperature, top-k, top-p.
+
+The draw is by inverse CDF from one float64 uniform per row, taken from the caller's
+``torch.Generator``: the same seed gives the same tokens on every path (the CLI, the server's
+per-request rows, a CUDA graph), and the kernels involved (a cumsum and a binary search over V)
+are cheap and never start a thread pool, unlike ``torch.multinomial`` at small sizes.
 """
 
 from __future__ import annotations
@@ -10,6 +15,15 @@ import torch
 from torch import Tensor
 
 from .config import GenerationConfig
+
+
+def softmax(logits: Tensor) -> Tensor:
+    """``torch.softmax`` over the last dimension, written out. Same values to rounding, but made
+    of element-wise ops and reductions that stay on the calling thread at decoding sizes, where
+    ``torch.softmax`` starts the intra-op thread pool for as few as 32 rows; that pool then fights
+    NumPy's BLAS threads for the cores (steppers.py) and a step takes ten times longer."""
+    e = (logits - logits.amax(dim=-1, keepdim=True)).exp()
+    return e / e.sum(dim=-1, keepdim=True)
 
 
 def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
@@ -35,11 +49,28 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
     if p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-    probs = torch.softmax(sorted_logits, dim=-1)
+    probs = softmax(sorted_logits)
     before = torch.cumsum(probs, dim=-1) - probs  # probability mass of strictly better tokens
     drop_sorted = before >= p
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
+
+
+def uniforms(batch: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
+    """``batch`` float64 uniforms in [0, 1) from ``generator`` (B,): the randomness of a draw."""
+    return torch.rand(batch, dtype=torch.float64, generator=generator, device=device)
+
+
+def draw(probs: Tensor, u: Tensor) -> Tensor:
+    """Inverse-CDF sampling: row b of ``probs`` (B, V), not necessarily normalised, gives token
+    i with probability probs[b, i] / sum(probs[b]), decided by ``u[b]`` in [0, 1) -> (B,).
+
+    The token is the first whose cumulative mass exceeds u_b * total_b; tokens of probability 0
+    (filtered out) can never be chosen, since their cumulative mass equals their predecessor's."""
+    cdf = probs.double().cumsum(dim=-1)  # (B, V)
+    total = cdf[:, -1:]  # (B, 1)
+    target = torch.minimum(u[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
 
 
 def next_token(
@@ -55,5 +86,5 @@ def next_token(
     if config.temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_top_p(filter_top_k(logits / config.temperature, config.top_k), config.top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    probs = softmax(logits)  # (B, V)
+    return draw(probs, uniforms(len(probs), generator, probs.device))

@@ -32,7 +32,8 @@ from typing import Any
 import torch
 
 from ..generate import prime
-from ..model import NATIVE_RNN_BELOW, cat_states, index_state
+from ..model import cat_states, index_state
+from ..steppers import make_stepper
 from ..textstream import find_stop, held_back
 from .rows import RowSettings, sample_rows
 
@@ -129,8 +130,8 @@ class Batcher:
         self._thread: threading.Thread | None = None
         tok = model.tokenizer
         self._token_text = [token_text(tok.token_bytes(i)) for i in range(tok.vocab_size)]
-        # Small CPU batches step faster through fused matmuls (LanguageModel.stepper).
-        self._stepper = model.stepper() if model.device.type == "cpu" else None
+        # Small CPU batches step faster through fused matmuls (steppers.py); None on GPU.
+        self._stepper = make_stepper(model, 1)
         # Decode-loop state: touched only by the loop thread.
         self._rows: list[_Row] = []
         self._state: Any = None
@@ -286,7 +287,7 @@ class Batcher:
             if not keep:
                 return
             nxt = nxt[torch.tensor(keep, device=nxt.device)]
-        if self._stepper is not None and len(nxt) < NATIVE_RNN_BELOW:
+        if self._stepper is not None and len(nxt) < self._stepper.batch_below:
             self._logits, self._state = self._stepper(nxt, self._state)  # (B', V)
             return
         out_logits, self._state = self.model(nxt[:, None], self._state)  # (B', 1, V)

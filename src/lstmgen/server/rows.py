@@ -4,20 +4,22 @@
 one generator. Here each row b has its own temperature, top-k, top-p, repetition penalty and
 seeded ``torch.Generator``, and the result for row b is exactly what ``next_token`` returns for
 that row alone with the same settings and generator: same filters in the same order (penalty,
-temperature, top-k, top-p), and one draw per row from that row's generator, made exactly as
-``torch.multinomial`` makes it. So a seeded request gives the same text alone or in a batch.
+temperature, top-k, top-p), and one uniform per row from that row's generator, turned into a
+token by the same ``lstmgen.sampling.draw``. So a seeded request gives the same text alone or in
+a batch.
 
 Shapes: B rows, V vocabulary.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from ..sampling import draw, softmax, uniforms
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def filter_rows(logits: Tensor, top_ks: Sequence[int], top_ps: Sequence[float]) 
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if any(use_p):
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-        probs = torch.softmax(sorted_logits, dim=-1)
+        probs = softmax(sorted_logits)
         before = torch.cumsum(probs, dim=-1) - probs  # mass of strictly better tokens
         p = _column([p if u else 2.0 for p, u in zip(top_ps, use_p, strict=True)], probs)
         drop_sorted = before >= p  # p = 2 never drops: rows without top-p
@@ -88,38 +90,10 @@ def sample_rows(
         [1.0 if g else s.temperature for s, g in zip(settings, greedy, strict=True)], logits
     )
     filtered = filter_rows(logits / temps, [s.top_k for s in settings], [s.top_p for s in settings])
-    probs = torch.softmax(filtered, dim=-1)  # (B, V)
-    sampled = [b for b, g in enumerate(greedy) if not g]
-    if _exponential_race_matches_multinomial():
-        # One batched argmax instead of B ``torch.multinomial`` calls (about 50 us each).
-        q = torch.ones_like(probs)  # (B, V); greedy rows are not used
-        for b in sampled:
-            q[b].exponential_(1.0, generator=generators[b])
-        drawn = (probs / q).argmax(dim=-1)  # (B,)
-        return torch.where(torch.tensor(greedy, device=chosen.device), chosen, drawn)
-    for b in sampled:
-        chosen[b] = torch.multinomial(probs[b : b + 1], 1, generator=generators[b])[0, 0]
-    return chosen
-
-
-@functools.cache
-def _exponential_race_matches_multinomial() -> bool:
-    """Whether ``torch.multinomial(p, 1, generator=g)`` is ``argmax(p / E)`` with E ~ Exp(1)
-    drawn from ``g`` (the "exponential race", which is how PyTorch draws one sample on CPU),
-    for the same draws and the same generator state afterwards. Checked once on this PyTorch
-    build; where it does not hold, ``sample_rows`` calls ``torch.multinomial`` row by row."""
-    probe = torch.Generator().manual_seed(0)
-    for seed in range(64):
-        V = 3 + seed * 7
-        p = torch.rand(1, V, generator=probe) ** 4
-        p[0, seed % V] = 0.0  # filtered tokens have probability 0
-        p = p / p.sum()
-        g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
-        a = torch.multinomial(p, 1, generator=g1)[0, 0]
-        q = torch.ones(2, V)
-        q[1].exponential_(1.0, generator=g2)
-        if a != (p[0] / q[1]).argmax() or torch.rand(1, generator=g1) != torch.rand(
-            1, generator=g2
-        ):
-            return False
-    return True
+    probs = softmax(filtered)  # (B, V)
+    none = torch.zeros(1, dtype=torch.float64, device=probs.device)  # greedy rows draw nothing
+    u = torch.cat(
+        [none if g else uniforms(1, generators[b], probs.device) for b, g in enumerate(greedy)]
+    )  # (B,)
+    drawn = draw(probs, u)  # (B,)
+    return torch.where(torch.tensor(greedy, device=chosen.device), chosen, drawn)
