@@ -1,21 +1,36 @@
 """Training throughput: lstmgen's Trainer against a raw PyTorch loop, same config, same process.
 
 The raw loop is the minimal thing a person writes: embedding + ``nn.LSTM`` + linear + cross
-entropy + AdamW over pre-made TBPTT windows held in memory, hidden state carried and detached.
-lstmgen's number is its whole step loop (memmapped data, schedule, clipping, logging), timed
-between its progress callbacks after a warm-up. Repeats are interleaved so machine noise hits
-both alike; the figure is the ratio of medians.
+entropy + AdamW over pre-made TBPTT windows held in memory (on the GPU for ``--device cuda``),
+hidden state carried and detached; on CUDA with the same precision as lstmgen (bf16 autocast,
+or fp32 with TF32) and fused AdamW. lstmgen's number is its whole step loop (its window source,
+schedule, clipping, logging with one host sync every ``log_every`` steps), timed between its
+progress callbacks after a warm-up. Both loops read the same windows in the same order and are
+credited the same tokens. Repeats are interleaved so machine noise hits both alike; the figure
+is the ratio of medians.
 
-    python benchmarks/train_throughput.py [--steps 60] [--repeats 3]
+Model FLOP utilisation: ``train_flops_per_token`` (analytic) times tokens/s, against a peak
+measured in the same run (a large matmul in the config's precision).
+
+    python benchmarks/train_throughput.py [--steps 60] [--repeats 3]     # CPU, 2 small configs
+    python benchmarks/train_throughput.py --device cuda                  # issue 5's GPU configs
+    python benchmarks/train_throughput.py --tiny                         # CPU smoke run, seconds
+
+$LSTMGEN_DATA_DIR (or ``--data-root``) points at the corpora (default ../shared/data);
+``--out-dir`` (or $LSTMGEN_RESULTS_DIR) says where the JSON goes.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,15 +38,118 @@ import torch.nn.functional as F
 from common import SHARED_DATA, write_result
 
 from lstmgen import Callback, ModelConfig, TrainConfig, Trainer
-from lstmgen.data import batchify, get_window
+from lstmgen.corpus import Corpus, prepare_corpus
+from lstmgen.data import batchify, num_windows
+from lstmgen.model import LanguageModel
+from lstmgen.train import resolve_device, synchronize, tf32, window_tensors
 
-CONFIGS = [  # (name, model overrides, batch, seq_len)
-    ("char 2x256 (CPU default)", {"hidden_size": 256, "embedding_size": 64}, 16, 64),
-    ("char 2x512", {"hidden_size": 512, "embedding_size": 128}, 32, 128),
-]
+
+@dataclass
+class Bench:
+    name: str
+    corpus: str  # "shakespeare" (char) or "ptb" (word)
+    model: dict[str, Any]
+    batch: int
+    seq_len: int
+    precision: str = "fp32"  # bf16 | fp32 (bf16 becomes fp32 off CUDA)
+
+
+CHAR_3x512 = {"num_layers": 3, "hidden_size": 512, "embedding_size": 128}
+CHAR_3x1024 = {"num_layers": 3, "hidden_size": 1024, "embedding_size": 128}
+WORD_2x4096 = {"num_layers": 2, "hidden_size": 4096, "embedding_size": 4096}
+CONFIGS = {
+    "cpu": [
+        Bench("char 2x256 (CPU default)", "shakespeare", {"hidden_size": 256}, 16, 64),
+        Bench("char 2x512", "shakespeare", {"hidden_size": 512, "embedding_size": 128}, 32, 128),
+    ],
+    # Issue 5's reference table (raw loop on an H200): 457k, 1.87M, 920k and 304k tokens/s.
+    "cuda": [
+        Bench("char 3x512", "shakespeare", CHAR_3x512, 64, 256, "bf16"),
+        Bench("char 3x512", "shakespeare", CHAR_3x512, 256, 256, "bf16"),
+        Bench("char 3x1024", "shakespeare", CHAR_3x1024, 128, 256, "fp32"),
+        Bench("word 2x4096 (PTB)", "ptb", WORD_2x4096, 256, 64, "bf16"),
+    ],
+    # --tiny: the CUDA list's shapes scaled down, through the same code.
+    "tiny": [
+        Bench("char 2x32", "shakespeare", {"hidden_size": 32, "embedding_size": 16}, 8, 32, "bf16"),
+        Bench("word 1x32 (PTB)", "ptb", {"num_layers": 1, "hidden_size": 32}, 8, 16, "fp32"),
+    ],
+}
+CORPORA = {
+    "shakespeare": ("tiny-shakespeare/train.txt", "char"),
+    "ptb": ("ptb/ptb.train.txt", "word"),
+}
+TINY_CHARS = 30_000
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def train_flops_per_token(cfg: ModelConfig) -> float:
+    """Analytic training FLOPs per token = 3 x forward, counting matmuls only::
+
+        forward = 2 x (sum over layers l of G H (I_l + H)  +  H V)
+
+    with G = 4 gates for an LSTM (3 GRU, 1 RNN), I_1 = E and I_l = H for l > 1 (each layer's
+    input and recurrent weights), and H V the decoder; 2 FLOPs per multiply-add. Backward costs
+    twice the forward (gradients for activations and for weights). Biases, gate nonlinearities,
+    the embedding lookup and the softmax are left out."""
+    G, E, H, L, V = (
+        GATES[cfg.cell],
+        cfg.embedding_size,
+        cfg.hidden_size,
+        cfg.num_layers,
+        cfg.vocab_size,
+    )
+    macs = sum(G * H * ((E if layer == 0 else H) + H) for layer in range(L)) + H * V
+    return 3 * 2 * macs
+
+
+def matmul_peak(device: torch.device, precision: str, n: int, reps: int = 10) -> float:
+    """FLOP/s of an n x n x n matmul in ``precision`` (bf16, or fp32 with TF32 on CUDA): the
+    ceiling the model FLOP utilisation is measured against. CUDA events time it on a GPU."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    with tf32(device.type == "cuda" and precision == "fp32"):
+        for _ in range(3):
+            a @ b
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(reps):
+                a @ b
+            end.record()
+            end.synchronize()
+            seconds = start.elapsed_time(end) / 1000
+        else:
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            seconds = time.perf_counter() - t0
+    return 2 * n**3 * reps / seconds
+
+
+def tokens_before(step: int, n: int, batch: int, seq_len: int) -> int:
+    """Tokens read by the first ``step`` steps over (B, n) streams (see Trainer.tokens_seen)."""
+    per_epoch, nw = n - 1, -(-(n - 1) // seq_len)
+    return batch * ((step // nw) * per_epoch + min((step % nw) * seq_len, per_epoch))
+
+
+class BenchTrainer(Trainer):
+    """lstmgen's Trainer without evaluation or checkpoint writes: only the step loop runs."""
+
+    def evaluate(self, max_tokens: int = 0) -> dict[str, Any]:
+        return {"val_loss": math.inf, "val_perplexity": math.inf, "val_bits_per_char": math.inf}
+
+    def save_state(self) -> None:
+        pass
+
+    def plot(self) -> None:
+        return None
 
 
 class Clock(Callback):
+    """(step, time) at each progress update from ``skip`` on: the loop has synced by then."""
+
     def __init__(self, skip: int):
         self.skip, self.marks = skip, []
 
@@ -40,96 +158,222 @@ class Clock(Callback):
             self.marks.append((metrics["step"], time.perf_counter()))
 
 
-def lstmgen_rate(corpus: Path, model_over: dict, B: int, T: int, steps: int, warm: int) -> float:
+def lstmgen_rate(
+    corpus: Corpus, bench: Bench, model_cfg: ModelConfig, train_cfg: TrainConfig, warm: int
+) -> tuple[float, int]:
+    """Tokens/s of lstmgen's step loop, and the model's parameter count."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(
-            batch_size=B,
-            seq_len=T,
-            max_steps=warm + steps,
-            eval_every=10**9,
-            sample_tokens=0,
-            device="cpu",
-            log_every=5,
-        )
+        device = resolve_device(train_cfg.device)
+        torch.manual_seed(0)
+        with device:  # build the weights where they will live
+            model = LanguageModel(model_cfg, corpus.tokenizer)
         clock = Clock(warm)
-        trainer = Trainer.create(
-            tmp,
-            [corpus],
-            cfg,
-            ModelConfig(dropout=0.0, **model_over),
-            valid=[corpus],
-            callbacks=[clock],
-        )
-        trainer.evaluate = lambda max_tokens=0: {  # the final evaluation is not training
-            "val_loss": 0.0,
-            "val_perplexity": 1.0,
-            "val_bits_per_char": 0.0,
-            "val_tokens": 0,
-        }
+        trainer = BenchTrainer(model, train_cfg, corpus, tmp, callbacks=[clock])
         trainer.fit()
+        n, parameters = trainer.streams.shape[1], model.num_parameters()
+        del trainer, model
     (s0, t0), (s1, t1) = clock.marks[0], clock.marks[-1]
-    return (s1 - s0) * B * T / (t1 - t0)
+    tokens = tokens_before(s1, n, bench.batch, bench.seq_len) - tokens_before(
+        s0, n, bench.batch, bench.seq_len
+    )
+    return tokens / (t1 - t0), parameters
 
 
 def raw_rate(
-    tokens: np.ndarray, vocab: int, model_over: dict, B: int, T: int, steps: int, warm: int
+    tokens: np.ndarray,
+    model_cfg: ModelConfig,
+    bench: Bench,
+    precision: str,
+    device: torch.device,
+    steps: int,
+    warm: int,
 ) -> float:
+    """The raw loop over the same windows, in the same order, as the Trainer reads them."""
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=vocab, dropout=0.0, **model_over)
-    emb = torch.nn.Embedding(vocab, cfg.embedding_size)
-    rnn = torch.nn.LSTM(cfg.embedding_size, cfg.hidden_size, cfg.num_layers, batch_first=True)
-    head = torch.nn.Linear(cfg.hidden_size, vocab)
+    V, E, H, L = (
+        model_cfg.vocab_size,
+        model_cfg.embedding_size,
+        model_cfg.hidden_size,
+        model_cfg.num_layers,
+    )
+    with device:
+        emb = torch.nn.Embedding(V, E)
+        rnn = torch.nn.LSTM(E, H, L, batch_first=True)
+        head = torch.nn.Linear(H, V)
     params = [*emb.parameters(), *rnn.parameters(), *head.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-3)
-    streams = batchify(tokens, B)
-    windows = [tuple(map(torch.from_numpy, get_window(streams, k, T))) for k in range(warm + steps)]
+    opt = torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda" or None)
+    streams = batchify(tokens, bench.batch)  # (B, n)
+    n, nw = streams.shape[1], num_windows(streams, bench.seq_len)
+    on_device = torch.from_numpy(np.ascontiguousarray(streams, dtype=np.int64)).to(device)
+    windows = [  # (B, T') inputs and targets, contiguous, on the device
+        tuple(t.contiguous() for t in window_tensors(on_device, k, bench.seq_len))
+        for k in range(nw)
+    ]
+    autocast = precision == "bf16"
     state = None
-    for i, (x, y) in enumerate(windows):
-        if i == warm:
-            t0 = time.perf_counter()
-        out, state = rnn(emb(x), state)
-        loss = F.cross_entropy(head(out).reshape(-1, vocab), y.reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        state = tuple(s.detach() for s in state)
-    return steps * B * T / (time.perf_counter() - t0)
+    with tf32(device.type == "cuda" and precision == "fp32"):
+        for step in range(warm + steps):
+            if step == warm:
+                synchronize(device)
+                t0 = time.perf_counter()
+            if step % nw == 0:
+                state = None
+            x, y = windows[step % nw]  # (B, T') each
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out, state = rnn(emb(x), state)
+                loss = F.cross_entropy(head(out).float().reshape(-1, V), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state = tuple(s.detach() for s in state)
+        synchronize(device)
+    seconds = time.perf_counter() - t0
+    counted = tokens_before(warm + steps, n, bench.batch, bench.seq_len) - tokens_before(
+        warm, n, bench.batch, bench.seq_len
+    )
+    return counted / seconds
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--name", default="train_throughput_cpu")
-    args = ap.parse_args()
-    corpus = SHARED_DATA / "tiny-shakespeare" / "train.txt"
-    text = corpus.read_text(encoding="utf-8")
-    chars = sorted(set(text))
-    tokens = np.array([chars.index(c) for c in text[:400_000]], dtype=np.int64)
-    rows = []
-    for name, over, B, T in CONFIGS:
-        raw, ours = [], []
-        for _ in range(args.repeats):
-            raw.append(raw_rate(tokens, len(chars), over, B, T, args.steps, args.warmup))
-            ours.append(lstmgen_rate(corpus, over, B, T, args.steps, args.warmup))
-        r, o = statistics.median(raw), statistics.median(ours)
+def corpus_file(data_root: Path, kind: str, tiny: bool, tmp: Path) -> tuple[Path, str]:
+    rel, tokenizer = CORPORA[kind]
+    path = data_root / rel
+    if tiny:  # the first characters, cut at a line end
+        text = path.read_text(encoding="utf-8")[:TINY_CHARS]
+        path = tmp / f"{kind}.txt"
+        path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+    return path, tokenizer
+
+
+def run_config(
+    bench: Bench, args: argparse.Namespace, device: torch.device, tmp: Path, peaks: dict
+) -> dict[str, Any]:
+    precision = bench.precision if device.type == "cuda" else "fp32"
+    path, tokenizer = corpus_file(args.data_root, bench.corpus, args.tiny, tmp)
+    log_every = 10 if device.type == "cuda" else 5
+    warm = -(-args.warmup // log_every) * log_every  # the Clock needs marks at both ends
+    steps = -(-args.steps // log_every) * log_every
+    train_cfg = TrainConfig(
+        tokenizer=tokenizer,
+        batch_size=bench.batch,
+        seq_len=bench.seq_len,
+        max_steps=warm + steps,
+        eval_every=10**9,
+        sample_tokens=0,
+        device=str(device),
+        precision=precision,
+        log_every=log_every,
+    )
+    corpus = prepare_corpus(tmp / bench.corpus, train_cfg, [path])
+    model_cfg = ModelConfig(dropout=0.0, vocab_size=corpus.tokenizer.vocab_size, **bench.model)
+    tokens = np.asarray(corpus.train.tokens, dtype=np.int64)
+    raw, ours = [], []
+    for _ in range(args.repeats):
+        raw.append(raw_rate(tokens, model_cfg, bench, precision, device, steps, warm))
+        rate, parameters = lstmgen_rate(corpus, bench, model_cfg, train_cfg, warm)
+        ours.append(rate)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    r, o = statistics.median(raw), statistics.median(ours)
+    if precision not in peaks:
+        peaks[precision] = matmul_peak(device, precision, args.peak_size)
+    flops = train_flops_per_token(model_cfg)
+    peak = peaks[precision]
+    row = {
+        "config": bench.name,
+        "corpus": bench.corpus,
+        "batch": bench.batch,
+        "seq_len": bench.seq_len,
+        "precision": precision,
+        "parameters": parameters,
+        "vocab_size": model_cfg.vocab_size,
+        "raw_tokens_per_s": round(r),
+        "lstmgen_tokens_per_s": round(o),
+        "ratio": round(o / r, 3),
+        "raw_runs": [round(v) for v in raw],
+        "lstmgen_runs": [round(v) for v in ours],
+        "train_flops_per_token": flops,
+        "raw_tflops": round(flops * r / 1e12, 2),
+        "lstmgen_tflops": round(flops * o / 1e12, 2),
+        "peak_tflops": round(peak / 1e12, 1),
+        "raw_mfu": round(flops * r / peak, 4),
+        "lstmgen_mfu": round(flops * o / peak, 4),
+    }
+    print(
+        f"{bench.name}, batch {bench.batch}x{bench.seq_len} {precision}: raw {r:,.0f} tok/s, "
+        f"lstmgen {o:,.0f} tok/s ({o / r:.3f}x); {row['lstmgen_tflops']} TFLOP/s, "
+        f"MFU {row['lstmgen_mfu']:.1%} of {row['peak_tflops']} measured",
+        flush=True,
+    )
+    return row
+
+
+def markdown(r: dict) -> str:
+    """The README table for a result of this benchmark (benchmarks/render_readme.py can use it)."""
+    rows = [
+        "| config | precision | raw PyTorch loop | lstmgen Trainer | ratio | lstmgen TFLOP/s "
+        "| MFU |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
         rows.append(
-            {
-                "config": name,
-                "batch": B,
-                "seq_len": T,
-                "raw_tokens_per_s": round(r),
-                "lstmgen_tokens_per_s": round(o),
-                "ratio": round(o / r, 3),
-                "raw_runs": [round(v) for v in raw],
-                "lstmgen_runs": [round(v) for v in ours],
-            }
+            f"| {row['config']}, batch {row['batch']}x{row['seq_len']} | {row['precision']} "
+            f"| {row['raw_tokens_per_s']:,} tok/s | {row['lstmgen_tokens_per_s']:,} tok/s "
+            f"| {row['ratio']:.3f}x | {row['lstmgen_tflops']:.1f} | {row['lstmgen_mfu']:.1%} |"
         )
-        print(f"{name}: raw {r:,.0f} tok/s, lstmgen {o:,.0f} tok/s ({o / r:.3f}x)")
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in r.get("peak_tflops", {}).items())
+    mach = r["machine"]
+    where = mach.get("cuda") or mach.get("cpu_model", mach["processor"])
+    return "\n".join(rows) + (
+        f"\n\nMedian of {r['repeats']} interleaved repeats of {r['steps']} steps after "
+        f"{r['warmup']} warm-up steps. MFU: analytic training FLOPs per token (3 x forward "
+        f"matmuls) x tokens/s over the matmul peak measured in the same run (TFLOP/s: {peaks}). "
+        f"Measured {r['date'][:10]} on {where}, torch {mach['torch']}: `{r['command']}`."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--tiny", action="store_true", help="tiny configs and corpora (CPU, seconds)")
+    ap.add_argument("--steps", type=int, help="timed steps [60 cpu, 30 cuda, 10 tiny]")
+    ap.add_argument("--warmup", type=int, help="untimed steps first [10, 5 tiny]")
+    ap.add_argument("--repeats", type=int, help="[3 cpu, 2 cuda and tiny]")
+    ap.add_argument("--peak-size", type=int, help="n of the n^3 peak matmul [8192 cuda]")
+    ap.add_argument("--name", help="[train_throughput_<device>, train_throughput_tiny]")
+    ap.add_argument("--out-dir", help="where the JSON goes [$LSTMGEN_RESULTS_DIR or results/]")
+    ap.add_argument(
+        "--data-root", type=Path, default=Path(os.environ.get("LSTMGEN_DATA_DIR") or SHARED_DATA)
+    )
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    cuda = device.type == "cuda"
+    args.steps = args.steps or (10 if args.tiny else 30 if cuda else 60)
+    args.warmup = args.warmup or (5 if args.tiny else 10)
+    args.repeats = args.repeats or (3 if device.type == "cpu" and not args.tiny else 2)
+    args.peak_size = args.peak_size or (8192 if cuda and not args.tiny else 512)
+    if args.out_dir:
+        os.environ["LSTMGEN_RESULTS_DIR"] = args.out_dir
+    configs = CONFIGS["tiny" if args.tiny else "cuda" if cuda else "cpu"]
+    peaks: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = [run_config(b, args, device, Path(tmp), peaks) for b in configs]
+    name = args.name or (
+        "train_throughput_tiny" if args.tiny else f"train_throughput_{device.type}"
+    )
     out = write_result(
-        args.name,
-        {"device": "cpu", "threads": torch.get_num_threads(), "steps": args.steps, "rows": rows},
+        name,
+        {
+            "device": device.type,
+            "threads": torch.get_num_threads(),
+            "steps": args.steps,
+            "warmup": args.warmup,
+            "repeats": args.repeats,
+            "peak_tflops": {k: round(v / 1e12, 1) for k, v in peaks.items()},
+            "peak_matmul_n": args.peak_size,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "rows": rows,
+        },
     )
     print(out)
 
