@@ -166,6 +166,33 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def markdown(r: dict) -> str:
+    """The README table for a result of this benchmark (benchmarks/render_readme.py can use it)."""
+    m, t = r["model_config"], r["train_config"]
+    rows = [
+        "| run | best validation loss (nats/char) | reached after |",
+        "|---|---|---|",
+        f"| lstmgen `--preset {r['preset']}` (`{m['cell']}` {m['num_layers']}x{m['hidden_size']}, "
+        f"embedding {m['embedding_size']}, dropout {m['dropout']}, batch {t['batch_size']}x"
+        f"{t['seq_len']}, lr {t['lr']}, weight decay {t['weight_decay']}, {r['precision']}, "
+        f"{r['parameters']:,} parameters, {r['steps']:,} steps, {r['epochs']:.1f} epochs) "
+        f"| **{r['val_loss_nats_per_char']:.4f}** "
+        f"| {r['best_elapsed_s']:.0f} s of training ({r['best_wall_s']:.0f} s wall) |",
+    ]
+    for name, loss in r["reference"].items():
+        seconds = r.get("reference_seconds", {}).get(name)
+        rows.append(f"| {name} (reference) | {loss} | {f'{seconds} s' if seconds else ''} |")
+    mach = r["machine"]
+    where = mach.get("cuda") or mach.get("cpu_model", mach["processor"])
+    return "\n".join(rows) + (
+        f"\n\nBudget {r['budget_s']:.0f} s of training ({r['wall_seconds_incl_eval']:.0f} s wall "
+        f"with {r['evaluations']} full validation passes and checkpoints), "
+        f"{r['tokens_per_s']:,} tokens/s. Measured {r['date'][:10]} on {where}, torch "
+        f"{mach['torch']}: `{r['command']}`. Every character of `val.txt` is scored once, "
+        "statefully (16 contiguous streams, each warmed up on the 256 characters before it)."
+    )
+
+
 def parser(defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="ModelConfig/TrainConfig field=value")
