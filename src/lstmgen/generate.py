@@ -8,14 +8,15 @@ character is never split, and held back while it might be the start of a stop st
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
 from .config import GenerationConfig
 from .model import cat_states, index_state, rnn_kernels
-from .sampling import next_token
+from .sampling import next_token, uniforms
 from .steppers import make_stepper
 from .textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
 
@@ -40,15 +41,57 @@ def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, A
     return torch.cat(logits)[rows], index_state(state, rows)  # (B, V), (L, B, H)
 
 
+# Tokens sampled per block: each block draws its uniforms at once, then samples and steps
+# token by token. On CUDA a block is one CUDA-graph replay and one device-to-host copy.
+BLOCK = {"cpu": 1, "cuda": 16}
+
+
+def decode_block(
+    step: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]],
+    logits: torch.Tensor,
+    state: Any,
+    u: torch.Tensor,
+    cfg: GenerationConfig,
+    seen: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Sample a token from ``logits`` (B, V) with ``u[k]`` (B,), step the model on it, K times
+    for ``u`` (K, B). Returns the tokens (B, K), the logits and the state after the last one.
+
+    Device work only (no host syncs), so the same function runs eagerly or inside a CUDA graph
+    (cudagraph.py) with identical results. ``seen`` (B, V) is updated in place."""
+    tokens = []
+    for k in range(u.shape[0]):
+        nxt = next_token(logits, cfg, None, seen, u=u[k])  # (B,)
+        if seen is not None:
+            seen.scatter_(1, nxt[:, None], True)
+        tokens.append(nxt)
+        logits, state = step(nxt, state)  # (B, V)
+    return torch.stack(tokens, dim=1), logits, state  # (B, K)
+
+
+def model_step(model: Any) -> Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]:
+    """``logits (B, V), state = step(ids (B,), state)`` through ``model.forward`` (nn.LSTM)."""
+
+    def step(ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        out, state = model(ids[:, None], state)  # (B, 1, V)
+        return out[:, -1], state
+
+    return step
+
+
 @torch.inference_mode()
 def stream_text(
     model: Any,
     prompts: Sequence[str],
     config: GenerationConfig | None = None,
     unknown: str = "error",
+    cuda_graphs: bool = True,
     **overrides: Any,
 ) -> Iterator[Event]:
     """Generate one continuation per prompt, as a stream of ``Event``s.
+
+    On CUDA, blocks of tokens are decoded by replaying a CUDA graph of the whole step
+    (embedding, LSTM, decoder and sampling; ``cuda_graphs=False`` runs the same ops eagerly).
 
     >>> for ev in stream_text(model, ["ROMEO:"] * 2, temperature=0.8, seed=1):  # doctest: +SKIP
     ...     print(ev.index, ev.text)
@@ -58,31 +101,42 @@ def stream_text(
     was_training = model.training
     model.eval()
     seed = resolve_seed(cfg)
-    gen = torch.Generator(device=model.device).manual_seed(seed)
+    device = model.device
+    gen = torch.Generator(device=device).manual_seed(seed)
     ids = prompt_ids(tok, prompts, unknown)
     B = len(ids)
     logits, state = prime(model, ids)
     seen = None
     if cfg.repetition_penalty != 1.0:
-        seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=model.device)
+        seen = torch.zeros(B, model.config.vocab_size, dtype=torch.bool, device=device)
         for b, p in enumerate(ids):
             seen[b, p[1:]] = True
     # Small CPU batches step faster through fused matmuls than through nn.LSTM (steppers.py).
-    stepper = make_stepper(model, B)
+    step = make_stepper(model, B) or model_step(model)
+    K = BLOCK.get(device.type, 1)
+    graph = None
+    if device.type == "cuda" and cuda_graphs and cfg.max_new_tokens > K:
+        from .cudagraph import GraphDecoder
+
+        try:
+            graph = GraphDecoder(step, cfg, logits, state, seen, block=K)
+        except RuntimeError as err:  # a PyTorch/driver that cannot capture this step
+            warnings.warn(f"CUDA graph capture failed, decoding eagerly: {err}", stacklevel=2)
     streams = TextStreams(tok, B, cfg.stop)
     try:
-        for step in range(cfg.max_new_tokens):
-            nxt = next_token(logits, cfg, gen, seen)  # (B,)
-            if seen is not None:
-                seen[torch.arange(B), nxt] = True
-            yield from streams.push(nxt.tolist(), last=step == cfg.max_new_tokens - 1)
-            if streams.all_done:
-                break
-            if stepper is not None:
-                logits, state = stepper(nxt, state)  # (B, V)
+        done = 0
+        while done < cfg.max_new_tokens and not streams.all_done:
+            if graph is not None:
+                tokens = graph.run(gen)  # (B, K)
             else:
-                out, state = model(nxt[:, None], state)  # (B, 1, V)
-                logits = out[:, -1]
+                u = uniforms((K, B), gen, device)  # (K, B)
+                tokens, logits, state = decode_block(step, logits, state, u, cfg, seen)
+            rows = tokens.tolist()  # the one host sync of a block
+            n = min(K, cfg.max_new_tokens - done)
+            done += n
+            yield from streams.push_block(
+                rows if n == K else [r[:n] for r in rows], last=done == cfg.max_new_tokens
+            )
         yield from streams.close()
     finally:
         model.train(was_training)

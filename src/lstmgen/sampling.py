@@ -56,9 +56,11 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def uniforms(batch: int, generator: torch.Generator | None, device: torch.device) -> Tensor:
-    """``batch`` float64 uniforms in [0, 1) from ``generator`` (B,): the randomness of a draw."""
-    return torch.rand(batch, dtype=torch.float64, generator=generator, device=device)
+def uniforms(
+    shape: int | tuple[int, ...], generator: torch.Generator | None, device: torch.device
+) -> Tensor:
+    """float64 uniforms in [0, 1) from ``generator``: the randomness of draws, one per row."""
+    return torch.empty(shape, dtype=torch.float64, device=device).uniform_(generator=generator)
 
 
 def draw(probs: Tensor, u: Tensor) -> Tensor:
@@ -78,8 +80,11 @@ def next_token(
     config: GenerationConfig,
     generator: torch.Generator | None,
     seen: Tensor | None = None,
+    u: Tensor | None = None,
 ) -> Tensor:
-    """Choose one token per row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy."""
+    """Choose one token per row of ``logits`` (B, V) -> (B,). Temperature 0 is greedy.
+
+    The draw uses ``u`` (B,) uniforms if given, else takes them from ``generator``."""
     logits = logits.float()
     if seen is not None:
         logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
@@ -87,4 +92,4 @@ def next_token(
         return logits.argmax(dim=-1)
     logits = filter_top_p(filter_top_k(logits / config.temperature, config.top_k), config.top_p)
     probs = softmax(logits)  # (B, V)
-    return draw(probs, uniforms(len(probs), generator, probs.device))
+    return draw(probs, uniforms(len(probs), generator, probs.device) if u is None else u)

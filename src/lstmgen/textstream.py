@@ -88,11 +88,17 @@ class TextStreams:
 
     def push(self, ids: Sequence[int], last: bool) -> Iterator[Event]:
         """One new id per sample; ``last`` when no more will come (max_new_tokens reached)."""
-        for b, t in enumerate(ids):
+        return self.push_block([(t,) for t in ids], last)
+
+    def push_block(self, rows: Sequence[Sequence[int]], last: bool) -> Iterator[Event]:
+        """Several new ids per sample (``rows[b]`` for sample b) as one event per sample. The
+        text is what pushing them one at a time gives: a stop string ends it at its first
+        occurrence whichever id completed it."""
+        for b, ids in enumerate(rows):
             if self.done[b]:
                 continue
             dec = self.decoders[b]
-            self.texts[b] += dec.step(t) + (dec.flush() if last else "")
+            self.texts[b] += dec.steps(ids) + (dec.flush() if last else "")
             text, sent = self.texts[b], self.emitted[b]
             hit = find_stop(text, self.stops, sent)
             if hit is not None:

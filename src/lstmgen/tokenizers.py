@@ -15,7 +15,7 @@ from __future__ import annotations
 import codecs
 import json
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,10 @@ class StreamDecoder:
 
     def step(self, token_id: int) -> str:
         return self._utf8.decode(self._tok.token_bytes(token_id))
+
+    def steps(self, token_ids: Sequence[int]) -> str:
+        """``step`` for several ids at once."""
+        return self._utf8.decode(b"".join(map(self._tok.token_bytes, token_ids)))
 
     def flush(self) -> str:
         return self._utf8.decode(b"", final=True)
