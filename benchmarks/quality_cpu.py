@@ -22,4 +22,4 @@ CPU_DEFAULTS = {
 }
 
 if __name__ == "__main__":
-    main(defaults=CPU_DEFAULTS)
+    main(defaults=CPU_DEFAULTS, doc=__doc__)

@@ -10,7 +10,7 @@ it; see lstmgen/evaluate.py); the best checkpoint is the one kept.
 
     python benchmarks/race.py --preset gpu-fast --device cuda --budget 120   # -> race_cuda
     python benchmarks/race.py --preset gpu-fast --device cuda dropout=0.5 --name trial
-    python benchmarks/race.py --tiny --budget 2                              # a CPU smoke run
+    python benchmarks/race.py --tiny --device cpu --budget 2                 # a smoke run
 
 Overrides are ModelConfig/TrainConfig fields as key=value. ``--out-dir`` (or
 $LSTMGEN_RESULTS_DIR) says where the JSON goes; ``--data`` (or $LSTMGEN_DATA_DIR/tiny-shakespeare)
@@ -203,14 +203,14 @@ def markdown(r: dict) -> str:
     )
 
 
-def parser(defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+def parser(defaults: dict[str, Any] | None = None, doc: str = __doc__) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("overrides", nargs="*", help="ModelConfig/TrainConfig field=value")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="gpu-fast")
-    ap.add_argument("--device", default="cuda", help="cpu, cuda, cuda:N (default cuda)")
+    ap.add_argument("--device", default="auto", help="auto (cuda if there is one), cpu, cuda:N")
     ap.add_argument("--budget", type=float, default=120.0, help="seconds of training")
     ap.add_argument("--eval-every", type=int, help="steps between evaluations [the preset's]")
-    ap.add_argument("--name", help="result file name [race_<device>, race_tiny with --tiny]")
+    ap.add_argument("--name", help="result file name [race_<cuda|cpu>, race_tiny with --tiny]")
     ap.add_argument("--out-dir", help="where the JSON goes [$LSTMGEN_RESULTS_DIR or results/]")
     ap.add_argument("--run-dir", help="keep the run here (best model included)")
     data_root = Path(os.environ.get("LSTMGEN_DATA_DIR") or SHARED_DATA)
@@ -220,15 +220,18 @@ def parser(defaults: dict[str, Any] | None = None) -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None, defaults: dict[str, Any] | None = None) -> None:
-    args = parser(defaults).parse_args(argv)
+def main(
+    argv: list[str] | None = None, defaults: dict[str, Any] | None = None, doc: str = __doc__
+) -> None:
+    args = parser(defaults, doc).parse_args(argv)
     if args.out_dir:
         os.environ["LSTMGEN_RESULTS_DIR"] = args.out_dir
-    name = args.name or ("race_tiny" if args.tiny else f"race_{args.device.split(':')[0]}")
     try:
         payload = race(args)
     except LstmgenError as exc:
         raise SystemExit(f"error: {exc}") from None
+    device_type = payload["device"].split(":")[0]
+    name = args.name or ("race_tiny" if args.tiny else f"race_{device_type}")
     out = write_result(name, payload)
     best = payload["val_loss_nats_per_char"]
     when = payload["best_elapsed_s"]

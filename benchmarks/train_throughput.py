@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from common import SHARED_DATA, write_result
 
-from lstmgen import Callback, ModelConfig, TrainConfig, Trainer
+from lstmgen import Callback, LstmgenError, ModelConfig, TrainConfig, Trainer
 from lstmgen.corpus import Corpus, prepare_corpus
 from lstmgen.data import batchify, num_windows
 from lstmgen.model import LanguageModel
@@ -345,7 +345,10 @@ def main(argv: list[str] | None = None) -> None:
         "--data-root", type=Path, default=Path(os.environ.get("LSTMGEN_DATA_DIR") or SHARED_DATA)
     )
     args = ap.parse_args(argv)
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except LstmgenError as exc:
+        raise SystemExit(f"error: {exc}") from None
     cuda = device.type == "cuda"
     args.steps = args.steps or (10 if args.tiny else 30 if cuda else 60)
     args.warmup = args.warmup or (5 if args.tiny else 10)
