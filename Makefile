@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint bench-quality bench-server study clean
+.PHONY: demo test test-slow lint bench-quality bench-generation bench-throughput bench-server \
+	bench-gpu-tiny study clean
 
 demo: $(STAMP)
 	rm -rf runs/demo
@@ -22,6 +23,15 @@ lint: $(STAMP)
 
 bench-quality: $(STAMP)
 	cd benchmarks && ../$(PY) quality_cpu.py
+
+bench-generation: $(STAMP)
+	cd benchmarks && ../$(PY) generation.py
+
+bench-throughput: $(STAMP)
+	cd benchmarks && ../$(PY) train_throughput.py
+
+bench-gpu-tiny: $(STAMP)  # the GPU suite's steps at tiny sizes, on CPU
+	PYTHON=$(PY) bash benchmarks/gpu_suite.sh --tiny
 
 bench-server: $(STAMP)
 	cd benchmarks && ../$(PY) load_server.py

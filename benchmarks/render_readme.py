@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Callable
+from importlib import import_module
 
 from common import RESULTS, ROOT
 
@@ -80,23 +82,51 @@ def train_throughput_cpu(r: dict) -> str:
     return "\n".join(rows) + f"\n\nMedian of interleaved repeats; {_measured(r)}."
 
 
-def generation_cpu(r: dict) -> str:
-    rows = ["| batch | eager `nn.LSTM` stepping | lstmgen generator | ratio |", "|---|---|---|---|"]
+def generation(r: dict) -> str:
+    cuda = r.get("device", "cpu").startswith("cuda")
+    head = "| batch | eager `nn.LSTM` stepping | lstmgen generator | ratio |"
+    if cuda:
+        head += " decode loop, cuDNN step graphed | decode loop, fused step graphed |"
+    rows = [head, "|---" * (head.count("|") - 1) + "|"]
     for row in r["rows"]:
-        rows.append(
+        line = (
             f"| {row['batch']} | {row['eager_tokens_per_s']:,.0f} tok/s "
             f"| {row['lstmgen_tokens_per_s']:,.0f} tok/s | {row['speedup']:.2f}x |"
         )
+        if cuda:
+            line += (
+                f" {row['graph_loop_cudnn_tokens_per_s']:,.0f} tok/s "
+                f"| {row['graph_loop_fused_tokens_per_s']:,.0f} tok/s |"
+            )
+        rows.append(line)
     same = "identical" if r["greedy_text_identical"] else "DIFFERENT"
-    return "\n".join(rows) + (
-        f"\n\n{r['model']}, {r['threads']} threads, temperature 0.8; greedy text {same} on both "
-        f"paths; median of interleaved repeats; {_measured(r)}."
+    where = "TF32 matmuls allowed" if cuda else f"{r['threads']} threads"
+    mach = r["machine"]
+    measured = (
+        f"measured {r['date'][:10]} on {mach['cuda']}, torch {mach['torch']}: `{r['command']}`"
+        if cuda
+        else _measured(r)
     )
+    return "\n".join(rows) + (
+        f"\n\n{r['model']}, {where}, temperature 0.8; greedy text {same} on both "
+        f"paths; median of interleaved repeats; {measured}."
+    )
+
+
+def _benchmark_markdown(module: str) -> Callable[[dict], str]:
+    def render(r: dict) -> str:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        return import_module(module).markdown(r)
+
+    return render
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {
     "train_throughput_cpu": train_throughput_cpu,
-    "generation_cpu": generation_cpu,
+    "generation_cpu": generation,
+    "generation_cuda": generation,
+    "train_throughput_cuda": _benchmark_markdown("train_throughput"),
+    "race_cuda": _benchmark_markdown("race"),
     "quality_cpu": quality_cpu,
     "load_server": load_server,
 }

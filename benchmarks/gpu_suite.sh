@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Every GPU check and benchmark of the speed issue in one run: about 6 minutes on one H200.
+#
+#   bash benchmarks/gpu_suite.sh --prepare   # here, first: copy the corpora into .gpudata/
+#   bash benchmarks/gpu_suite.sh             # on the GPU machine (carry .gpudata along)
+#   bash benchmarks/gpu_suite.sh --tiny      # anywhere, on CPU: the same steps at tiny sizes
+#
+# With the device tool: run(command="bash benchmarks/gpu_suite.sh", carry=[".gpudata"],
+# timeout_s=540). The GPU machine's own python3 (with PyTorch) runs the code from src/ (no
+# install). Results go to $OUT when it is set (the device tool brings that folder back), else
+# to benchmarks/results/ (--tiny: a temporary folder); copy them into benchmarks/results/ and
+# run benchmarks/render_readme.py. Each step has its own time limit, and a failed step does
+# not stop the ones after it; the log says which failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DATA=$ROOT/.gpudata
+
+if [ "${1:-}" = "--prepare" ]; then
+  SRC=${LSTMGEN_DATA_DIR:-$ROOT/../shared/data}
+  mkdir -p "$DATA/tiny-shakespeare" "$DATA/ptb"
+  cp "$SRC"/tiny-shakespeare/{train,val}.txt "$DATA/tiny-shakespeare/"
+  cp "$SRC"/ptb/ptb.train.txt "$DATA/ptb/"
+  du -sh "$DATA"
+  exit 0
+fi
+
+TINY=0
+[ "${1:-}" = "--tiny" ] && TINY=1
+if [ $TINY = 1 ]; then
+  OUTDIR=${OUT:-$(mktemp -d)}
+  DATA=${LSTMGEN_DATA_DIR:-$ROOT/../shared/data}
+else
+  OUTDIR=${OUT:-$ROOT/benchmarks/results}
+fi
+mkdir -p "$OUTDIR"
+export PYTHONPATH=$ROOT/src PYTHONUNBUFFERED=1 LSTMGEN_DATA_DIR=$DATA LSTMGEN_RESULTS_DIR=$OUTDIR
+PY=${PYTHON:-python3}
+LOG=$OUTDIR/gpu_suite.log
+FAILED=()
+
+step() {  # step NAME SECONDS COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (limit ${limit}s): $*" | tee -a "$LOG"
+  local t0=$SECONDS
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$LOG"
+  [ "$rc" = 0 ] || FAILED+=("$name")
+}
+
+{
+  date -u
+  nvidia-smi 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__,
+    torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
+} 2>&1 | tee -a "$LOG"
+
+if [ $TINY = 1 ]; then
+  step tests 300 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py
+  step generation 120 "$PY" benchmarks/generation.py --tiny --batches 1,64 --repeats 1 \
+    --name generation_tiny
+  step train_throughput 120 "$PY" benchmarks/train_throughput.py --tiny
+  step race 120 "$PY" benchmarks/race.py --tiny --device cpu --budget 2
+else
+  step tests 150 "$PY" -m pytest -q -x -m gpu tests/test_gpu.py tests/test_gpu_generate.py
+  step generation 100 "$PY" benchmarks/generation.py --device cuda
+  step train_throughput 110 "$PY" benchmarks/train_throughput.py --device cuda
+  step race 200 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120
+fi
+
+echo "results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')" | tee -a "$LOG"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo "FAILED: ${FAILED[*]}" | tee -a "$LOG"
+  exit 1
+fi
+echo "all steps passed" | tee -a "$LOG"
