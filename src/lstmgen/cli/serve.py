@@ -68,7 +68,8 @@ def _bind(host: str, port: int) -> socket.socket:
     default=1,
     show_default=True,
     help="PyTorch CPU threads. Each decode step is a few small operations: on a CPU one thread"
-    " is fastest (benchmarks/load_server.py); more help only large models or batches.",
+    " is fastest (benchmarks/load_server.py); more help only large models or batches. Batches"
+    " under 128 step through NumPy, whose BLAS threads follow OPENBLAS_NUM_THREADS.",
 )
 @click.option(
     "--log-level",
