@@ -122,9 +122,9 @@ class NumpyStepper:
         self.layers = [tuple(w.numpy() for w in ws) for ws in _layer_weights(model)]
         with torch.no_grad():
             self.embedding = model.embedding.weight.detach().numpy().copy()  # (V, E)
-            proj = model.projection
-            self.projection = None if proj is None else proj.weight.t().contiguous().numpy()
-            self.decoder_w = model.decoder.weight.t().contiguous().numpy()  # (E or H, V)
+            proj = None if model.projection is None else model.projection.weight.detach()
+            self.projection = None if proj is None else proj.t().contiguous().numpy()  # (H, E)
+            self.decoder_w = model.decoder.weight.detach().t().contiguous().numpy()  # (E or H, V)
             self.decoder_b = model.decoder.bias.detach().numpy().copy()  # (V,)
 
     def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
