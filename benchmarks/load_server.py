@@ -48,7 +48,8 @@ def make_model(out: Path) -> LanguageModel:
     text = corpus.read_text(encoding="utf-8") if corpus.exists() else ""
     tok = CharTokenizer.fit([text + "".join(map(chr, range(32, 127))) + "\n"])
     torch.manual_seed(0)
-    model = LanguageModel(ModelConfig(vocab_size=tok.vocab_size), tok)  # 2x256, embedding 64
+    cfg = ModelConfig(vocab_size=tok.vocab_size, hidden_size=256)  # 2x256, embedding 64
+    model = LanguageModel(cfg, tok)
     model.save_pretrained(out)
     return model
 

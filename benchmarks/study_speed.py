@@ -57,7 +57,7 @@ def timed(fns: dict, repeats: int) -> dict[str, float]:
 
 
 def measure(cell: str, x: np.ndarray, y: np.ndarray, repeats: int, gen_tokens: int) -> dict:
-    cfg = ModelConfig(vocab_size=V, cell=cell)  # defaults: 2 x 256, embedding 64
+    cfg = ModelConfig(vocab_size=V, cell=cell, hidden_size=256)  # 2 x 256, embedding 64
     torch.manual_seed(0)
     tm = LanguageModel(cfg)
     nm = NumpyModel(cfg, {k: v.detach().numpy().copy() for k, v in weights_of(tm).items()})
@@ -123,7 +123,11 @@ def trainer_speed(cell: str, data: Path, steps: int) -> dict:
         with tempfile.TemporaryDirectory() as tmp:
             cfg = TrainConfig(max_steps=steps, eval_every=10**6, sample_tokens=0, device="cpu")
             trainer = trainer_class.create(
-                tmp, [data / "train.txt"], cfg, ModelConfig(cell=cell), valid=[data / "val.txt"]
+                tmp,
+                [data / "train.txt"],
+                cfg,
+                ModelConfig(cell=cell, hidden_size=256),
+                valid=[data / "val.txt"],
             )
             trainer.evaluate = lambda max_tokens=0: {"val_loss": 0.0}  # not timed: skip it
             summary = trainer.fit()
