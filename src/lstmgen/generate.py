@@ -62,19 +62,23 @@ def decode_block(
     u: torch.Tensor,
     cfg: GenerationConfig,
     seen: torch.Tensor | None,
+    final: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Sample a token from ``logits`` (B, V) with ``u[k]`` (B,), step the model on it, K times
-    for ``u`` (K, B). Returns the tokens (B, K), the logits and the state after the last one.
+    for ``u`` (K, B). Returns the tokens (B, K), the logits and the state after the last one
+    (``final``: no step after the last token, whose logits nobody needs).
 
     Device work only (no host syncs), so the same function runs eagerly or inside a CUDA graph
     (cudagraph.py) with identical results. ``seen`` (B, V) is updated in place."""
     tokens = []
-    for k in range(u.shape[0]):
+    K = u.shape[0]
+    for k in range(K):
         nxt = next_token(logits, cfg, None, seen, u=u[k])  # (B,)
         if seen is not None:
             seen.scatter_(1, nxt[:, None], True)
         tokens.append(nxt)
-        logits, state = step(nxt, state)  # (B, V)
+        if not (final and k == K - 1):
+            logits, state = step(nxt, state)  # (B, V)
     return torch.stack(tokens, dim=1), logits, state  # (B, K)
 
 
@@ -138,8 +142,12 @@ def stream_text(
             if graph is not None:
                 tokens = graph.run(gen)  # (B, K)
             else:
-                u = uniforms((K, B), gen, device)  # (K, B)
-                tokens, logits, state = decode_block(step, logits, state, u, cfg, seen)
+                # A CPU block stops at max_new_tokens; CUDA blocks keep the graph's size so
+                # that both paths draw the same uniforms.
+                k = K if device.type == "cuda" else min(K, cfg.max_new_tokens - done)
+                u = uniforms((k, B), gen, device)  # (k, B)
+                final = done + k >= cfg.max_new_tokens
+                tokens, logits, state = decode_block(step, logits, state, u, cfg, seen, final)
             rows = tokens.tolist()  # the one host sync of a block
             n = min(K, cfg.max_new_tokens - done)
             done += n
