@@ -79,7 +79,7 @@ def train_throughput_cpu(r: dict) -> str:
             f"| {row['raw_tokens_per_s']:,} tok/s | {row['lstmgen_tokens_per_s']:,} tok/s "
             f"| {row['ratio']:.3f}x |"
         )
-    return "\n".join(rows) + f"\n\nMedian of interleaved repeats; {_measured(r)}."
+    return "\n".join(rows) + f"\n\nMedian of the ratios of back-to-back repeats; {_measured(r)}."
 
 
 def generation(r: dict) -> str:
