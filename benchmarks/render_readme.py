@@ -86,7 +86,7 @@ def train_throughput_cpu(r: dict) -> str:
             f"| {min(pairs):.2f}-{max(pairs):.2f} |"
         )
     return "\n".join(rows) + (
-        f"\n\nMedians of {r.get('repeats', 3)} back-to-back repeats (raw, then lstmgen); on "
+        f"\n\nMedians of {r.get('repeats', 3)} back-to-back pairs (ABBA order); on "
         f"this shared machine single measurements drift by ~15 %; {_measured(r)}."
     )
 

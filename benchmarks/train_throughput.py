@@ -6,8 +6,9 @@ hidden state carried and detached; on CUDA with the same precision as lstmgen (b
 or fp32 with TF32) and fused AdamW. lstmgen's number is its whole step loop (its window source,
 schedule, clipping, logging with one host sync every ``log_every`` steps), timed between its
 progress callbacks after a warm-up. Both loops read the same windows in the same order and are
-credited the same tokens. Repeats alternate raw, lstmgen, raw, ...; the figure is the median of
-the per-repeat ratios (each pair runs back to back, so slow drifts of a shared machine cancel).
+credited the same tokens. Each repeat is a back-to-back pair, in ABBA order (raw then lstmgen,
+lstmgen then raw, ...); the figure is the median of the per-pair ratios, so slow drifts of a
+shared machine cancel within a pair and alternate in sign.
 
 Model FLOP utilisation: ``train_flops_per_token`` (analytic) times tokens/s, against a peak
 measured in the same run (a large matmul in the config's precision).
@@ -267,9 +268,12 @@ def run_config(
     model_cfg = ModelConfig(dropout=0.0, vocab_size=corpus.tokenizer.vocab_size, **bench.model)
     tokens = np.asarray(corpus.train.tokens, dtype=np.int64)
     raw, ours = [], []
-    for _ in range(args.repeats):
+    for i in range(args.repeats):  # pairs in ABBA order: raw first, then lstmgen first, ...
+        if i % 2:
+            rate, parameters = lstmgen_rate(corpus, bench, model_cfg, train_cfg, warm)
         raw.append(raw_rate(tokens, model_cfg, bench, precision, device, steps, warm))
-        rate, parameters = lstmgen_rate(corpus, bench, model_cfg, train_cfg, warm)
+        if not i % 2:
+            rate, parameters = lstmgen_rate(corpus, bench, model_cfg, train_cfg, warm)
         ours.append(rate)
         if device.type == "cuda":
             torch.cuda.empty_cache()
