@@ -6,9 +6,10 @@ hidden state carried and detached; on CUDA with the same precision as lstmgen (b
 or fp32 with TF32) and fused AdamW. lstmgen's number is its whole step loop (its window source,
 schedule, clipping, logging with one host sync every ``log_every`` steps), timed between its
 progress callbacks after a warm-up. Both loops read the same windows in the same order and are
-credited the same tokens. Each repeat is a back-to-back pair, in ABBA order (raw then lstmgen,
-lstmgen then raw, ...); the figure is the median of the per-pair ratios, so slow drifts of a
-shared machine cancel within a pair and alternate in sign.
+credited the same tokens. On CPU both loops live in one process and take turns in chunks of
+``--steps`` steps, ``--repeats`` times in ABBA order (``interleaved_rates``); on CUDA each repeat
+is a pair of separate runs, also in ABBA order. The figure is the median of the per-pair ratios,
+so slow drifts of a shared machine cancel within a pair and alternate in sign.
 
 Model FLOP utilisation: ``train_flops_per_token`` (analytic) times tokens/s, against a peak
 measured in the same run (a large matmul in the config's precision).
@@ -29,6 +30,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,16 +182,11 @@ def lstmgen_rate(
     return tokens / (t1 - t0), parameters
 
 
-def raw_rate(
-    tokens: np.ndarray,
-    model_cfg: ModelConfig,
-    bench: Bench,
-    precision: str,
-    device: torch.device,
-    steps: int,
-    warm: int,
-) -> float:
-    """The raw loop over the same windows, in the same order, as the Trainer reads them."""
+def raw_steps(
+    tokens: np.ndarray, model_cfg: ModelConfig, bench: Bench, precision: str, device: torch.device
+) -> Iterator[None]:
+    """The raw loop, one step per ``next()``, over the same windows in the same order as the
+    Trainer reads them."""
     torch.manual_seed(0)
     V, E, H, L = (
         model_cfg.vocab_size,
@@ -204,7 +201,7 @@ def raw_rate(
     params = [*emb.parameters(), *rnn.parameters(), *head.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda" or None)
     streams = batchify(tokens, bench.batch)  # (B, n)
-    n, nw = streams.shape[1], num_windows(streams, bench.seq_len)
+    nw = num_windows(streams, bench.seq_len)
     on_device = torch.from_numpy(np.ascontiguousarray(streams, dtype=np.int64)).to(device)
     windows = [  # (B, T') inputs and targets, contiguous, on the device
         tuple(t.contiguous() for t in window_tensors(on_device, k, bench.seq_len))
@@ -212,27 +209,99 @@ def raw_rate(
     ]
     autocast = precision == "bf16"
     state = None
+    step = 0
+    while True:
+        if step % nw == 0:
+            state = None
+        x, y = windows[step % nw]  # (B, T') each
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out, state = rnn(emb(x), state)
+            loss = F.cross_entropy(head(out).float().reshape(-1, V), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        state = tuple(s.detach() for s in state)
+        step += 1
+        yield
+
+
+def raw_rate(
+    tokens: np.ndarray,
+    model_cfg: ModelConfig,
+    bench: Bench,
+    precision: str,
+    device: torch.device,
+    steps: int,
+    warm: int,
+) -> float:
+    """Tokens/s of the raw loop over ``steps`` steps after ``warm`` untimed ones."""
+    n = batchify(tokens, bench.batch).shape[1]
+    loop = raw_steps(tokens, model_cfg, bench, precision, device)
     with tf32(device.type == "cuda" and precision == "fp32"):
-        for step in range(warm + steps):
-            if step == warm:
-                synchronize(device)
-                t0 = time.perf_counter()
-            if step % nw == 0:
-                state = None
-            x, y = windows[step % nw]  # (B, T') each
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out, state = rnn(emb(x), state)
-                loss = F.cross_entropy(head(out).float().reshape(-1, V), y.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            state = tuple(s.detach() for s in state)
+        for _ in range(warm):
+            next(loop)
+        synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            next(loop)
         synchronize(device)
     seconds = time.perf_counter() - t0
     counted = tokens_before(warm + steps, n, bench.batch, bench.seq_len) - tokens_before(
         warm, n, bench.batch, bench.seq_len
     )
     return counted / seconds
+
+
+def interleaved_rates(
+    corpus: Corpus,
+    bench: Bench,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    tokens: np.ndarray,
+    warm: int,
+    steps: int,
+    chunks: int,
+) -> tuple[list[float], list[float], int]:
+    """Both loops alive in one process, taking turns in chunks of ``steps`` steps (ABBA order),
+    each chunk timed: lstmgen's whole loop is ``Trainer.fit`` resumed chunk by chunk (its
+    ``max_steps`` raised each time). On a shared CPU this cancels the machine's drift, which
+    separate runs seconds apart do not (fp32, CPU only). Returns per-chunk tokens/s of both."""
+    n = batchify(tokens, bench.batch).shape[1]
+    raw_loop = raw_steps(tokens, model_cfg, bench, "fp32", torch.device("cpu"))
+    raw, ours = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        model = LanguageModel(model_cfg, corpus.tokenizer)
+        trainer = BenchTrainer(model, train_cfg.replace(max_steps=warm), corpus, tmp)
+        trainer.fit()
+        for _ in range(warm):
+            next(raw_loop)
+        raw_done = warm
+
+        def run_ours() -> None:
+            s0 = trainer.pos.step
+            trainer.config = trainer.config.replace(max_steps=s0 + steps)
+            t0 = time.perf_counter()
+            trainer.fit()
+            seconds = time.perf_counter() - t0
+            got = tokens_before(trainer.pos.step, n, bench.batch, bench.seq_len)
+            ours.append((got - tokens_before(s0, n, bench.batch, bench.seq_len)) / seconds)
+
+        def run_raw() -> None:
+            nonlocal raw_done
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                next(raw_loop)
+            seconds = time.perf_counter() - t0
+            got = tokens_before(raw_done + steps, n, bench.batch, bench.seq_len)
+            raw.append((got - tokens_before(raw_done, n, bench.batch, bench.seq_len)) / seconds)
+            raw_done += steps
+
+        for i in range(chunks):
+            for run in (run_raw, run_ours) if i % 2 == 0 else (run_ours, run_raw):
+                run()
+        parameters = model.num_parameters()
+    return raw, ours, parameters
 
 
 def corpus_file(data_root: Path, kind: str, tiny: bool, tmp: Path) -> tuple[Path, str]:
@@ -268,7 +337,11 @@ def run_config(
     model_cfg = ModelConfig(dropout=0.0, vocab_size=corpus.tokenizer.vocab_size, **bench.model)
     tokens = np.asarray(corpus.train.tokens, dtype=np.int64)
     raw, ours = [], []
-    for i in range(args.repeats):  # pairs in ABBA order: raw first, then lstmgen first, ...
+    if device.type == "cpu" and not args.tiny:
+        raw, ours, parameters = interleaved_rates(
+            corpus, bench, model_cfg, train_cfg, tokens, warm, steps, args.repeats
+        )
+    for i in range(0 if raw else args.repeats):  # ABBA pairs: raw first, lstmgen first, ...
         if i % 2:
             rate, parameters = lstmgen_rate(corpus, bench, model_cfg, train_cfg, warm)
         raw.append(raw_rate(tokens, model_cfg, bench, precision, device, steps, warm))
@@ -358,9 +431,9 @@ def main(argv: list[str] | None = None) -> None:
     except LstmgenError as exc:
         raise SystemExit(f"error: {exc}") from None
     cuda = device.type == "cuda"
-    args.steps = args.steps or (10 if args.tiny else 30)
+    args.steps = args.steps or (10 if args.tiny or not cuda else 30)
     args.warmup = args.warmup or (5 if args.tiny else 10)
-    args.repeats = args.repeats or (7 if device.type == "cpu" and not args.tiny else 2)
+    args.repeats = args.repeats or (12 if device.type == "cpu" and not args.tiny else 2)
     args.peak_size = args.peak_size or (8192 if cuda and not args.tiny else 512)
     if args.out_dir:
         os.environ["LSTMGEN_RESULTS_DIR"] = args.out_dir
