@@ -64,10 +64,10 @@ if [ $TINY = 1 ]; then
   step train_throughput 120 "$PY" benchmarks/train_throughput.py --tiny
   step race 120 "$PY" benchmarks/race.py --tiny --device cpu --budget 2
 else
-  step tests 150 "$PY" -m pytest -q -x -m gpu tests/test_gpu.py tests/test_gpu_generate.py
-  step generation 100 "$PY" benchmarks/generation.py --device cuda
+  step tests 120 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py
+  step generation 90 "$PY" benchmarks/generation.py --device cuda
   step train_throughput 110 "$PY" benchmarks/train_throughput.py --device cuda
-  step race 200 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120
+  step race 190 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120
 fi
 
 echo "results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')" | tee -a "$LOG"
