@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .model import NATIVE_RNN_BELOW
+from .reference.cells import sigmoid
 
 State = Tensor | tuple[Tensor, Tensor]
 
@@ -105,10 +106,6 @@ class TorchStepper:
         return logits, ((h_new, torch.stack(cs)) if self.cell == "lstm" else h_new)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * np.tanh(0.5 * x) + 0.5  # = 1 / (1 + e^-x), without overflow for large -x
-
-
 class NumpyStepper:
     """The fused step through NumPy on CPU (float32 or float64 weights); tensors in and out.
 
@@ -142,7 +139,7 @@ class NumpyStepper:
                 w, b = weights
                 gates = np.concatenate([x, h], axis=1) @ w  # (B, 4H)
                 gates += b
-                act = _sigmoid(gates)  # i, f, o parts used; g replaced by tanh below
+                act = sigmoid(gates)  # i, f, o parts used; g replaced by tanh below
                 g = np.tanh(gates[:, 2 * H : 3 * H])
                 c = np.multiply(act[:, H : 2 * H], c_all[layer], out=c_new[layer])
                 c += act[:, :H] * g
@@ -151,7 +148,7 @@ class NumpyStepper:
                 w_ih, b_ih, w_hh, b_hh = weights
                 gi = x @ w_ih + b_ih  # (B, 3H): r, z, n parts
                 gh = h @ w_hh + b_hh
-                rz = _sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
+                rz = sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
                 r, z = rz[:, :H], rz[:, H:]
                 n = np.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
                 x = h_new[layer]
