@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lstmgen import Callback
 from lstmgen.cli import main
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -22,6 +23,17 @@ TINY_TRAIN = {
     "device": "cpu",
     "log_every": 5,
 }
+
+
+class StopAt(Callback):
+    """Asks the trainer to stop (as Ctrl-C does) once ``step`` steps are logged."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_log(self, trainer, metrics):
+        if metrics["step"] >= self.step:
+            trainer.request_stop()
 
 
 def make_play(n_lines: int = 400, seed: int = 0) -> str:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, StopAt
 from lstmgen import Callback, ModelConfig, TrainConfig, Trainer
 from lstmgen.data import get_window
 from lstmgen.train import Windows, tf32
@@ -32,15 +32,6 @@ def gpu_config(**changes) -> TrainConfig:
         "log_every": 5,
     }
     return TrainConfig(**{**base, **changes})
-
-
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_log(self, trainer, metrics):
-        if metrics["step"] >= self.step:
-            trainer.request_stop()
 
 
 class Flags(Callback):

@@ -9,17 +9,8 @@ import time
 import pytest
 import torch
 
-from conftest import TINY_MODEL, TINY_TRAIN
-from lstmgen import Callback, ConfigError, ModelConfig, TrainConfig, Trainer
-
-
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_log(self, trainer, metrics):
-        if metrics["step"] >= self.step:
-            trainer.request_stop()
+from conftest import TINY_MODEL, TINY_TRAIN, StopAt
+from lstmgen import ConfigError, ModelConfig, TrainConfig, Trainer
 
 
 def weights(model):
