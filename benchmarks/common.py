@@ -61,3 +61,13 @@ def write_result(name: str, payload: dict) -> Path:
     }
     out.write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def measured(r: dict) -> str:
+    """ "measured DATE on MACHINE, torch VERSION: `COMMAND`" for a result record (README tables)."""
+    mach = r["machine"]
+    cpu = f"{mach.get('cpu_model', mach['processor'])} ({mach['cpu_count']} cores)"
+    return (
+        f"measured {r['date'][:10]} on {mach.get('cuda') or cpu}, torch {mach['torch']}: "
+        f"`{r['command']}`"
+    )

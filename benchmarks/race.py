@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common import SHARED_DATA, write_result
+from common import SHARED_DATA, measured, write_result
 
 from lstmgen import Callback, LstmgenError, ModelConfig, TrainConfig, Trainer
 from lstmgen.config import PRESETS
@@ -192,13 +192,11 @@ def markdown(r: dict) -> str:
     for name, loss in r["reference"].items():
         seconds = r.get("reference_seconds", {}).get(name)
         rows.append(f"| {name} (reference) | {loss} | {f'{seconds} s' if seconds else ''} |")
-    mach = r["machine"]
-    where = mach.get("cuda") or mach.get("cpu_model", mach["processor"])
     return "\n".join(rows) + (
         f"\n\nBudget {r['budget_s']:.0f} s of training ({r['wall_seconds_incl_eval']:.0f} s wall "
         f"with {r['evaluations']} full validation passes and checkpoints), "
-        f"{r['tokens_per_s']:,} tokens/s. Measured {r['date'][:10]} on {where}, torch "
-        f"{mach['torch']}: `{r['command']}`. Every character of `val.txt` is scored once, "
+        f"{r['tokens_per_s']:,} tokens/s; {measured(r)}. Every character of `val.txt` is scored "
+        "once, "
         "statefully (16 contiguous streams, each warmed up on the 256 characters before it)."
     )
 

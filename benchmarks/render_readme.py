@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from importlib import import_module
 
-from common import RESULTS, ROOT
+from common import RESULTS, ROOT, measured
 
 
 def quality_cpu(r: dict) -> str:
@@ -63,14 +63,6 @@ def load_server(r: dict) -> str:
     )
 
 
-def _measured(r: dict) -> str:
-    mach = r["machine"]
-    return (
-        f"measured {r['date'][:10]} on {mach.get('cpu_model', mach['processor'])} "
-        f"({mach['cpu_count']} cores), torch {mach['torch']}: `{r['command']}`"
-    )
-
-
 def train_throughput_cpu(r: dict) -> str:
     rows = [
         "| config | raw PyTorch loop | lstmgen Trainer | ratio: median of pairs | of medians "
@@ -88,7 +80,7 @@ def train_throughput_cpu(r: dict) -> str:
     return "\n".join(rows) + (
         f"\n\nBoth loops in one process, taking turns in {r.get('repeats', 3)} chunks of "
         f"{r['steps']} steps each (ABBA order); ratio: median of the per-pair ratios. On this "
-        f"shared machine single measurements drift by ~15 %; {_measured(r)}. lstmgen's loop "
+        f"shared machine single measurements drift by ~15 %; {measured(r)}. lstmgen's loop "
         "includes gradient clipping (about 2 % of a step here); the raw loop does not clip."
     )
 
@@ -112,15 +104,9 @@ def generation(r: dict) -> str:
         rows.append(line)
     same = "identical" if r["greedy_text_identical"] else "DIFFERENT"
     where = "TF32 matmuls allowed" if cuda else f"{r['threads']} threads"
-    mach = r["machine"]
-    measured = (
-        f"measured {r['date'][:10]} on {mach['cuda']}, torch {mach['torch']}: `{r['command']}`"
-        if cuda
-        else _measured(r)
-    )
     return "\n".join(rows) + (
         f"\n\n{r['model']}, {where}, temperature 0.8; greedy text {same} on both "
-        f"paths; median of interleaved repeats; {measured}."
+        f"paths; median of interleaved repeats; {measured(r)}."
     )
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import SHARED_DATA, write_result
+from common import SHARED_DATA, measured, write_result
 
 from lstmgen import Callback, LstmgenError, ModelConfig, TrainConfig, Trainer
 from lstmgen.corpus import Corpus, prepare_corpus
@@ -402,13 +402,11 @@ def markdown(r: dict) -> str:
             f"| {row['ratio']:.3f}x | {row['lstmgen_tflops']:.1f} | {row['lstmgen_mfu']:.1%} |"
         )
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in r.get("peak_tflops", {}).items())
-    mach = r["machine"]
-    where = mach.get("cuda") or mach.get("cpu_model", mach["processor"])
     return "\n".join(rows) + (
-        f"\n\nMedian of {r['repeats']} interleaved repeats of {r['steps']} steps after "
+        f"\n\nRatio: median over {r['repeats']} ABBA pairs of {r['steps']} steps after "
         f"{r['warmup']} warm-up steps. MFU: analytic training FLOPs per token (3 x forward "
-        f"matmuls) x tokens/s over the matmul peak measured in the same run (TFLOP/s: {peaks}). "
-        f"Measured {r['date'][:10]} on {where}, torch {mach['torch']}: `{r['command']}`."
+        f"matmuls) x tokens/s over the matmul peak measured in the same run (TFLOP/s: {peaks}); "
+        f"{measured(r)}."
     )
 
 
