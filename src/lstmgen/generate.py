@@ -139,21 +139,18 @@ def stream_text(
     try:
         done = 0
         while done < cfg.max_new_tokens and not streams.all_done:
+            left = cfg.max_new_tokens - done
             if graph is not None:
                 tokens = graph.run(gen)  # (B, K)
             else:
                 # A CPU block stops at max_new_tokens; CUDA blocks keep the graph's size so
                 # that both paths draw the same uniforms.
-                k = K if device.type == "cuda" else min(K, cfg.max_new_tokens - done)
+                k = K if device.type == "cuda" else min(K, left)
                 u = uniforms((k, B), gen, device)  # (k, B)
-                final = done + k >= cfg.max_new_tokens
-                tokens, logits, state = decode_block(step, logits, state, u, cfg, seen, final)
-            rows = tokens.tolist()  # the one host sync of a block
-            n = min(K, cfg.max_new_tokens - done)
-            done += n
-            yield from streams.push_block(
-                rows if n == K else [r[:n] for r in rows], last=done == cfg.max_new_tokens
-            )
+                tokens, logits, state = decode_block(step, logits, state, u, cfg, seen, k >= left)
+            rows = tokens[:, :left].tolist()  # the one host sync of a block
+            done += len(rows[0])
+            yield from streams.push_block(rows, last=done == cfg.max_new_tokens)
         yield from streams.close()
     finally:
         model.train(was_training)
