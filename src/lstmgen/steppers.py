@@ -16,7 +16,7 @@ with W_l = [W_ih; W_hh]^T and b_l = b_ih + b_hh, as in PyTorch's formulation.
 ``TorchStepper`` runs on any device. ``NumpyStepper`` runs the same step on the CPU through
 NumPy, whose OpenBLAS matrix-vector kernels are 2-3x faster here than the MKL ones PyTorch's CPU
 build calls at small batch (2-core AMD EPYC, 1024 x 2048 float32 weights: 90 vs 250 µs at batch
-1, 2.3 vs 4.9 ms at batch 64); see benchmarks/generation_cpu.py. Both share the model's weights'
+1, 2.3 vs 4.9 ms at batch 64); see benchmarks/generation.py. Both share the model's weights'
 values but hold their own copies, so make a new stepper after training changes the weights.
 """
 
