@@ -35,7 +35,7 @@ from .reference.cells import sigmoid
 State = Tensor | tuple[Tensor, Tensor]
 
 # Batches below this size step through NumPy on CPU; larger ones go through nn.LSTM (oneDNN),
-# whose per-call cost is amortised there. Measured with benchmarks/generation_cpu.py.
+# whose per-call cost is amortised there. Measured with benchmarks/generation.py.
 NUMPY_BELOW = 128
 NUMPY_DTYPES = (torch.float32, torch.float64)
 
