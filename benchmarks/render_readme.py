@@ -15,6 +15,7 @@ from collections.abc import Callable
 from importlib import import_module
 
 from common import RESULTS, ROOT, measured
+from train_throughput import adamw_note
 
 
 def quality_cpu(r: dict) -> str:
@@ -77,11 +78,15 @@ def train_throughput_cpu(r: dict) -> str:
             f"| {row['ratio']:.3f}x | {row.get('ratio_of_medians', row['ratio']):.3f}x "
             f"| {min(pairs):.2f}-{max(pairs):.2f} |"
         )
-    return "\n".join(rows) + (
-        f"\n\nBoth loops in one process, taking turns in {r.get('repeats', 3)} chunks of "
-        f"{r['steps']} steps each (ABBA order); ratio: median of the per-pair ratios. On this "
-        f"shared machine single measurements drift by ~15 %; {measured(r)}. lstmgen's loop "
-        "includes gradient clipping (about 2 % of a step here); the raw loop does not clip."
+    return (
+        "\n".join(rows)
+        + (
+            f"\n\nBoth loops in one process, taking turns in {r.get('repeats', 3)} chunks of "
+            f"{r['steps']} steps each (ABBA order); ratio: median of the per-pair ratios. On this "
+            f"shared machine single measurements drift by ~15 %; {measured(r)}. lstmgen's loop "
+            "includes gradient clipping; the raw loop does not clip."
+        )
+        + adamw_note(r)
     )
 
 

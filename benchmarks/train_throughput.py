@@ -44,7 +44,7 @@ from lstmgen import Callback, LstmgenError, ModelConfig, TrainConfig, Trainer
 from lstmgen.corpus import Corpus, prepare_corpus
 from lstmgen.data import batchify, num_windows
 from lstmgen.model import LanguageModel
-from lstmgen.train import resolve_device, synchronize, tf32, window_tensors
+from lstmgen.train import fused_adamw, resolve_device, synchronize, tf32, window_tensors
 
 
 @dataclass
@@ -199,7 +199,7 @@ def raw_steps(
         rnn = torch.nn.LSTM(E, H, L, batch_first=True)
         head = torch.nn.Linear(H, V)
     params = [*emb.parameters(), *rnn.parameters(), *head.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-3, fused=device.type == "cuda" or None)
+    opt = torch.optim.AdamW(params, lr=1e-3, fused=fused_adamw(device))
     streams = batchify(tokens, bench.batch)  # (B, n)
     nw = num_windows(streams, bench.seq_len)
     on_device = torch.from_numpy(np.ascontiguousarray(streams, dtype=np.int64)).to(device)
@@ -304,6 +304,39 @@ def interleaved_rates(
     return raw, ours, parameters
 
 
+def adamw_step_ms(
+    model_cfg: ModelConfig, device: torch.device, rounds: int = 6, steps: int = 20
+) -> dict[str, float]:
+    """Milliseconds per AdamW step over the model's parameters (random gradients): fused, as
+    lstmgen (and the raw loop here) run it, and torch's default (foreach) implementation, taking
+    turns ``rounds`` times in ABBA order. Medians, and the default's time over the fused one."""
+    torch.manual_seed(0)
+    model = LanguageModel(model_cfg).to(device)
+    params = list(model.parameters())
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizers = {
+        "fused": torch.optim.AdamW(params, lr=1e-3, fused=fused_adamw(device)),
+        "default": torch.optim.AdamW(params, lr=1e-3),
+    }
+    times: dict[str, list[float]] = {k: [] for k in optimizers}
+    for i in range(rounds + 1):
+        for name in list(optimizers)[:: 1 if i % 2 else -1]:
+            synchronize(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                optimizers[name].step()
+            synchronize(device)
+            if i:  # the first round warms both up
+                times[name].append((time.perf_counter() - t0) / steps * 1e3)
+    fused, default = (statistics.median(times[k]) for k in ("fused", "default"))
+    return {
+        "fused": round(fused, 3),
+        "default": round(default, 3),
+        "speedup": round(default / fused, 2),
+    }
+
+
 def corpus_file(data_root: Path, kind: str, tiny: bool, tmp: Path) -> tuple[Path, str]:
     rel, tokenizer = CORPORA[kind]
     path = data_root / rel
@@ -378,6 +411,7 @@ def run_config(
         "peak_tflops": round(peak / 1e12, 1),
         "raw_mfu": round(flops * r / peak, 4),
         "lstmgen_mfu": round(flops * o / peak, 4),
+        "adamw_step_ms": adamw_step_ms(model_cfg, device),
     }
     print(
         f"{bench.name}, batch {bench.batch}x{bench.seq_len} {precision}: raw {r:,.0f} tok/s, "
@@ -402,11 +436,28 @@ def markdown(r: dict) -> str:
             f"| {row['ratio']:.3f}x | {row['lstmgen_tflops']:.1f} | {row['lstmgen_mfu']:.1%} |"
         )
     peaks = ", ".join(f"{k} {v:.0f}" for k, v in r.get("peak_tflops", {}).items())
-    return "\n".join(rows) + (
+    note = (
         f"\n\nRatio: median over {r['repeats']} ABBA pairs of {r['steps']} steps after "
         f"{r['warmup']} warm-up steps. MFU: analytic training FLOPs per token (3 x forward "
-        f"matmuls) x tokens/s over the matmul peak measured in the same run (TFLOP/s: {peaks}); "
-        f"{measured(r)}."
+        f"matmuls) x tokens/s over the matmul peak measured in the same run (TFLOP/s: "
+        f"{peaks}); {measured(r)}."
+    )
+    return "\n".join(rows) + note + adamw_note(r)
+
+
+def adamw_note(r: dict) -> str:
+    """A sentence on the AdamW step both loops use (rows measured before it was added: none)."""
+    steps = [
+        f"{row['config']}: {row['adamw_step_ms']['fused']:.2f} vs "
+        f"{row['adamw_step_ms']['default']:.2f} ms, {row['adamw_step_ms']['speedup']:.1f}x"
+        for row in r["rows"]
+        if "adamw_step_ms" in row
+    ]
+    if not steps:
+        return ""
+    return (
+        " Both loops use fused AdamW (lstmgen's choice on CPU and CUDA); one fused step against "
+        f"torch's default (foreach) AdamW, measured in the same run: {'; '.join(steps)}."
     )
 
 

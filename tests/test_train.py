@@ -11,6 +11,7 @@ import torch
 
 from conftest import TINY_MODEL, TINY_TRAIN, StopAt
 from lstmgen import ConfigError, ModelConfig, TrainConfig, Trainer
+from lstmgen.train import clip_gradients
 
 
 def weights(model):
@@ -43,6 +44,32 @@ def test_resume_is_bit_exact(tmp_path, corpus_file):
     a, b = weights(full.model), weights(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert full.pos.best_val == resumed.pos.best_val
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])  # clipped, and left alone
+def test_clip_gradients_equals_clip_grad_norm(max_norm):
+    torch.manual_seed(0)
+    a = torch.nn.LSTM(8, 16, 2)
+    b = torch.nn.LSTM(8, 16, 2)
+    b.load_state_dict(a.state_dict())
+    pairs = list(zip(a.parameters(), b.parameters(), strict=True))
+    for p, q in pairs:
+        p.grad = torch.randn_like(p)
+        q.grad = p.grad.clone()
+    before = [p.grad.clone() for p, _ in pairs]
+    clip_gradients(a, max_norm)
+    torch.nn.utils.clip_grad_norm_(b.parameters(), max_norm)
+    assert all(torch.equal(p.grad, q.grad) for p, q in pairs)
+    changed = not all(torch.equal(p.grad, g) for (p, _), g in zip(pairs, before, strict=True))
+    assert changed == (max_norm < 1)
+
+
+def test_adamw_is_fused_on_cpu(tmp_path, corpus_file):
+    cfg = TrainConfig(**TINY_TRAIN, max_steps=2)
+    trainer = Trainer.create(tmp_path / "r", [corpus_file], cfg, ModelConfig(**TINY_MODEL))
+    assert trainer.optimizer.defaults["fused"] is True
+    trainer.fit()
+    assert all(p.grad is not None for p in trainer.model.parameters())
 
 
 def test_resume_refuses_changes_that_break_the_run(tmp_path, corpus_file):
