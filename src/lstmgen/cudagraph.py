@@ -56,12 +56,23 @@ class GraphDecoder:
         self.state = _clone(state)  # (L, B, H) each
         self.seen = seen  # (B, V) bool, updated in place by the graph
         self.u = torch.zeros(block, B, dtype=torch.float64, device=logits.device)  # (K, B)
-        stream = torch.cuda.Stream(device=logits.device)
+        with torch.cuda.device(logits.device):  # streams and replays on the model's GPU
+            caller = torch.cuda.current_stream()
+            try:
+                self._capture(step, cfg, block)
+            except BaseException:
+                # A capture that fails in torch.cuda.graph's exit leaves its side stream
+                # current; the caller decodes eagerly next, on its own stream.
+                torch.cuda.set_stream(caller)
+                raise
+
+    def _capture(self, step: Callable, cfg: GenerationConfig, block: int) -> None:
+        stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             # Warm-up on copies (cuBLAS/cuDNN create handles and workspaces on first use, which
             # capture forbids); the same stream is used for the capture (pytorch#187745).
-            scratch = None if seen is None else seen.clone()
+            scratch = None if self.seen is None else self.seen.clone()
             decode_block(step, self.logits.clone(), _clone(self.state), self.u, cfg, scratch)
         stream.synchronize()
         self.graph = torch.cuda.CUDAGraph()
@@ -76,5 +87,6 @@ class GraphDecoder:
     def run(self, generator: torch.Generator) -> torch.Tensor:
         """Decode the next block; returns the tokens (B, K), valid until the next call."""
         self.u.uniform_(generator=generator)  # same draws as sampling.uniforms((K, B), ...)
-        self.graph.replay()
+        with torch.cuda.device(self.u.device):
+            self.graph.replay()
         return self.tokens
