@@ -181,3 +181,16 @@ def test_chinese_corpus_end_to_end(tmp_path, run_cli):
     assert set(r.out.strip()) <= set(poem)  # only characters it learned, never half of one
     r = run_cli("generate", run, "--prompt", "月🌙", "--max-new-tokens", "3")
     assert r.code == 1 and "'🌙'" in r.err
+
+
+def test_warnings_are_one_line(tmp_path, corpus_file_module, run_cli, monkeypatch):
+    def no_matplotlib(*args):
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr("lstmgen.train.plot_metrics", no_matplotlib)
+    run = tmp_path / "run"
+    r = run_cli("train", corpus_file_module, "-o", run, "-q", *tiny_train_args(max_steps=3))
+    assert r.code == 0, r.err
+    warning = [line for line in r.err.splitlines() if "loss.png" in line]
+    assert warning == ["warning: loss.png not written: No module named 'matplotlib'"]
+    assert "Traceback" not in r.err and (run / "model.safetensors").exists()

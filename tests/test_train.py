@@ -72,6 +72,20 @@ def test_adamw_is_fused_on_cpu(tmp_path, corpus_file):
     assert all(p.grad is not None for p in trainer.model.parameters())
 
 
+def test_a_plot_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, corpus_file, monkeypatch):
+    def no_matplotlib(*args):
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr("lstmgen.train.plot_metrics", no_matplotlib)
+    cfg = TrainConfig(**TINY_TRAIN, max_steps=3)
+    trainer = Trainer.create(tmp_path / "r", [corpus_file], cfg, ModelConfig(**TINY_MODEL))
+    with pytest.warns(UserWarning, match="loss.png not written: No module named 'matplotlib'"):
+        summary = trainer.fit()
+    assert summary["step"] == 3
+    assert (tmp_path / "r" / "model.safetensors").exists()
+    assert not (tmp_path / "r" / "loss.png").exists()
+
+
 def test_resume_refuses_changes_that_break_the_run(tmp_path, corpus_file):
     cfg = TrainConfig(**TINY_TRAIN, max_steps=3)
     Trainer.create(tmp_path / "r", [corpus_file], cfg, ModelConfig(**TINY_MODEL)).fit()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -515,8 +516,14 @@ class Trainer(RunSchedule):
         return reason
 
     def plot(self) -> Path | None:
-        """Write loss.png (train and validation loss against step) from metrics.jsonl."""
-        return plot_metrics(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
+        """Write loss.png (train and validation loss against step) from metrics.jsonl. The run
+        is saved by then: a plot that cannot be drawn (no matplotlib, a full disk) is a warning,
+        not a failed run."""
+        try:
+            return plot_metrics(self.out_dir / "metrics.jsonl", self.out_dir / "loss.png")
+        except (ImportError, OSError, RuntimeError, ValueError) as err:
+            warnings.warn(f"loss.png not written: {err}", stacklevel=2)
+            return None
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

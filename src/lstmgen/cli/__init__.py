@@ -1,12 +1,13 @@
 """The ``lstmgen`` command line: thin adapters over the library.
 
 Library errors become one line on stderr (``error: ...``) and exit code 1; usage errors exit 2;
-Ctrl-C exits 130. A traceback means a bug in lstmgen.
+Ctrl-C exits 130. Warnings are one ``warning: ...`` line. A traceback means a bug in lstmgen.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
@@ -31,10 +32,16 @@ cli.add_command(info_command)
 cli.add_command(serve_command)
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
-        cli.main(args=argv, prog_name="lstmgen", standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line  # one line, like the errors
+            cli.main(args=argv, prog_name="lstmgen", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         return 0
