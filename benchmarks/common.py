@@ -43,6 +43,8 @@ def machine() -> dict:
         ).stdout.strip()
     except OSError:
         pass
+    if not info.get("git_commit") and os.environ.get("LSTMGEN_GIT_COMMIT"):
+        info["git_commit"] = os.environ["LSTMGEN_GIT_COMMIT"]  # a copy without .git (gpu_suite)
     return info
 
 

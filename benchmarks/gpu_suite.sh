@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark of the speed issue in one run: about 6 minutes on one H200.
+# Every GPU check and benchmark of the speed issue in one run: at most 7.5 minutes on one H200.
 #
 #   bash benchmarks/gpu_suite.sh --prepare   # here, first: copy the corpora into .gpudata/
 #   bash benchmarks/gpu_suite.sh             # on the GPU machine (carry .gpudata along)
 #   bash benchmarks/gpu_suite.sh --tiny      # anywhere, on CPU: the same steps at tiny sizes
 #
 # With the device tool: run(command="bash benchmarks/gpu_suite.sh", carry=[".gpudata"],
-# timeout_s=540). The GPU machine's own python3 (with PyTorch) runs the code from src/ (no
+# timeout_s=480). The GPU machine's own python3 (with PyTorch) runs the code from src/ (no
 # install). Results go to $OUT when it is set (the device tool brings that folder back), else
 # to benchmarks/results/ (--tiny: a temporary folder); copy them into benchmarks/results/ and
 # run benchmarks/render_readme.py. Each step has its own time limit, and a failed step does
@@ -21,7 +21,12 @@ if [ "${1:-}" = "--prepare" ]; then
   mkdir -p "$DATA/tiny-shakespeare" "$DATA/ptb"
   cp "$SRC"/tiny-shakespeare/{train,val}.txt "$DATA/tiny-shakespeare/"
   cp "$SRC"/ptb/ptb.train.txt "$DATA/ptb/"
+  # The GPU machine's copy of the tree has no git history: record which commit this is.
+  commit=$(git rev-parse --short HEAD)
+  [ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit+uncommitted"
+  echo "$commit" >"$DATA/commit"
   du -sh "$DATA"
+  echo "prepared for $commit"
   exit 0
 fi
 
@@ -34,7 +39,15 @@ else
   OUTDIR=${OUT:-$ROOT/benchmarks/results}
 fi
 mkdir -p "$OUTDIR"
-export PYTHONPATH=$ROOT/src PYTHONUNBUFFERED=1 LSTMGEN_DATA_DIR=$DATA LSTMGEN_RESULTS_DIR=$OUTDIR
+if [ $TINY = 0 ] && [ ! -f "$DATA/tiny-shakespeare/train.txt" ]; then
+  echo "error: $DATA is missing: run 'bash benchmarks/gpu_suite.sh --prepare' here first and" \
+    "carry .gpudata" >&2
+  exit 2
+fi
+# Keep a PYTHONPATH the caller set (e.g. wheels carried to the GPU machine).
+export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+export LSTMGEN_DATA_DIR=$DATA LSTMGEN_RESULTS_DIR=$OUTDIR
+[ -f "$DATA/commit" ] && export LSTMGEN_GIT_COMMIT=${LSTMGEN_GIT_COMMIT:-$(cat "$DATA/commit")}
 PY=${PYTHON:-python3}
 LOG=$OUTDIR/gpu_suite.log
 FAILED=()
@@ -55,6 +68,11 @@ step() {  # step NAME SECONDS COMMAND...
   nvidia-smi 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import sys, torch; print(sys.version.split()[0], torch.__version__,
     torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA')"
+  # What the steps import besides torch and numpy (the tests: pytest, click; every training
+  # step: safetensors, matplotlib); a missing one fails its steps, the log says which.
+  for module in safetensors matplotlib click pytest; do
+    "$PY" -c "import $module" 2>/dev/null || echo "MISSING python module: $module"
+  done
 } 2>&1 | tee -a "$LOG"
 
 if [ $TINY = 1 ]; then
@@ -64,10 +82,13 @@ if [ $TINY = 1 ]; then
   step train_throughput 120 "$PY" benchmarks/train_throughput.py --tiny
   step race 120 "$PY" benchmarks/race.py --tiny --device cpu --budget 2
 else
-  step tests 120 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py
-  step generation 90 "$PY" benchmarks/generation.py --device cuda
+  # Limits sum to 440 s, inside the run's timeout_s=480; each benchmark writes its JSON as it
+  # goes (generation per batch size, throughput per config, race per evaluation), so a step
+  # killed at its limit still leaves what it measured.
+  step tests 90 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py
+  step generation 80 "$PY" benchmarks/generation.py --device cuda
   step train_throughput 110 "$PY" benchmarks/train_throughput.py --device cuda
-  step race 190 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120
+  step race 160 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120
 fi
 
 echo "results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')" | tee -a "$LOG"

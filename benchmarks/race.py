@@ -25,6 +25,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from common import SHARED_DATA, measured, write_result
 
 from lstmgen import Callback, LstmgenError, ModelConfig, TrainConfig, Trainer
 from lstmgen.config import PRESETS
+from lstmgen.train import resolve_device
 
 # Best validation loss (nats/char) of other recipes on this split, measured on the same machine
 # types (issue 5 for the GPU, the core issue for the CPU), and when they reached it.
@@ -74,9 +76,10 @@ def split_overrides(pairs: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 class Curve(Callback):
     """Every evaluation as {step, elapsed_s (training), wall_s (since fit began), val_loss}."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_point: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
         self.started = time.perf_counter()
         self.points: list[dict[str, Any]] = []
+        self.on_point = on_point  # called with the curve so far after each evaluation
 
     def on_start(self, trainer: Trainer) -> None:
         self.started = time.perf_counter()
@@ -90,6 +93,8 @@ class Curve(Callback):
                 "val_loss": round(metrics["val_loss"], 4),
             }
         )
+        if self.on_point:
+            self.on_point(self.points)
 
 
 def tiny_corpus(data: Path, into: Path) -> Path:
@@ -126,13 +131,38 @@ def build_configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     return ModelConfig.from_dict(model), TrainConfig.from_dict(train)
 
 
+def result_name(args: argparse.Namespace) -> str:
+    if args.name:
+        return args.name
+    return "race_tiny" if args.tiny else f"race_{resolve_device(args.device).type}"
+
+
 def race(args: argparse.Namespace) -> dict[str, Any]:
     model_cfg, train_cfg = build_configs(args)
+
+    def write_partial(points: list[dict[str, Any]]) -> None:
+        """The curve so far, so that a run killed before its end still leaves its figures
+        (``write_result`` below replaces it)."""
+        best = min(points, key=lambda p: p["val_loss"])
+        write_result(
+            result_name(args),
+            {
+                "partial": True,
+                "preset": args.preset,
+                "budget_s": args.budget,
+                "val_loss_nats_per_char": best["val_loss"],
+                "best_elapsed_s": best["elapsed_s"],
+                "curve": points,
+                "model_config": model_cfg.to_dict(),
+                "train_config": train_cfg.to_dict(),
+            },
+        )
+
     with tempfile.TemporaryDirectory(dir=scratch_dir()) as tmp:
         data = tiny_corpus(args.data, Path(tmp) / "corpus") if args.tiny else args.data
         run = Path(args.run_dir) if args.run_dir else Path(tmp) / "run"
         t0 = time.perf_counter()
-        curve = Curve()
+        curve = Curve(write_partial)
         trainer = Trainer.create(
             run,
             [data / "train.txt"],
@@ -179,6 +209,13 @@ def race(args: argparse.Namespace) -> dict[str, Any]:
 def markdown(r: dict) -> str:
     """The README table for a result of this benchmark (benchmarks/render_readme.py can use it)."""
     m, t = r["model_config"], r["train_config"]
+    if r.get("partial"):  # killed before the end: only the evaluations it got to
+        return (
+            f"_Incomplete run (stopped before the end of its {r['budget_s']:.0f} s budget): best "
+            f"validation loss {r['val_loss_nats_per_char']:.4f} after {r['best_elapsed_s']:.0f} "
+            f"s of training, `--preset {r['preset']}` ({m['num_layers']}x{m['hidden_size']} "
+            f"{m['cell']}); {measured(r)}._"
+        )
     rows = [
         "| run | best validation loss (nats/char) | reached after |",
         "|---|---|---|",
@@ -228,9 +265,7 @@ def main(
         payload = race(args)
     except LstmgenError as exc:
         raise SystemExit(f"error: {exc}") from None
-    device_type = payload["device"].split(":")[0]
-    name = args.name or ("race_tiny" if args.tiny else f"race_{device_type}")
-    out = write_result(name, payload)
+    out = write_result(result_name(args), payload)
     best = payload["val_loss_nats_per_char"]
     when = payload["best_elapsed_s"]
     print(

@@ -97,15 +97,16 @@ def generation(r: dict) -> str:
         head += " decode loop, cuDNN step graphed | decode loop, fused step graphed |"
     rows = [head, "|---" * (head.count("|") - 1) + "|"]
     for row in r["rows"]:
+        eager = row.get("lstmgen_decoding", "cuda graph") != "cuda graph"
         line = (
             f"| {row['batch']} | {row['eager_tokens_per_s']:,.0f} tok/s "
-            f"| {row['lstmgen_tokens_per_s']:,.0f} tok/s | {row['speedup']:.2f}x |"
+            f"| {row['lstmgen_tokens_per_s']:,.0f} tok/s{' (capture failed: eager)' * eager} "
+            f"| {row['speedup']:.2f}x |"
         )
         if cuda:
-            line += (
-                f" {row['graph_loop_cudnn_tokens_per_s']:,.0f} tok/s "
-                f"| {row['graph_loop_fused_tokens_per_s']:,.0f} tok/s |"
-            )
+            for body in ("cudnn", "fused"):
+                rate = row.get(f"graph_loop_{body}_tokens_per_s")
+                line += f" {rate:,.0f} tok/s |" if rate is not None else " capture failed |"
         rows.append(line)
     same = "identical" if r["greedy_text_identical"] else "DIFFERENT"
     where = "TF32 matmuls allowed" if cuda else f"{r['threads']} threads"

@@ -430,6 +430,9 @@ def markdown(r: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in r["rows"]:
+        if "error" in row:
+            rows.append(f"| {row['config']} | | failed: {row['error'][:80]} | | | | |")
+            continue
         rows.append(
             f"| {row['config']}, batch {row['batch']}x{row['seq_len']} | {row['precision']} "
             f"| {row['raw_tokens_per_s']:,} tok/s | {row['lstmgen_tokens_per_s']:,} tok/s "
@@ -488,27 +491,37 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["LSTMGEN_RESULTS_DIR"] = args.out_dir
     configs = CONFIGS["tiny" if args.tiny else "cuda" if cuda else "cpu"]
     peaks: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_config(b, args, device, Path(tmp), peaks) for b in configs]
     name = args.name or (
         "train_throughput_tiny" if args.tiny else f"train_throughput_{device.type}"
     )
-    out = write_result(
-        name,
-        {
-            "device": device.type,
-            "threads": torch.get_num_threads(),
-            "steps": args.steps,
-            "warmup": args.warmup,
-            "repeats": args.repeats,
-            "peak_tflops": {k: round(v / 1e12, 1) for k, v in peaks.items()},
-            "peak_matmul_n": args.peak_size,
-            "seconds": round(time.perf_counter() - t0, 1),
-            "rows": rows,
-        },
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        for bench in configs:
+            try:
+                rows.append(run_config(bench, args, device, Path(tmp), peaks))
+            except (RuntimeError, LstmgenError) as err:  # e.g. out of memory: keep the others
+                print(f"{bench.name}: failed: {err}", flush=True)
+                rows.append({"config": bench.name, "error": str(err)[:500]})
+            if cuda:
+                torch.cuda.empty_cache()
+            out = write_result(  # after every config: a kill loses one row, not all
+                name,
+                {
+                    "device": device.type,
+                    "threads": torch.get_num_threads(),
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                    "repeats": args.repeats,
+                    "peak_tflops": {k: round(v / 1e12, 1) for k, v in peaks.items()},
+                    "peak_matmul_n": args.peak_size,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "rows": rows,
+                },
+            )
     print(out)
+    if any("error" in row for row in rows):
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,61 @@ def test_generation_benchmark_tiny_and_its_readme_table(tmp_path):
         sys.path.remove(str(BENCHMARKS))
     table = generation(r)
     assert table.splitlines()[2].startswith("| 1 | ") and "greedy text identical" in table
+
+
+def _benchmark_module(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_race_tiny_writes_its_curve_and_table(tmp_path):
+    env = {**os.environ, "LSTMGEN_RESULTS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "race.py"), "--tiny", "--device", "cpu"]
+        + ["--budget", "2", "--name", "race"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads((tmp_path / "race.json").read_text())
+    assert "partial" not in r  # the final result replaced the partial ones
+    assert r["evaluations"] == len(r["curve"]) >= 2  # periodic evaluations and the last one
+    assert r["val_loss_nats_per_char"] == min(p["val_loss"] for p in r["curve"])
+    assert r["val_loss_nats_per_char"] < 4.2  # below the uniform ln(65): it learned something
+    table = _benchmark_module("race").markdown(r)
+    assert f"**{r['val_loss_nats_per_char']:.4f}**" in table
+
+
+def test_killed_runs_still_render():
+    """A benchmark killed on the GPU machine leaves a partial race result, and a throughput
+    config that failed (say, out of memory) leaves an error row; both still render."""
+    machine = {"cuda": "H200", "torch": "2.11", "processor": "x86_64", "cpu_count": 16}
+    common = {"date": "2026-11-29T00:00:00Z", "command": "python race.py", "machine": machine}
+    partial = {
+        **common,
+        "partial": True,
+        "preset": "gpu-fast",
+        "budget_s": 120.0,
+        "val_loss_nats_per_char": 1.4411,
+        "best_elapsed_s": 61.3,
+        "curve": [{"step": 300, "elapsed_s": 61.3, "wall_s": 64.0, "val_loss": 1.4411}],
+        "model_config": {"num_layers": 3, "hidden_size": 1024, "cell": "lstm"},
+        "train_config": {},
+    }
+    text = _benchmark_module("race").markdown(partial)
+    assert text.startswith("_Incomplete run") and "1.4411 after 61 s" in text
+    failed = {
+        **common,
+        "repeats": 2,
+        "steps": 30,
+        "warmup": 10,
+        "peak_tflops": {},
+        "rows": [{"config": "word 2x4096 (PTB)", "error": "CUDA out of memory"}],
+    }
+    table = _benchmark_module("train_throughput").markdown(failed)
+    assert "| word 2x4096 (PTB) | | failed: CUDA out of memory |" in table
