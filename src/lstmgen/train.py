@@ -199,7 +199,7 @@ class Windows:
 
 def fused_adamw(device: torch.device) -> bool | None:
     """Whether AdamW runs fused here: on CUDA and CPU, where one kernel updates every tensor (on
-    CPU ~8x faster than the default foreach step: benchmarks/train_throughput.py measures it)."""
+    CPU about 3x faster than the default foreach step: benchmarks/train_throughput.py)."""
     return device.type in ("cuda", "cpu") or None
 
 
