@@ -7,7 +7,14 @@
 
 from .config import GenerationConfig, ModelConfig, TrainConfig
 from .corpus import Corpus, prepare_corpus
-from .errors import CheckpointError, ConfigError, DataError, LstmgenError, TokenizerError
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    LstmgenError,
+    TokenizerError,
+    TrainingError,
+)
 from .textstream import Event
 from .tokenizers import (
     BPETokenizer,
@@ -65,6 +72,7 @@ __all__ = [
     "TokenizerError",
     "TrainConfig",
     "Trainer",
+    "TrainingError",
     "WordTokenizer",
     "evaluate_tokens",
     "load_tokenizer",

@@ -23,3 +23,7 @@ class TokenizerError(LstmgenError):
 
 class CheckpointError(LstmgenError):
     """A model directory that is missing, truncated, corrupt or not lstmgen's."""
+
+
+class TrainingError(LstmgenError):
+    """Training that cannot go on, e.g. a loss that became NaN or infinite."""

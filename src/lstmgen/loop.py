@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
+from .errors import TrainingError
 
 
 @dataclass
@@ -73,18 +74,30 @@ class RunSchedule:
             return "early_stop"
         return None
 
+    def _check_finite(self, what: str, value: float) -> float:
+        """A non-finite loss means the weights are lost: stop with the best model kept (the
+        trainer state on disk is the last one saved, before the divergence)."""
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"training diverged: the {what} became {value} by step {self.pos.step}; the best "
+                f"model so far is kept in {self.out_dir} (start again with a lower --lr, or "
+                "keep --grad-clip on)"
+            )
+        return value
+
     def request_stop(self) -> None:
         """Ask the loop to stop after the current step and save (signal handlers call this)."""
         self.stop_requested = True
 
     callbacks: list[Any]
 
-    def _summary(self, reason: str | None) -> dict[str, Any]:
+    def _summary(self, reason: str | None, new_steps: int) -> dict[str, Any]:
         """The run's summary, also passed to every callback's ``on_end``."""
         pos = self.pos
         summary = {
             "reason": reason,
             "step": pos.step,
+            "new_steps": new_steps,  # taken by this fit (0: a resumed run was already done)
             "epoch": pos.step / self.windows_per_epoch,
             "elapsed": pos.elapsed,
             "best_val_loss": pos.best_val,

@@ -307,6 +307,12 @@ class Trainer(RunSchedule):
             raise CheckpointError(f"{out_dir} has no trainer state to resume ({STATE_FILE})")
         saved, sources = read_run_config(out_dir)
         changes = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(changes) - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(
+                f"cannot change {', '.join(unknown)} when resuming: not a training option (the "
+                "model's shape is fixed)"
+            )
         bad = sorted(k for k, v in changes.items() if k not in RESUMABLE and getattr(saved, k) != v)
         if bad:
             raise ConfigError(
@@ -422,6 +428,7 @@ class Trainer(RunSchedule):
             "elapsed": round(self.pos.elapsed, 3),
             **self.evaluate(max_tokens),
         }
+        self._check_finite("validation loss", metrics["val_loss"])
         if metrics["val_loss"] < self.pos.best_val:
             self.pos.best_val, self.pos.best_step, self.pos.bad_evals = (
                 metrics["val_loss"],
@@ -458,13 +465,20 @@ class Trainer(RunSchedule):
             raise ConfigError("no stopping rule: set max_steps, epochs or max_time")
         for cb in self.callbacks:
             cb.on_start(self)
+        start = self.pos.step
         with tf32(self._tf32()):
             reason = self._loop()
+            if self.pos.step == start:  # resumed at a limit already reached: nothing to redo
+                return self._summary(reason, new_steps=0)
             if reason != "interrupted" and self.pos.step % c.eval_every != 0:
                 self._eval_and_checkpoint(0)
+            elif self.pos.best_step < 0:
+                # Stopped before any evaluation: the model directory would still hold the
+                # initial weights, so it gets the latest ones until an evaluation picks a best.
+                save_model(self.model, self.out_dir)
             self.save_state()
         self.plot()
-        return self._summary(reason)
+        return self._summary(reason, new_steps=self.pos.step - start)
 
     def _loop(self) -> str | None:
         """The step loop. ``pos.elapsed`` is wall-clock time outside evaluation: on CUDA the
@@ -486,6 +500,7 @@ class Trainer(RunSchedule):
             steps_since, tokens_since = steps_since + 1, tokens_since + xb.numel()
             if pos.step % c.log_every == 0:  # the only host sync of the step loop
                 train_loss = loss_sum.item() / steps_since
+                self._check_finite("training loss", train_loss)
                 now = time.perf_counter()
                 pos.elapsed = base + now - started
                 record = {

@@ -99,9 +99,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option(
     "--resume", type=click.Path(file_okay=False), help="Continue the run in this directory."
 )
-@click.option(
-    "--preset", type=click.Choice(sorted(PRESETS)), default="cpu-small", show_default=True
-)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Named settings [cpu-small].")
 @click.option("--tokenizer", type=click.Choice(TOKENIZERS), help="[char]")
 @click.option("--vocab-size", type=int, help="BPE vocabulary size [8000].")
 @click.option("--min-freq", type=int, help="Word level: rarer words become <unk> [1].")
@@ -150,7 +148,7 @@ def train_command(
     valid_files: tuple[str, ...],
     test_files: tuple[str, ...],
     resume: str | None,
-    preset: str,
+    preset: str | None,
     quiet: bool,
     backend: str,
     **options: Any,
@@ -177,8 +175,15 @@ def train_command(
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
+        fixed = [f"--{k.replace('_', '-')}" for k in MODEL_OPTIONS if k in given]
+        if fixed or preset:
+            raise click.UsageError(
+                f"--resume keeps the run's model and settings: {', '.join(fixed or ['--preset'])} "
+                "cannot change (start a new run with -o)"
+            )
         trainer = Trainer.resume(resume, [callback], **given)
     else:
+        preset = preset or "cpu-small"
         model_cfg = ModelConfig.from_dict(
             {**PRESETS[preset]["model"], **{k: given[k] for k in MODEL_OPTIONS if k in given}}
         )
@@ -205,10 +210,17 @@ def train_command(
         click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
     _install_stop_handlers(trainer)
     summary = trainer.fit()
+    if summary["new_steps"] == 0 and summary["reason"] != "interrupted":
+        click.echo(
+            f"nothing to do: the run already stopped at step {summary['step']} "
+            f"({summary['reason']}); raise --max-steps, --epochs or --max-time to go on",
+            err=True,
+        )
+        return
     best = (
         f"best validation loss {summary['best_val_loss']:.4f} at step {summary['best_step']}"
         if summary["best_step"] >= 0
-        else "not evaluated yet"
+        else "not evaluated yet (the model holds the latest weights)"
     )
     click.echo(
         f"{summary['reason']} at step {summary['step']} ({summary['elapsed']:.0f}s of training); "

@@ -159,6 +159,7 @@ class Trainer(RunSchedule):
             "elapsed": round(pos.elapsed, 3),
             **self.evaluate(max_tokens),
         }
+        self._check_finite("validation loss", metrics["val_loss"])
         if metrics["val_loss"] < pos.best_val:
             pos.best_val, pos.best_step, pos.bad_evals = metrics["val_loss"], pos.step, 0
             self.model.save_pretrained(self.out_dir)
@@ -203,7 +204,7 @@ class Trainer(RunSchedule):
                 record = {
                     "step": pos.step,
                     "epoch": pos.step / self.windows_per_epoch,
-                    "train_loss": loss_sum / steps_since,
+                    "train_loss": self._check_finite("training loss", loss_sum / steps_since),
                     "lr": self.lr_at(),
                     "tokens_per_s": tokens_since / max(now - last_log, 1e-9),
                     "elapsed": round(pos.elapsed, 3),
@@ -219,4 +220,6 @@ class Trainer(RunSchedule):
                 last_log = time.perf_counter()
         if reason != "interrupted" and pos.step % c.eval_every != 0:
             self._eval_and_checkpoint(0)
-        return self._summary(reason)
+        elif pos.best_step < 0:  # stopped before any evaluation: keep the latest weights
+            self.model.save_pretrained(self.out_dir)
+        return self._summary(reason, new_steps=pos.step)
