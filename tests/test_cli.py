@@ -65,7 +65,7 @@ def test_train_generate_eval_info(trained_run, corpus_file_module, run_cli):
 def test_generate_stream_from_stdin(trained_run, run_cli, monkeypatch):
     import io
 
-    monkeypatch.setattr("sys.stdin", io.StringIO("JULIET:"))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"JULIET:")))
     r = run_cli(
         "generate",
         trained_run,
@@ -194,3 +194,61 @@ def test_warnings_are_one_line(tmp_path, corpus_file_module, run_cli, monkeypatc
     warning = [line for line in r.err.splitlines() if "loss.png" in line]
     assert warning == ["warning: loss.png not written: No module named 'matplotlib'"]
     assert "Traceback" not in r.err and (run / "model.safetensors").exists()
+
+
+def test_word_model_output_is_spaced_words(tmp_path, run_cli):
+    # Words carry no spaces: one goes between words and after a prompt that ends mid-line,
+    # none around a line break or at the end, streamed or not.
+    text = "the company said it will buy the stock\nthe market fell\n" * 40
+    (tmp_path / "w.txt").write_text(text)
+    run = tmp_path / "run"
+    r = run_cli(
+        "train",
+        tmp_path / "w.txt",
+        "-o",
+        run,
+        "-q",
+        "--tokenizer",
+        "word",
+        *tiny_train_args(max_steps=3),
+    )
+    assert r.code == 0, r.err
+    spaced = []
+    for prompt in ("the company", "the company ", "the company\n", ""):
+        args = ["generate", run, "--prompt", prompt, "--max-new-tokens", "30", "--seed", "1"]
+        args += ["-n", "6", "--separator", "@@"]
+        plain, streamed = run_cli(*args), run_cli(*args, "--stream")
+        assert plain.code == 0 and streamed.out == plain.out
+        for out in plain.out[:-1].split("@@"):  # the CLI ends its output with a line break
+            sample = out[len(prompt) :]
+            assert out.startswith(prompt) and sample.split() and not sample.endswith(" ")
+            assert "  " not in out and " \n" not in sample and "\n " not in sample
+            if not sample.startswith("\n"):  # a first word: spaced from a mid-line prompt only
+                assert sample.startswith(" ") == (prompt == "the company"), repr(out)
+                spaced.append(sample.startswith(" "))
+    assert True in spaced and False in spaced
+
+
+def test_unseen_characters_are_counted_once_each(tmp_path, trained_run, run_cli):
+    (tmp_path / "held.txt").write_text("ROMEO: K K K\n")
+    r = run_cli("eval", trained_run, tmp_path / "held.txt")
+    assert_one_line_error(r, 1, "text has 1 character the model never saw: 'K' (3 times); use")
+
+
+def test_stdin_that_is_not_utf8(trained_run, run_cli, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ROMEO \xfe\xff")))
+    r = run_cli("generate", trained_run, "--prompt", "-")
+    assert_one_line_error(r, 1, "stdin is not valid UTF-8 (byte offset 6)")
+
+
+def test_corrupt_generation_config_is_named_once(tmp_path, trained_run, run_cli):
+    import shutil
+
+    garbled = tmp_path / "garbled"
+    shutil.copytree(trained_run, garbled)
+    (garbled / "generation_config.json").write_text("{not json")
+    r = run_cli("generate", garbled, "--max-new-tokens", "2")
+    assert_one_line_error(r, 1, "generation_config.json is corrupt")
+    assert r.err.count("generation_config.json") == 1, r.err

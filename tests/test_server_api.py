@@ -332,3 +332,33 @@ def test_api_key(model, monkeypatch):
         assert r.status_code == 200
         assert c.get("/v1/models", headers=ok).json()["data"][0]["limits"]["auth"] is True
         assert c.get("/").status_code == 200  # the page itself holds nothing; it asks for the key
+
+
+def test_unknown_character_advice_names_the_request_field(client):
+    for path, body in [("/v1/completions", {"prompt": "ΩΩmega"}), ("/v1/score", {"text": "Ω"})]:
+        message = client.post(path, json=body).json()["error"]["message"]
+        assert message.endswith('; use "unknown": "drop" or "replace" in the request'), message
+        assert "--unknown" not in message
+
+
+def test_word_model_completions_space_words_like_the_cli():
+    import torch
+
+    from lstmgen import ModelConfig
+    from lstmgen.tokenizers import WordTokenizer
+
+    torch.manual_seed(0)
+    tok = WordTokenizer.fit(["the cat sat on the mat\nthe dog ran\n"])
+    cfg = ModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=8, num_layers=1)
+    model = LanguageModel(cfg, tok).eval()
+    req = {"max_tokens": 12, "temperature": 1.0, "seed": 2}
+    with TestClient(create_app(model, "w")) as c:
+        for prompt in ("the cat", "the cat ", "the cat\n", ""):
+            text = c.post("/v1/completions", json={**req, "prompt": prompt}).json()
+            text = text["choices"][0]["text"]
+            assert text == reference(model, prompt, max_new_tokens=12, temperature=1.0, seed=2)
+            assert text.startswith(" ") == (prompt == "the cat"), repr(text)
+            assert "  " not in prompt + text and " \n" not in text and not text.endswith(" ")
+            echo = c.post("/v1/completions", json={**req, "prompt": prompt, "echo": True}).json()
+            # The echo is the decoded prompt ("the cat " loses its space), spaced from its text.
+            assert echo["choices"][0]["text"] == prompt + text

@@ -84,7 +84,7 @@ def test_word_round_trip_and_saved_form(tmp_path):
         "mat",
         "<eos>",
     ]
-    assert tok.decode(ids) == "the cat sat \non the mat \n".replace(" \n", " \n")
+    assert tok.decode(ids) == "the cat sat\non the mat\n"  # single spaces, none at line ends
     assert tok.decode(ids).split() == text.split()
     tok.save(tmp_path / "w.json")
     assert load_tokenizer(tmp_path / "w.json").words == tok.words
@@ -138,3 +138,82 @@ def test_bad_tokenizer_files(tmp_path):
     (tmp_path / "b.json").write_text('{"type": "char"}')
     with pytest.raises(TokenizerError, match="malformed"):
         load_tokenizer(tmp_path / "b.json")
+
+
+def test_unseen_characters_are_counted_once_each():
+    tok = CharTokenizer.fit(["abc "])
+    with pytest.raises(TokenizerError) as err:
+        tok.encode("aKbKcK")
+    assert str(err.value) == (
+        "text has 1 character the model never saw: 'K' (3 times);"
+        " use --unknown drop or --unknown replace"
+    )
+    with pytest.raises(TokenizerError) as err:
+        tok.encode("K Z K")
+    assert str(err.value).startswith(
+        "text has 2 characters the model never saw: 'K' (2 times), 'Z';"
+    )
+
+
+def test_unseen_words_get_the_same_hint():
+    tok = WordTokenizer.fit(["the cat sat\n"])
+    with pytest.raises(TokenizerError) as err:
+        tok.encode("the beleaguered cat", unknown="error")
+    assert str(err.value) == (
+        "text has 1 word the model never saw: 'beleaguered';"
+        " use --unknown drop or --unknown replace"
+    )
+    # The server words the same advice for its request field.
+    assert err.value.advise('"unknown": "drop"').endswith('\'beleaguered\'; use "unknown": "drop"')
+
+
+def test_word_stream_spaces_words_from_the_prompt_they_continue():
+    tok = WordTokenizer.fit(["the cat sat\non the mat\n"])
+    ids = tok.encode_lines("cat sat\non the\n")
+
+    def stream(after):
+        dec = tok.stream_decoder(after)
+        return "".join(dec.step(i) for i in ids) + dec.flush()
+
+    assert stream("the") == " cat sat\non the\n"  # mid-line: the first word gets its space
+    for after in ("", "the ", "the\n", "the\t"):
+        assert stream(after) == "cat sat\non the\n"
+    assert tok.decode(ids) == stream("")
+    assert tok.token_bytes(tok.index["cat"]) == b"cat"  # logprobs show the word itself
+
+
+def test_word_text_streams_match_in_blocks_and_with_stops():
+    from lstmgen.textstream import TextStreams
+
+    tok = WordTokenizer.fit(["a bb a\nbb c\n"])
+    vocab = list(range(tok.vocab_size))
+
+    def run(ids, stops, block, prompt):
+        streams, out, finish = TextStreams(tok, 1, stops, [prompt]), "", None
+        chunks = [ids[i : i + block] for i in range(0, len(ids), block)] or [[]]
+        for i, chunk in enumerate(chunks):
+            for ev in streams.push_block([chunk], last=i == len(chunks) - 1):
+                out, finish = out + ev.text, ev.finish_reason or finish
+            if streams.all_done:
+                break
+        return out, finish
+
+    @settings(max_examples=100, deadline=None)
+    @given(
+        st.lists(st.sampled_from(vocab), max_size=30),
+        st.lists(st.sampled_from(["a b", "\nbb", " c", "b\n"]), max_size=2),
+        st.integers(2, 5),
+        st.sampled_from(["", "a", "a ", "c\n"]),
+    )
+    def check(ids, stops, block, prompt):
+        text, finish = run(ids, stops, 1, prompt)
+        assert run(ids, stops, block, prompt) == (text, finish)
+        if finish == "length":  # no stop: the whole decoded text, spaced from the prompt
+            whole = tok.stream_decoder(prompt)
+            assert text == "".join(map(whole.step, ids))
+            assert "  " not in text and " \n" not in text and "\n " not in text
+            assert not text.endswith(" ")
+
+    check()
+
+    assert run([tok.index["bb"], tok.index["c"]], [], 1, "a") == (" bb c", "length")

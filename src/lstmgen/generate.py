@@ -135,7 +135,7 @@ def stream_text(
             graph = GraphDecoder(step, cfg, logits, state, seen, block=K)
         except RuntimeError as err:  # a PyTorch/driver that cannot capture this step
             warnings.warn(f"CUDA graph capture failed, decoding eagerly: {err}", stacklevel=2)
-    streams = TextStreams(tok, B, cfg.stop)
+    streams = TextStreams(tok, B, cfg.stop, prompts)
     try:
         done = 0
         while done < cfg.max_new_tokens and not streams.all_done:

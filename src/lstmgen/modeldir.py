@@ -112,6 +112,8 @@ def read_model_meta(path: str | Path) -> tuple[ModelConfig, Tokenizer, Generatio
     gen_path = path / GENERATION
     try:
         gen = GenerationConfig.from_dict(read_json(gen_path)) if gen_path.exists() else None
+    except CheckpointError:  # already names the file
+        raise
     except (LstmgenError, TypeError) as exc:
         raise CheckpointError(f"{gen_path}: {exc}") from None
     return config, tokenizer, gen

@@ -69,15 +69,19 @@ def find_stop(text: str, stops: Sequence[str], start: int) -> int | None:
 
 
 class TextStreams:
-    """The text side of B samples decoded together.
+    """The text side of B samples decoded together; ``prompts`` (B) are the texts they continue.
 
     >>> streams = TextStreams(tokenizer, 2, stops=["\\n\\n"])  # doctest: +SKIP
     >>> for ev in streams.push(next_ids, last=False): ...  # once per step  # doctest: +SKIP
     """
 
-    def __init__(self, tokenizer: Any, batch: int, stops: Sequence[str]):
+    def __init__(
+        self, tokenizer: Any, batch: int, stops: Sequence[str], prompts: Sequence[str] = ()
+    ):
         self.stops = list(stops)
-        self.decoders = [tokenizer.stream_decoder() for _ in range(batch)]
+        # A word model's first word is spaced from a prompt that ends mid-line.
+        after = list(prompts) or [""] * batch
+        self.decoders = [tokenizer.stream_decoder(a) for a in after]
         self.texts = [""] * batch  # generated text so far, per sample
         self.emitted = [0] * batch  # how much of it has been sent
         self.done = [False] * batch

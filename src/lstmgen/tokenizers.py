@@ -24,6 +24,18 @@ from .errors import TokenizerError
 UNKNOWN_POLICIES = ("error", "drop", "replace")
 
 
+class UnknownTextError(TokenizerError):
+    """Text outside the vocabulary. The message advises the CLI's ``--unknown``; a caller with
+    another spelling of that option (the server's request field) words it with ``advise``."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(self.advise("--unknown drop or --unknown replace"))
+
+    def advise(self, option: str) -> str:
+        return f"{self.problem}; use {option}"
+
+
 class StreamDecoder:
     """Turns ids into text one at a time; holds back incomplete UTF-8 sequences."""
 
@@ -63,7 +75,8 @@ class Tokenizer:
         stream = self.stream_decoder()
         return "".join(stream.step(int(i)) for i in ids) + stream.flush()
 
-    def stream_decoder(self) -> StreamDecoder:
+    def stream_decoder(self, after: str = "") -> StreamDecoder:
+        """A decoder for text that continues ``after`` (a prompt; only word models need it)."""
         return StreamDecoder(self)
 
     @property
@@ -86,10 +99,15 @@ def _check_policy(unknown: str) -> None:
         raise TokenizerError(f"unknown-character policy must be one of {UNKNOWN_POLICIES}")
 
 
-def _describe(chars: Iterable[str], limit: int = 10) -> str:
-    items = sorted(set(chars))
-    shown = ", ".join(repr(c) for c in items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+def _unseen(kind: str, items: Iterable[str], limit: int = 10) -> UnknownTextError:
+    """``text has 2 characters the model never saw: 'K' (3 times), 'Z'; use ...``"""
+    counts = Counter(items)
+    listed = [repr(c) + (f" ({n} times)" if n > 1 else "") for c, n in sorted(counts.items())]
+    shown = ", ".join(listed[:limit])
+    if len(listed) > limit:
+        shown += f" and {len(listed) - limit} more"
+    plural = "" if len(counts) == 1 else "s"
+    return UnknownTextError(f"text has {len(counts)} {kind}{plural} the model never saw: {shown}")
 
 
 class CharTokenizer(Tokenizer):
@@ -129,12 +147,8 @@ class CharTokenizer(Tokenizer):
             return [index[c] for c in text]
         except KeyError:
             pass
-        missing = [c for c in text if c not in index]
         if unknown == "error":
-            raise TokenizerError(
-                f"text has {len(missing)} character(s) the model never saw: {_describe(missing)}"
-                " (use --unknown drop or --unknown replace)"
-            )
+            raise _unseen("character", (c for c in text if c not in index))
         if unknown == "drop":
             return [index[c] for c in text if c in index]
         fill = index[self.replacement]
@@ -228,7 +242,7 @@ class WordTokenizer(Tokenizer):
                 i = index.get(w)
                 if i is None:
                     if unknown == "error":
-                        raise TokenizerError(f"word {w!r} is not in the vocabulary")
+                        raise _unseen("word", (x for x in text.split() if x not in index))
                     if unknown == "drop":
                         continue
                     i = unk
@@ -245,7 +259,10 @@ class WordTokenizer(Tokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         w = self.words[token_id]
-        return b"\n" if w == self.EOS else (w + " ").encode("utf-8")
+        return b"\n" if w == self.EOS else w.encode("utf-8")
+
+    def stream_decoder(self, after: str = "") -> WordStreamDecoder:
+        return WordStreamDecoder(self, after)
 
     @property
     def bos_id(self) -> int:
@@ -257,6 +274,31 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WordTokenizer:
         return cls(data["words"])
+
+
+class WordStreamDecoder(StreamDecoder):
+    """Words joined by single spaces, ``<eos>`` as a bare line break. Words carry no spaces of
+    their own, so the space goes before a word that does not start a line, including the first
+    one when ``after`` (the prompt it continues) ends mid-line. No text is ever held back."""
+
+    def __init__(self, tokenizer: WordTokenizer, after: str = ""):
+        self._words = tokenizer.words
+        self._eos = tokenizer.index[tokenizer.EOS]
+        self._line_start = not after or after[-1].isspace()
+
+    def step(self, token_id: int) -> str:
+        if token_id == self._eos:
+            self._line_start = True
+            return "\n"
+        space = "" if self._line_start else " "
+        self._line_start = False
+        return space + self._words[token_id]
+
+    def steps(self, token_ids: Sequence[int]) -> str:
+        return "".join(map(self.step, token_ids))
+
+    def flush(self) -> str:
+        return ""
 
 
 def _byte_level_alphabet() -> dict[str, int]:

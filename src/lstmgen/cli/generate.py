@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ..errors import DataError
 from ..generate import stream_text
 from .common import device_option, load_run, run_argument, unknown_option
 
@@ -64,7 +65,7 @@ def generate_command(
       echo "To be" | lstmgen generate runs/poems --prompt - --stream
     """
     if prompt == "-":
-        prompt = sys.stdin.read()
+        prompt = read_stdin()
     if backend == "numpy":
         from .. import reference
 
@@ -99,3 +100,13 @@ def generate_command(
     for ev in events:
         texts[ev.index] += ev.text
     out.write(separator.join(head + t for t in texts) + "\n")
+
+
+def read_stdin() -> str:
+    """Standard input decoded as UTF-8 here: under a C locale Python would turn bad bytes into
+    lone surrogates, which then read as characters the model never saw."""
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"stdin is not valid UTF-8 (byte offset {exc.start})") from None

@@ -112,7 +112,7 @@ def stream_text(
         seen = np.zeros((B, model.config.vocab_size), dtype=bool)
         for b, p in enumerate(ids):
             seen[b, p[1:]] = True
-    streams = TextStreams(tok, B, cfg.stop)
+    streams = TextStreams(tok, B, cfg.stop, prompts)
     for step in range(cfg.max_new_tokens):
         nxt = next_token(logits, cfg, rng, seen)  # (B,)
         if seen is not None:

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import LstmgenError
+from ..tokenizers import UnknownTextError
 from .batcher import Batcher, BatcherClosed, Chunk, SequenceSpec, TokenInfo, token_text
 from .protocol import APIError, Limits, parse_completion, parse_score
 from .rows import RowSettings
@@ -91,7 +92,7 @@ def create_app(
 
     @app.exception_handler(LstmgenError)
     async def library_error(request: Request, exc: LstmgenError) -> JSONResponse:
-        return JSONResponse(APIError(400, str(exc)).body(), status_code=400)
+        return JSONResponse(APIError(400, _message(exc)).body(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -157,7 +158,7 @@ def create_app(
             try:
                 ids = tok.encode(prompt, unknown=unknown)
             except LstmgenError as exc:
-                raise APIError(400, str(exc), "prompt", "unencodable_prompt") from None
+                raise APIError(400, _message(exc), "prompt", "unencodable_prompt") from None
         if len(ids) > limits.max_prompt_tokens:
             raise APIError(
                 400,
@@ -239,7 +240,7 @@ def create_app(
         try:
             ids = tok.encode(req.text, unknown=req.unknown)
         except LstmgenError as exc:
-            raise APIError(400, str(exc), "text", "unencodable_prompt") from None
+            raise APIError(400, _message(exc), "text", "unencodable_prompt") from None
         if not ids:
             raise APIError(400, "text has no tokens to score", "text")
         if len(ids) > limits.max_score_tokens:
@@ -270,6 +271,12 @@ def create_app(
             await read_json(request), model_name, model.generation_config, limits
         )
         prompt_ids = [encode_prompt(p, req.unknown) for p in req.prompts]
+        # The text each choice continues: the echo the response shows before it, or else the
+        # client's own prompt (a word model spaces its first word from it).
+        after = [
+            prompt if isinstance(prompt, str) and not req.echo else tok.decode(ids)
+            for prompt, ids in zip(req.prompts, prompt_ids, strict=True)
+        ]
         settings = RowSettings(req.temperature, req.top_k, req.top_p, req.repetition_penalty)
         specs = []
         for p, ids in enumerate(prompt_ids):
@@ -284,6 +291,7 @@ def create_app(
                         seed=None if req.seed is None else req.seed + i,
                         logprobs=req.logprobs,
                         index=i,
+                        after=after[p],
                     )
                 )
         echo_text = [tok.decode(ids) if req.echo else "" for ids in prompt_ids]
@@ -470,6 +478,13 @@ async def _collect(
                 usage["completion_tokens"] += c.generated
                 left -= 1
     return texts, tokens, finish
+
+
+def _message(exc: LstmgenError) -> str:
+    """The error for an HTTP client: advice names the request field, not the CLI flag."""
+    if isinstance(exc, UnknownTextError):
+        return exc.advise('"unknown": "drop" or "replace" in the request')
+    return str(exc)
 
 
 def _shifted(tokens: list[TokenInfo], by: int) -> list[TokenInfo]:

@@ -51,6 +51,7 @@ class SequenceSpec:
     seed: int | None = None  # None: a fresh random seed
     logprobs: int | None = None  # None: off; k >= 0: chosen token plus the k most likely
     index: int = 0  # the choice index in the response
+    after: str = ""  # the text it continues (a word model spaces its first word from it)
 
 
 @dataclass
@@ -100,7 +101,7 @@ class _Row:
         self.spec, self.job = spec, job
         seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**63)
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.decoder = tokenizer.stream_decoder()
+        self.decoder = tokenizer.stream_decoder(spec.after)
         self.text = ""  # generated so far
         self.emitted = 0  # how much of it has been sent
         self.steps = 0  # tokens sampled
