@@ -62,3 +62,23 @@ def test_resume_refuses_model_options(tmp_path, corpus_file, run_cli):
         Trainer.resume(run, hidden_size=64)
     r = run_cli("train", "--resume", run)
     assert r.code == 0 and "nothing to do: the run already stopped at step 3" in r.err
+
+
+def test_a_run_that_cannot_start_leaves_no_directory(tmp_path, corpus_file, run_cli):
+    (tmp_path / "empty.txt").write_text("")
+    for flags in (["--device", "tpu"], ["--valid", tmp_path / "empty.txt"]):
+        run = tmp_path / "r"
+        r = run_cli("train", corpus_file, "-o", run, "-q", *tiny_train_args(max_steps=3), *flags)
+        assert r.code != 0 and r.err.startswith("error: ") and "Traceback" not in r.err, r.err
+        assert not run.exists()
+
+
+def test_gpu_preset_on_cpu_warns(tmp_path, corpus_file, run_cli):
+    run = tmp_path / "r"
+    r = run_cli(
+        "train", corpus_file, "-o", run, "-q", "--preset", "gpu-fast", "--device", "cpu",
+        "--hidden-size", "8", "--num-layers", "1", "--embedding-size", "8", "--batch-size", "2",
+        "--seq-len", "8", "--max-steps", "1", "--eval-every", "1", "--sample-tokens", "0",
+    )  # fmt: skip
+    assert r.code == 0, r.err
+    assert "warning: --preset gpu-fast is sized for a large GPU; on cpu" in r.err

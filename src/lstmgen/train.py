@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -284,17 +285,24 @@ class Trainer(RunSchedule):
         out_dir = Path(out_dir)
         if (out_dir / STATE_FILE).exists():
             raise ConfigError(f"{out_dir} already holds a run: use --resume, or another --output")
-        corpus = prepare_corpus(out_dir, config, train, valid, test)
-        model_config = (model_config or ModelConfig()).replace(
-            vocab_size=corpus.tokenizer.vocab_size
-        )
-        torch.manual_seed(config.seed)
-        model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
-        trainer = cls(model, config, corpus, out_dir, callbacks)
-        write_run_config(out_dir, config, corpus.sources)
-        save_model(model, out_dir)
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        trainer.save_state()
+        resolve_precision(config.precision, resolve_device(config.device))  # errors come first
+        fresh = not out_dir.exists()
+        try:
+            corpus = prepare_corpus(out_dir, config, train, valid, test)
+            model_config = (model_config or ModelConfig()).replace(
+                vocab_size=corpus.tokenizer.vocab_size
+            )
+            torch.manual_seed(config.seed)
+            model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
+            trainer = cls(model, config, corpus, out_dir, callbacks)
+            write_run_config(out_dir, config, corpus.sources)
+            save_model(model, out_dir)
+            (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+            trainer.save_state()
+        except BaseException:
+            if fresh:  # a half-made run directory would pass for a run later: leave nothing
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
         return trainer
 
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,12 @@ def train_command(
             out, all_train, train_cfg, model_cfg, valid_files, test_files, callbacks=[callback]
         )
         click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
+        if preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
+            warnings.warn(
+                f"--preset gpu-fast is sized for a large GPU; on {trainer.device.type} each step "
+                "takes tens of seconds (--preset cpu-small is the CPU setting)",
+                stacklevel=1,
+            )
     _install_stop_handlers(trainer)
     summary = trainer.fit()
     if summary["new_steps"] == 0 and summary["reason"] != "interrupted":
