@@ -65,7 +65,7 @@ def test_train_generate_eval_info(trained_run, corpus_file_module, run_cli):
 def test_generate_stream_from_stdin(trained_run, run_cli, monkeypatch):
     import io
 
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"JULIET:")))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"JULIET:\n")))  # as echo gives
     r = run_cli(
         "generate",
         trained_run,

@@ -13,7 +13,12 @@ from .common import device_option, load_run, run_argument, unknown_option
 
 @click.command("generate")
 @run_argument
-@click.option("-p", "--prompt", default="", help="Text to continue; '-' reads standard input.")
+@click.option(
+    "-p",
+    "--prompt",
+    default="",
+    help="Text to continue; '-' reads standard input (less one final line end).",
+)
 @click.option(
     "-n",
     "--num-samples",
@@ -103,9 +108,12 @@ def generate_command(
 
 
 def read_stdin() -> str:
-    """Standard input decoded as UTF-8 here: under a C locale Python would turn bad bytes into
-    lone surrogates, which then read as characters the model never saw."""
+    """Standard input decoded as UTF-8 here (under a C locale Python would turn bad bytes into
+    lone surrogates, which then read as characters the model never saw), less one final line end.
+    """
     data = sys.stdin.buffer.read()
+    if data.endswith(b"\n"):  # the line end `echo` adds: the prompt goes on where it stops
+        data = data[:-2] if data.endswith(b"\r\n") else data[:-1]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
