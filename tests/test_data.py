@@ -1,3 +1,7 @@
+import json
+import os
+import warnings
+
 import numpy as np
 import pytest
 
@@ -124,3 +128,41 @@ def test_split_tail_is_contiguous():
         range(90, 100)
     )
     assert train.chars + valid.chars == 100
+
+
+def test_truncated_token_cache_is_rebuilt_not_trained_on(tmp_path):
+    src = tmp_path / "t.txt"
+    src.write_text("hello world\n" * 10)
+    tok = CharTokenizer.fit(["hello world\n"])
+    out = tmp_path / "c" / "train.bin"
+    tokenize_to_file([src], tok, out)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["tokens"] == 120 and record["dtype"] == "uint16"
+    with open(out, "r+b") as f:
+        f.truncate(100)  # 50 tokens
+    with pytest.warns(UserWarning, match=r"train.bin is damaged \(100 bytes where its record"):
+        tf = tokenize_to_file([src], tok, out)
+    assert len(tf) == 120 and tok.decode(tf.tokens.tolist()) == "hello world\n" * 10
+    # a cache from before token counts were recorded is rebuilt once, silently
+    with open(out, "r+b") as f:
+        f.truncate(100)
+    del record["tokens"], record["dtype"]
+    out.with_suffix(".json").write_text(json.dumps(record))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(tokenize_to_file([src], tok, out)) == 120
+
+
+def test_changed_corpus_is_retokenized_with_a_warning(tmp_path):
+    src = tmp_path / "t.txt"
+    src.write_text("hello world\n" * 10)
+    tok = CharTokenizer.fit(["hello world\n"])
+    out = tmp_path / "c" / "train.bin"
+    tokenize_to_file([src], tok, out)
+    os.utime(src, ns=(0, 0))  # touched, same text: the same tokens, nothing to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(tokenize_to_file([src], tok, out)) == 120
+    src.write_text("hello world\n" * 11)
+    with pytest.warns(UserWarning, match="the corpus changed since the run started"):
+        assert len(tokenize_to_file([src], tok, out)) == 132

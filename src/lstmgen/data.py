@@ -21,10 +21,12 @@ to the next (detached) and each row reads its stream in order.
 from __future__ import annotations
 
 import codecs
+import filecmp
 import glob
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,6 +151,18 @@ def _fingerprint(paths: Sequence[Path], tokenizer: Tokenizer, errors: str, unkno
     return h.hexdigest()
 
 
+def _cache_problem(out: Path, meta: dict, dtype: np.dtype) -> str | None:
+    """Why a fingerprint-matching cache cannot be used as it is (None if it can): the JSON
+    records the token count and dtype, so a truncated or swapped .bin is caught by its size."""
+    tokens, kind = meta.get("tokens"), meta.get("dtype")
+    if not isinstance(tokens, int) or kind != dtype.name:
+        return "it predates token counts" if tokens is None else "its record is corrupt"
+    size = out.stat().st_size
+    if size != tokens * dtype.itemsize:
+        return f"{size:,} bytes where its record says {tokens:,} tokens of {dtype.name}"
+    return None
+
+
 def tokenize_to_file(
     paths: Sequence[Path],
     tokenizer: Tokenizer,
@@ -158,17 +172,27 @@ def tokenize_to_file(
 ) -> TokenFile:
     """Tokenize ``paths`` chunk by chunk into ``out`` (flat ids) unless a matching cache exists.
 
-    ``unknown`` is the policy for text outside the vocabulary (see ``Tokenizer.encode``)."""
+    ``unknown`` is the policy for text outside the vocabulary (see ``Tokenizer.encode``). A
+    cache whose size does not match its record is rebuilt (with a warning); a cache made from
+    other text is rebuilt too, with a warning when the tokens differ, since a resumed run then
+    no longer continues exactly where it stopped."""
     meta_path = out.with_suffix(".json")
     dtype = token_dtype(tokenizer.vocab_size)
     fp = _fingerprint(paths, tokenizer, errors, unknown)
+    changed = False
     if out.exists() and meta_path.exists():
         try:
             meta = json.loads(meta_path.read_text())
             if meta.get("fingerprint") == fp:
-                return _open_token_file(out, dtype, meta["chars"], meta["bytes"])
-        except (OSError, ValueError, KeyError):
-            pass  # stale or broken cache: rebuild it
+                problem = _cache_problem(out, meta, dtype)
+                if problem is None:
+                    return _open_token_file(out, dtype, meta["chars"], meta["bytes"])
+                if meta.get("tokens") is not None:
+                    warnings.warn(f"{out} is damaged ({problem}): rebuilding it", stacklevel=2)
+            else:
+                changed = True
+        except (OSError, ValueError, KeyError, AttributeError):
+            pass  # a broken record: rebuild the cache
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     chars = nbytes = 0
@@ -185,11 +209,25 @@ def tokenize_to_file(
                     np.asarray(ids, dtype=dtype).tofile(f)
             f.flush()
             os.fsync(f.fileno())
+        if changed and not filecmp.cmp(tmp, out, shallow=False):
+            warnings.warn(
+                f"the corpus changed since the run started: {out} was tokenized again from the"
+                " new text (a resumed run will not continue exactly where it stopped)",
+                stacklevel=2,
+            )
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    tokens = tmp.stat().st_size // dtype.itemsize
     os.replace(tmp, out)
-    meta_path.write_text(json.dumps({"fingerprint": fp, "chars": chars, "bytes": nbytes}))
+    record = {
+        "fingerprint": fp,
+        "chars": chars,
+        "bytes": nbytes,
+        "tokens": tokens,
+        "dtype": dtype.name,
+    }
+    meta_path.write_text(json.dumps(record))
     return _open_token_file(out, dtype, chars, nbytes)
 
 
