@@ -22,6 +22,7 @@ from .modeldir import (  # noqa: F401  (re-exported)
     WEIGHTS,
     atomic_write,
     check_weights,
+    check_weights_file,
     read_json,
     read_model_config,
     read_model_meta,
@@ -38,13 +39,19 @@ def save_tensors_atomic(
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file, refusing NaN/inf: weights that diverged would only
+    surface later as an IndexError in sampling or a ``loss nan``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing file {path}")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{path}: tensor {name} has NaN/inf values (the run diverged?)")
+    return tensors
 
 
 def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -74,6 +81,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Any:
 
     path = Path(path)
     config, tokenizer, gen = read_model_meta(path)
+    check_weights_file(path / WEIGHTS, config)
     model = LanguageModel(config, tokenizer, gen)
     load_weights_into(model, load_tensors(path / WEIGHTS), path / WEIGHTS)
     model.eval()

@@ -2,13 +2,17 @@
 
 ``ModelConfig`` is what the network *is*, ``TrainConfig`` how it was trained and
 ``GenerationConfig`` how to decode from it (the split Hugging Face uses). All three read and write
-JSON; an unknown key is an error, never silently ignored.
+JSON; an unknown key is an error, never silently ignored, and every value is checked against its
+field's type (a hand-edited ``"hidden_size": 32.5`` is one clear error, not a traceback from
+deep inside PyTorch).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,10 +26,54 @@ TOKENIZERS = ("char", "byte", "word", "bpe")
 PRECISIONS = ("auto", "bf16", "fp32")
 
 
+def _show(value: Any) -> str:
+    """A value as it would look in the JSON file (``null``, ``"32"``, ``true``)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _wanted(hint: Any, value: Any) -> str | None:
+    """What the annotation ``hint`` asks for, if ``value`` does not fit it (else None). JSON has
+    one number type, so ints and floats are told apart here: an int field takes ints only (not
+    bool, not 32.5), a float field ints or floats, and neither NaN nor infinity."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        inner = next(a for a in args if a is not type(None))
+        want = _wanted(inner, value)
+        return f"{want} or null" if want and value is not None else None
+    if hint is bool:
+        ok, want = isinstance(value, bool), "true or false"
+    elif hint is int:
+        ok, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok, want = ok and math.isfinite(value), "a finite number"
+    elif hint is str:
+        ok, want = isinstance(value, str), "a string"
+    elif typing.get_origin(hint) is list and typing.get_args(hint) == (str,):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        want = "a list of strings"
+    else:  # a new kind of annotation needs a rule here
+        raise TypeError(f"no type check for {hint}")
+    return None if ok else want
+
+
 class _JsonConfig:
     """Mixin: dict/JSON round trip with unknown keys rejected and values validated."""
 
-    def validate(self) -> None:  # overridden where there is something to check
+    def validate(self) -> None:
+        """Types first (so the range checks can compare), then ``check_values``."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            want = _wanted(hints[f.name], value)
+            if want:
+                raise ConfigError(f"{f.name} must be {want}, got {_show(value)}")
+        self.check_values()
+
+    def check_values(self) -> None:  # overridden where there is something to check
         pass
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,7 +123,7 @@ class ModelConfig(_JsonConfig):
     dropout: float = 0.0
     tie_weights: bool = False  # decoder shares the embedding matrix (projects H -> E if needed)
 
-    def validate(self) -> None:
+    def check_values(self) -> None:
         _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         _check(self.vocab_size >= 0, "vocab_size must be >= 0")
         _check(self.embedding_size > 0, "embedding_size must be > 0")
@@ -115,9 +163,15 @@ class TrainConfig(_JsonConfig):
     precision: str = "auto"
     log_every: int = 10  # steps between progress updates (the only host syncs in the loop)
 
-    def validate(self) -> None:
-        _check(self.tokenizer in TOKENIZERS, f"tokenizer must be one of {', '.join(TOKENIZERS)}")
-        _check(self.encoding_errors in ("strict", "replace"), "encoding_errors: strict|replace")
+    def check_values(self) -> None:
+        _check(
+            self.tokenizer in TOKENIZERS,
+            f"tokenizer must be one of {', '.join(TOKENIZERS)}, got {self.tokenizer!r}",
+        )
+        _check(
+            self.encoding_errors in ("strict", "replace"),
+            f"encoding_errors must be strict or replace, got {self.encoding_errors!r}",
+        )
         _check(self.vocab_size >= 2, "vocab_size must be >= 2")
         _check(self.min_freq >= 1, "min_freq must be >= 1")
         _check(self.max_vocab >= 0, "max_vocab must be >= 0")
@@ -155,7 +209,7 @@ class GenerationConfig(_JsonConfig):
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
 
-    def validate(self) -> None:
+    def check_values(self) -> None:
         _check(self.max_new_tokens >= 0, "max_new_tokens must be >= 0")
         _check(self.temperature >= 0, "temperature must be >= 0 (0 = greedy)")
         _check(self.top_k >= 0, "top_k must be >= 0 (0 = off)")

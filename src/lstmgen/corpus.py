@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .data import TokenFile, iter_corpus, resolve_sources, split_tail, tokenize_to_file
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .modeldir import read_json, write_json_atomic
 from .tokenizers import Tokenizer, fit_tokenizer
 
@@ -111,7 +111,14 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, list[st
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path} is not a train config")
     sources = saved.pop("sources", {})
-    return TrainConfig.from_dict(saved), sources
+    if not isinstance(sources, dict) or not all(
+        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in sources.values()
+    ):
+        raise CheckpointError(f"{path}: sources must map split names to lists of file names")
+    try:
+        return TrainConfig.from_dict(saved), sources
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
 
 
 def load_run_corpus(

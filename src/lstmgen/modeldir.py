@@ -91,7 +91,7 @@ def read_model_config(path: str | Path) -> ModelConfig:
     data = {k: v for k, v in data.items() if k not in ("format", "format_version")}
     try:
         return ModelConfig.from_dict(data)
-    except (ConfigError, TypeError) as exc:
+    except ConfigError as exc:
         raise CheckpointError(f"{path / CONFIG}: {exc}") from None
 
 
@@ -114,7 +114,7 @@ def read_model_meta(path: str | Path) -> tuple[ModelConfig, Tokenizer, Generatio
         gen = GenerationConfig.from_dict(read_json(gen_path)) if gen_path.exists() else None
     except CheckpointError:  # already names the file
         raise
-    except (LstmgenError, TypeError) as exc:
+    except LstmgenError as exc:
         raise CheckpointError(f"{gen_path}: {exc}") from None
     return config, tokenizer, gen
 
@@ -135,19 +135,71 @@ def write_model_meta(
     write_json_atomic(path / GENERATION, generation_config.to_dict())
 
 
-def check_weights(
-    weights: dict[str, Any], expected: dict[str, tuple[int, ...]], source: Any
+def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The tensors a weights file holds for ``config``, by PyTorch state-dict name, computed
+    without building the model (so a config that does not fit its weights fails at once)."""
+    V, E, H = config.vocab_size, config.embedding_size, config.hidden_size
+    G = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell] * H  # gates stacked: i,f,g,o / r,z,n / h
+    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (V, E)}
+    for k in range(config.num_layers):
+        shapes[f"rnn.weight_ih_l{k}"] = (G, E if k == 0 else H)
+        shapes[f"rnn.weight_hh_l{k}"] = (G, H)
+        shapes[f"rnn.bias_ih_l{k}"] = (G,)
+        shapes[f"rnn.bias_hh_l{k}"] = (G,)
+    if config.tie_weights and E != H:
+        shapes["projection.weight"] = (E, H)
+    if not config.tie_weights:  # tied: the decoder's weight is the embedding, stored once
+        shapes["decoder.weight"] = (V, H)
+    shapes["decoder.bias"] = (V,)
+    return shapes
+
+
+def read_weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes from a safetensors header, without reading the tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"missing file {path}")
+    try:
+        with safe_open(str(path), "numpy") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
+
+
+def check_weights_file(path: str | Path, config: ModelConfig) -> None:
+    """Refuse a weights file whose header does not fit ``config``, before the model is built
+    (a hand-edited ``"num_layers": 1000000000`` would otherwise build for hours)."""
+    path = Path(path)
+    shapes = read_weight_shapes(path)
+    layers = sum(k.startswith("rnn.weight_hh_l") for k in shapes)
+    if layers != config.num_layers:
+        raise CheckpointError(
+            f"{path} holds {layers} recurrent layer(s), {CONFIG} says {config.num_layers}"
+        )
+    check_shapes(shapes, weight_shapes(config), path)
+
+
+def check_shapes(
+    shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], source: Any
 ) -> None:
-    """Refuse weights (tensors or arrays by name) whose names or shapes differ from ``expected``."""
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
+    """Refuse tensor names or shapes that differ from ``expected``."""
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"{source} does not match the model config"
             f" (missing {missing[:3]}, unexpected {unexpected[:3]})"
         )
     for k, shape in expected.items():
-        if tuple(weights[k].shape) != shape:
+        if tuple(shapes[k]) != shape:
             raise CheckpointError(
-                f"{source}: {k} has shape {tuple(weights[k].shape)}, config says {shape}"
+                f"{source}: {k} has shape {tuple(shapes[k])}, config says {shape}"
             )
+
+
+def check_weights(
+    weights: dict[str, Any], expected: dict[str, tuple[int, ...]], source: Any
+) -> None:
+    """Refuse weights (tensors or arrays by name) whose names or shapes differ from ``expected``."""
+    check_shapes({k: tuple(v.shape) for k, v in weights.items()}, expected, source)

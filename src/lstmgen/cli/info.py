@@ -4,12 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ..modeldir import read_json
-from ..train import read_metrics
+from ..corpus import RUN_CONFIG, read_run_config
+from ..train import STATE_FILE, read_metrics
 from .common import run_argument
+
+
+def _position(run: Path) -> dict[str, Any] | None:
+    """Where training stands, from the trainer state's metadata (header only, no tensors).
+    metrics.jsonl lags it: it logs every few steps, and Ctrl-C saves between two logs."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(run / STATE_FILE), "numpy") as f:
+            pos = json.loads((f.metadata() or {})["position"])
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError):
+        return None  # a plain model directory, or a state that resume would refuse anyway
+    return pos if isinstance(pos, dict) else None
 
 
 @click.command("info")
@@ -21,20 +35,20 @@ def info_command(run: str, as_json: bool) -> None:
 
     model = LanguageModel.from_pretrained(run)
     tok = model.tokenizer
-    train_cfg = (
-        read_json(Path(run) / "train_config.json")
-        if (Path(run) / "train_config.json").exists()
-        else None
-    )
+    train_cfg = None
+    if (Path(run) / RUN_CONFIG).exists():
+        config, sources = read_run_config(run)
+        train_cfg = {**config.to_dict(), "sources": sources}
     rows = read_metrics(Path(run) / "metrics.jsonl")
     evals = [r for r in rows if "val_loss" in r]
     logs = [r for r in rows if "train_loss" in r]
+    pos = _position(Path(run)) or {}
     history = {
-        "steps": max((r["step"] for r in rows), default=0),
+        "steps": pos.get("step", max((r["step"] for r in rows), default=0)),
         "evaluations": len(evals),
         "best_val_loss": min((r["val_loss"] for r in evals), default=None),
         "last_train_loss": logs[-1]["train_loss"] if logs else None,
-        "training_seconds": max((r.get("elapsed", 0) for r in rows), default=0),
+        "training_seconds": pos.get("elapsed", max((r.get("elapsed", 0) for r in rows), default=0)),
     }
     info = {
         "path": str(run),
