@@ -23,6 +23,7 @@ from .modeldir import (  # noqa: F401  (re-exported)
     atomic_write,
     check_weights,
     check_weights_file,
+    non_finite,
     read_json,
     read_model_config,
     read_model_meta,
@@ -39,8 +40,7 @@ def save_tensors_atomic(
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file, refusing NaN/inf: weights that diverged would only
-    surface later as an IndexError in sampling or a ``loss nan``."""
+    """All tensors of a safetensors file, refusing NaN/inf (``modeldir.non_finite``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"missing file {path}")
@@ -50,7 +50,7 @@ def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc})") from None
     for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{path}: tensor {name} has NaN/inf values (the run diverged?)")
+            raise non_finite(path, name)
     return tensors
 
 

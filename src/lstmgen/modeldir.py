@@ -180,6 +180,12 @@ def check_weights_file(path: str | Path, config: ModelConfig) -> None:
     check_shapes(shapes, weight_shapes(config), path)
 
 
+def non_finite(path: Path, name: str) -> CheckpointError:
+    """The error for weights with NaN/inf: a run that diverged would otherwise only surface later,
+    as an IndexError in sampling or a ``loss nan``."""
+    return CheckpointError(f"{path}: tensor {name} has NaN/inf values (the run diverged?)")
+
+
 def check_shapes(
     shapes: dict[str, tuple[int, ...]], expected: dict[str, tuple[int, ...]], source: Any
 ) -> None:

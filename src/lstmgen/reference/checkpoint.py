@@ -19,6 +19,8 @@ from ..modeldir import (  # noqa: F401  (check_weights re-exported for reference
     WEIGHTS,
     atomic_write,
     check_weights,
+    check_weights_file,
+    non_finite,
     read_model_meta,
     write_model_meta,
 )
@@ -37,10 +39,14 @@ def read_model_dir(
     weights_path = path / WEIGHTS
     if not weights_path.is_file():
         raise CheckpointError(f"missing file {weights_path}")
+    check_weights_file(weights_path, config)  # before reading what may not fit the config
     try:
         weights = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is truncated or corrupt ({exc})") from None
+    for name, w in weights.items():
+        if np.issubdtype(w.dtype, np.floating) and not np.isfinite(w).all():
+            raise non_finite(weights_path, name)
     return config, tokenizer, gen or GenerationConfig(), weights
 
 
