@@ -226,7 +226,7 @@ def test_foreign_or_mismatched_directory_is_one_clear_error(tmp_path):
         (tmp_path / "m" / "config.json").read_text().replace('"num_layers": 1', '"num_layers": 2')
     )
     (tmp_path / "m" / "config.json").write_text(text)
-    with pytest.raises(CheckpointError, match="holds 1 recurrent layer\(s\), config.json says 2"):
+    with pytest.raises(CheckpointError, match=r"holds 1 recurrent layer\(s\), config.json says 2"):
         NumpyModel.from_pretrained(tmp_path / "m")
 
 
