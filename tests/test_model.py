@@ -59,6 +59,18 @@ def test_loss_at_initialisation_is_about_ln_vocab():
     assert abs(loss - math.log(20)) < 0.05
 
 
+def test_model_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        make_model().save_pretrained(tmp_path)
+    finally:
+        os.umask(mask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(modes, 0o644) and len(modes) == 4  # not mkstemp's 0600
+
+
 def test_forget_gate_bias_is_one():
     model = make_model("lstm")
     H = 12

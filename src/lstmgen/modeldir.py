@@ -36,6 +36,12 @@ CONFIG, TOKENIZER, GENERATION, WEIGHTS = (
 )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Call ``write(tmp)`` on a temporary name beside ``path``, fsync, rename over ``path``."""
     path = Path(path)
@@ -43,6 +49,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make model folders unshareable
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
