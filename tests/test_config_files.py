@@ -63,6 +63,11 @@ def edited(tmp_path, run, file, **values):
         (TrainConfig, {"lr": float("nan")}, "lr must be a finite number, got NaN"),
         (TrainConfig, {"batch_size": 8.0}, "batch_size must be an integer, got 8.0"),
         (TrainConfig, {"tokenizer": "bytes"}, "tokenizer must be one of char, byte, word, bpe"),
+        (
+            TrainConfig,
+            {"tokenizer": "bpe", "vocab_size": 5},
+            "vocab_size must be >= 256 for bpe (its byte alphabet alone is 256), got 5",
+        ),
         (GenerationConfig, {"seed": "1"}, 'seed must be an integer or null, got "1"'),
         (GenerationConfig, {"stop": [1]}, "stop must be a list of strings, got [1]"),
         (GenerationConfig, {"stop": "\n"}, 'stop must be a list of strings, got "\\n"'),

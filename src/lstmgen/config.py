@@ -172,6 +172,11 @@ class TrainConfig(_JsonConfig):
             self.encoding_errors in ("strict", "replace"),
             f"encoding_errors must be strict or replace, got {self.encoding_errors!r}",
         )
+        _check(
+            self.vocab_size >= 256 or self.tokenizer != "bpe",
+            f"vocab_size must be >= 256 for bpe (its byte alphabet alone is 256), got "
+            f"{self.vocab_size}",
+        )
         _check(self.vocab_size >= 2, "vocab_size must be >= 2")
         _check(self.min_freq >= 1, "min_freq must be >= 1")
         _check(self.max_vocab >= 0, "max_vocab must be >= 0")
