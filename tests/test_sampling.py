@@ -231,3 +231,28 @@ def test_text_pushed_in_blocks_equals_text_pushed_token_by_token():
         assert run(ids, stops, block) == run(ids, stops, 1)
 
     check()
+
+
+def test_a_model_whose_outputs_overflow_is_one_error_not_a_crash(tmp_path):
+    from lstmgen import NumericalError
+    from lstmgen.evaluate import evaluate_tokens
+
+    probs = torch.tensor([[0.2, float("nan"), 0.3], [0.1, 0.2, 0.7]])
+    assert draw(probs, torch.tensor([0.5, 0.99], dtype=torch.float64)).tolist()[1] == 2
+    assert 0 <= draw(probs, torch.tensor([0.5, 0.5], dtype=torch.float64))[0] < 3  # in range
+
+    model = make_model()
+    with torch.no_grad():  # finite weights whose products overflow float32 (a diverged run)
+        model.decoder.weight.fill_(3e38)
+        model.decoder.bias.fill_(3e38)  # finite weights; the logits they sum to are not
+    for batch in (1, 200):  # the NumPy stepper, and torch steps in blocks
+        with pytest.raises(NumericalError, match="outputs are not finite numbers"):
+            model.complete("abc", n=batch, max_new_tokens=20, seed=1)
+    tok = model.tokenizer
+    model.save_pretrained(tmp_path / "m")
+    from lstmgen.data import tokenize_to_file
+
+    (tmp_path / "t.txt").write_text("abc abc\n" * 20)
+    data = tokenize_to_file([tmp_path / "t.txt"], tok, tmp_path / "t.bin", "strict")
+    with pytest.raises(NumericalError, match=r"the loss is (nan|inf): the model's outputs"):
+        evaluate_tokens(model, data)

@@ -12,6 +12,7 @@ from .errors import (
     ConfigError,
     DataError,
     LstmgenError,
+    NumericalError,
     TokenizerError,
     TrainingError,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "LanguageModel",
     "LstmgenError",
     "ModelConfig",
+    "NumericalError",
     "Tokenizer",
     "TokenizerError",
     "TrainConfig",

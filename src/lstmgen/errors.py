@@ -27,3 +27,13 @@ class CheckpointError(LstmgenError):
 
 class TrainingError(LstmgenError):
     """Training that cannot go on, e.g. a loss that became NaN or infinite."""
+
+
+class NumericalError(LstmgenError):
+    """A model whose outputs are not finite numbers (weights that overflow: a diverged run)."""
+
+    def __init__(self, detail: str = ""):
+        super().__init__(
+            f"{detail}the model's outputs are not finite numbers: its weights overflow (did its "
+            "training diverge?)"
+        )

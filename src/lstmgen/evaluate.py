@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import TokenFile
+from .errors import NumericalError
 
 
 @dataclass
@@ -84,6 +85,8 @@ def evaluate_tokens(
         total += (nll.double() * mb).sum()
     model.train(was_training)
     loss = total.item() / n
+    if not math.isfinite(loss):
+        raise NumericalError(f"the loss is {loss}: ")
     chars = (
         data.chars
         if not max_tokens or max_tokens >= len(data)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .config import GenerationConfig
+from .errors import NumericalError
 from .model import cat_states, index_state, rnn_kernels
 from .sampling import next_token, uniforms
 from .steppers import make_stepper
@@ -148,7 +149,10 @@ def stream_text(
                 k = K if device.type == "cuda" else min(K, left)
                 u = uniforms((k, B), gen, device)  # (k, B)
                 tokens, logits, state = decode_block(step, logits, state, u, cfg, seen, k >= left)
+            finite = torch.isfinite(graph.logits if graph is not None else logits).all()
             rows = tokens[:, :left].tolist()  # the one host sync of a block
+            if not finite:  # computed by now: reading it costs no second wait
+                raise NumericalError()
             done += len(rows[0])
             yield from streams.push_block(rows, last=done == cfg.max_new_tokens)
         yield from streams.close()

@@ -77,7 +77,11 @@ def draw(probs: Tensor, u: Tensor) -> Tensor:
     cdf = probs.double().cumsum(dim=-1)  # (B, V)
     total = cdf[:, -1:]  # (B, 1)
     target = torch.minimum(u[:, None] * total, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # NaN probabilities (logits that overflowed) would give V, an id past the vocabulary that
+    # crashes the next embedding lookup (a device-side assert on CUDA): keep it in range, and
+    # let the caller report the non-finite logits (generate.stream_text does).
+    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return index.clamp_(max=probs.shape[-1] - 1)
 
 
 def next_token(

@@ -125,6 +125,12 @@ class NumpyStepper:
             self.decoder_b = model.decoder.bias.detach().numpy().copy()  # (V,)
 
     def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        # Overflow (weights of a diverged run) gives inf/NaN as torch does, silently: the
+        # generator reports non-finite logits as one error.
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._step(ids, state)
+
+    def _step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         H = self.H
         x = self.embedding[ids.numpy()]  # (B, E)
         h_all, c_all = state if isinstance(state, tuple) else (state, None)

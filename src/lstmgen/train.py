@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import shutil
 import time
 import warnings
@@ -48,7 +49,7 @@ from .checkpoint import (
 from .config import GenerationConfig, ModelConfig, TrainConfig
 from .corpus import Corpus, load_run_corpus, prepare_corpus, read_run_config, write_run_config
 from .data import batchify, get_window, num_windows
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, NumericalError
 from .evaluate import evaluate_tokens
 from .loop import Position, RunSchedule
 from .model import LanguageModel
@@ -419,9 +420,16 @@ class Trainer(RunSchedule):
             tf32(self._tf32()),
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
         ):
-            result = evaluate_tokens(
-                self.model, self.corpus.valid, seq_len=self.config.seq_len, max_tokens=max_tokens
-            )
+            try:
+                result = evaluate_tokens(
+                    self.model,
+                    self.corpus.valid,
+                    seq_len=self.config.seq_len,
+                    max_tokens=max_tokens,
+                )
+            except NumericalError:
+                self._check_finite("validation loss", math.nan)  # TrainingError: diverged
+                raise
         return {
             "val_loss": result.loss,
             "val_perplexity": result.perplexity,
