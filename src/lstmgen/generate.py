@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .config import GenerationConfig
@@ -83,6 +84,15 @@ def decode_block(
     return torch.stack(tokens, dim=1), logits, state  # (B, K)
 
 
+def all_finite(t: torch.Tensor) -> Any:
+    """Whether ``t`` holds no NaN/inf: a 0-d tensor on a GPU (read it after the host has waited
+    anyway), NumPy's answer for CPU floats (torch's reduction can wake its thread pool, which
+    then fights NumPy's BLAS threads: ~5 % of a batch-64 CPU step)."""
+    if t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64):
+        return np.isfinite(t.numpy()).all()
+    return torch.isfinite(t).all()
+
+
 def model_step(model: Any) -> Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]:
     """``logits (B, V), state = step(ids (B,), state)`` through ``model.forward`` (nn.LSTM)."""
 
@@ -149,7 +159,7 @@ def stream_text(
                 k = K if device.type == "cuda" else min(K, left)
                 u = uniforms((k, B), gen, device)  # (k, B)
                 tokens, logits, state = decode_block(step, logits, state, u, cfg, seen, k >= left)
-            finite = torch.isfinite(graph.logits if graph is not None else logits).all()
+            finite = all_finite(graph.logits if graph is not None else logits)
             rows = tokens[:, :left].tolist()  # the one host sync of a block
             if not finite:  # computed by now: reading it costs no second wait
                 raise NumericalError()
