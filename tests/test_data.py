@@ -151,6 +151,11 @@ def test_truncated_token_cache_is_rebuilt_not_trained_on(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(tokenize_to_file([src], tok, out)) == 120
+    # overwritten in place with ids the model has no embedding for (same size)
+    out.write_bytes(b"\xff" * 240)
+    with pytest.warns(UserWarning, match="holds token ids past the vocabulary of 9"):
+        tf = tokenize_to_file([src], tok, out)
+    assert tok.decode(tf.tokens.tolist()) == "hello world\n" * 10
 
 
 def test_changed_corpus_is_retokenized_with_a_warning(tmp_path):

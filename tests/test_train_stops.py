@@ -82,3 +82,16 @@ def test_gpu_preset_on_cpu_warns(tmp_path, corpus_file, run_cli):
     )  # fmt: skip
     assert r.code == 0, r.err
     assert "warning: --preset gpu-fast is sized for a large GPU; on cpu" in r.err
+
+
+def test_resume_after_a_crash_logs_each_step_once(tmp_path, corpus_file):
+    cfg = TrainConfig(**{**TINY_TRAIN, "log_every": 1, "eval_every": 5}, max_steps=10)
+    Trainer.create(tmp_path / "r", [corpus_file], cfg, ModelConfig(**TINY_MODEL)).fit()
+    metrics = tmp_path / "r" / "metrics.jsonl"
+    with open(metrics, "a") as f:  # what a crash after the last checkpoint leaves behind
+        f.write('{"step": 11, "train_loss": 2.0}\n{"step": 12, "train_lo')
+    Trainer.resume(tmp_path / "r", max_steps=14).fit()
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    train_steps = [r["step"] for r in rows if "train_loss" in r]
+    assert train_steps == list(range(1, 15))
+    assert [r["step"] for r in rows if "val_loss" in r] == [5, 10, 14]

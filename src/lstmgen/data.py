@@ -151,15 +151,18 @@ def _fingerprint(paths: Sequence[Path], tokenizer: Tokenizer, errors: str, unkno
     return h.hexdigest()
 
 
-def _cache_problem(out: Path, meta: dict, dtype: np.dtype) -> str | None:
+def _cache_problem(out: Path, meta: dict, dtype: np.dtype, vocab_size: int) -> str | None:
     """Why a fingerprint-matching cache cannot be used as it is (None if it can): the JSON
-    records the token count and dtype, so a truncated or swapped .bin is caught by its size."""
+    records the token count and dtype, so a truncated or swapped .bin is caught by its size,
+    and ids past the vocabulary (a file overwritten in place) by one pass over them."""
     tokens, kind = meta.get("tokens"), meta.get("dtype")
     if not isinstance(tokens, int) or kind != dtype.name:
         return "it predates token counts" if tokens is None else "its record is corrupt"
     size = out.stat().st_size
     if size != tokens * dtype.itemsize:
         return f"{size:,} bytes where its record says {tokens:,} tokens of {dtype.name}"
+    if size and int(np.memmap(out, dtype=dtype, mode="r").max()) >= vocab_size:
+        return f"it holds token ids past the vocabulary of {vocab_size:,}"
     return None
 
 
@@ -184,7 +187,7 @@ def tokenize_to_file(
         try:
             meta = json.loads(meta_path.read_text())
             if meta.get("fingerprint") == fp:
-                problem = _cache_problem(out, meta, dtype)
+                problem = _cache_problem(out, meta, dtype, tokenizer.vocab_size)
                 if problem is None:
                     return _open_token_file(out, dtype, meta["chars"], meta["bytes"])
                 if meta.get("tokens") is not None:

@@ -108,6 +108,27 @@ class RunSchedule:
             cb.on_end(self, summary)
         return summary
 
+    def _forget_log_after(self, step: int) -> None:
+        """Drop metrics rows past ``step``: a run that crashed after its last checkpoint logged
+        steps that its resume takes again (and would log twice)."""
+        path = self.out_dir / "metrics.jsonl"
+        if not path.exists():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = [line for line in lines if _step_of(line) <= step]
+        if len(kept) < len(lines):
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(kept), encoding="utf-8")
+            tmp.replace(path)
+
     def _log(self, record: dict[str, Any]) -> None:
         with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line (a line cut short by a crash: past every step)."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf

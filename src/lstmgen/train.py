@@ -336,6 +336,7 @@ class Trainer(RunSchedule):
         model = LanguageModel.from_pretrained(out_dir)  # best weights; replaced by the latest below
         trainer = cls(model, config, corpus, out_dir, callbacks)
         trainer.load_state()
+        trainer._forget_log_after(trainer.pos.step)
         return trainer
 
     # --- state ------------------------------------------------------------------------------
