@@ -14,7 +14,7 @@ so slow drifts of a shared machine cancel within a pair and alternate in sign.
 Model FLOP utilisation: ``train_flops_per_token`` (analytic) times tokens/s, against a peak
 measured in the same run (a large matmul in the config's precision).
 
-    python benchmarks/train_throughput.py [--steps 60] [--repeats 3]     # CPU, 2 small configs
+    python benchmarks/train_throughput.py [--steps 5] [--repeats 24]     # CPU, 2 small configs
     python benchmarks/train_throughput.py --device cuda                  # issue 5's GPU configs
     python benchmarks/train_throughput.py --tiny                         # CPU smoke run, seconds
 
@@ -467,9 +467,11 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--tiny", action="store_true", help="tiny configs and corpora (CPU, seconds)")
-    ap.add_argument("--steps", type=int, help="timed steps [30, 10 tiny]")
+    ap.add_argument(
+        "--steps", type=int, help="timed steps per run or chunk [5 cpu, 30 cuda, 10 tiny]"
+    )
     ap.add_argument("--warmup", type=int, help="untimed steps first [10, 5 tiny]")
-    ap.add_argument("--repeats", type=int, help="[7 cpu, 2 cuda and tiny]")
+    ap.add_argument("--repeats", type=int, help="pairs [24 cpu, 2 cuda and tiny]")
     ap.add_argument("--peak-size", type=int, help="n of the n^3 peak matmul [8192 cuda]")
     ap.add_argument("--name", help="[train_throughput_<device>, train_throughput_tiny]")
     ap.add_argument("--out-dir", help="where the JSON goes [$LSTMGEN_RESULTS_DIR or results/]")
@@ -482,9 +484,10 @@ def main(argv: list[str] | None = None) -> None:
     except LstmgenError as exc:
         raise SystemExit(f"error: {exc}") from None
     cuda = device.type == "cuda"
-    args.steps = args.steps or (10 if args.tiny or not cuda else 30)
+    # CPU: many short chunk pairs, so the shared machine's drift cancels within each pair
+    args.steps = args.steps or (10 if args.tiny else 30 if cuda else 5)
     args.warmup = args.warmup or (5 if args.tiny else 10)
-    args.repeats = args.repeats or (12 if device.type == "cpu" and not args.tiny else 2)
+    args.repeats = args.repeats or (24 if device.type == "cpu" and not args.tiny else 2)
     args.peak_size = args.peak_size or (8192 if cuda and not args.tiny else 512)
     if args.out_dir:
         os.environ["LSTMGEN_RESULTS_DIR"] = args.out_dir
