@@ -171,3 +171,17 @@ def test_changed_corpus_is_retokenized_with_a_warning(tmp_path):
     src.write_text("hello world\n" * 11)
     with pytest.warns(UserWarning, match="the corpus changed since the run started"):
         assert len(tokenize_to_file([src], tok, out)) == 132
+
+
+def test_validation_characters_outside_the_vocabulary_are_reported(tmp_path):
+    src, val = tmp_path / "train.txt", tmp_path / "valid.txt"
+    src.write_text("hello world\n" * 10)
+    val.write_text("Zorro Zed\n")
+    tok = CharTokenizer.fit(["hello world\n"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the training text itself: nothing to say
+        tokenize_to_file([src], tok, tmp_path / "c" / "train.bin")
+    message = rf"{val}: 2 characters outside the vocabulary are scored as ' ': 'Z' \(2\)"
+    with pytest.warns(UserWarning, match=message):
+        tf = tokenize_to_file([val], tok, tmp_path / "c" / "valid.bin")
+    assert tok.decode(tf.tokens.tolist()) == " orro  ed\n"

@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, TokenizerError
-from .tokenizers import Tokenizer, WordTokenizer
+from .tokenizers import CharTokenizer, Tokenizer, WordTokenizer
 
 READ_BLOCK = 1 << 20  # bytes per read: memory stays bounded whatever the corpus size
 
@@ -118,10 +119,18 @@ def iter_corpus(paths: Sequence[Path], errors: str = "strict") -> Iterator[str]:
         yield from iter_text(p, errors)
 
 
-def _encode_chunk(tokenizer: Tokenizer, text: str, unknown: str) -> list[int]:
-    # Corpus text uses the corpus convention (word level: <eos> ends every line).
+def _encode_chunk(
+    tokenizer: Tokenizer, text: str, unknown: str, unseen: Counter[str] | None = None
+) -> list[int]:
+    """Corpus text in the corpus convention (word level: <eos> ends every line). Characters a
+    char vocabulary lacks and ``unknown="replace"`` replaces are counted into ``unseen``."""
     if isinstance(tokenizer, WordTokenizer):
         return tokenizer.encode_lines(text, unknown)
+    if unseen is not None and unknown == "replace" and isinstance(tokenizer, CharTokenizer):
+        try:
+            return tokenizer.encode(text, unknown="error")  # the usual case, at no extra cost
+        except TokenizerError:
+            unseen.update(c for c in text if c not in tokenizer.index)
     return tokenizer.encode(text, unknown=unknown)
 
 
@@ -199,6 +208,7 @@ def tokenize_to_file(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     chars = nbytes = 0
+    unseen: Counter[str] = Counter()  # characters a char vocabulary lacks, replaced
     try:
         with open(tmp, "wb") as f:
             for path in paths:
@@ -206,12 +216,23 @@ def tokenize_to_file(
                     chars += len(chunk)
                     nbytes += len(chunk.encode("utf-8", errors="surrogatepass"))
                     try:
-                        ids = _encode_chunk(tokenizer, chunk, unknown)
+                        ids = _encode_chunk(tokenizer, chunk, unknown, unseen)
                     except TokenizerError as exc:
                         raise TokenizerError(f"{path}: {exc}") from None
                     np.asarray(ids, dtype=dtype).tofile(f)
             f.flush()
             os.fsync(f.fileno())
+        if unseen:
+            source = f"{paths[0]}" + (f" (and {len(paths) - 1} more)" if len(paths) > 1 else "")
+            shown = ", ".join(f"{c!r} ({n})" for c, n in unseen.most_common(5))
+            n = sum(unseen.values())
+            what = "1 character outside the vocabulary is" if n == 1 else f"{n:,} characters "
+            what += "" if n == 1 else "outside the vocabulary are"
+            more = ", ..." if len(unseen) > 5 else ""
+            warnings.warn(
+                f"{source}: {what} scored as {tokenizer.replacement!r}: {shown}{more}",
+                stacklevel=2,
+            )
         if changed and not filecmp.cmp(tmp, out, shallow=False):
             warnings.warn(
                 f"the corpus changed since the run started: {out} was tokenized again from the"
