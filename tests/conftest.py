@@ -88,3 +88,17 @@ def tiny_train_args(**extra) -> list[str]:
     for k, v in flags.items():
         args += [f"--{k.replace('_', '-')}", str(v)]
     return args
+
+
+def stream_in_blocks(tok, ids, stops, block, prompt=""):
+    """One sample's ids pushed through ``TextStreams`` ``block`` at a time -> (text, finish)."""
+    from lstmgen.textstream import TextStreams
+
+    streams, out, finish = TextStreams(tok, 1, stops, [prompt]), "", None
+    chunks = [ids[i : i + block] for i in range(0, len(ids), block)] or [[]]
+    for i, chunk in enumerate(chunks):
+        for ev in streams.push_block([chunk], last=i == len(chunks) - 1):
+            out, finish = out + ev.text, ev.finish_reason or finish
+        if streams.all_done:
+            break
+    return out, finish

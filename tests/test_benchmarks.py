@@ -13,18 +13,25 @@ from pathlib import Path
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def test_generation_benchmark_tiny_and_its_readme_table(tmp_path):
+def run_benchmark(tmp_path: Path, script: str, *args: str) -> dict:
+    """Run benchmarks/SCRIPT with ``args`` (ending in ``--name NAME``); its JSON result."""
     env = {**os.environ, "LSTMGEN_RESULTS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "generation.py"), "--tiny", "--batches", "1,3"]
-        + ["--repeats", "2", "--name", "gen"],
+        [sys.executable, str(BENCHMARKS / script), *args],
         capture_output=True,
         text=True,
         env=env,
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads((tmp_path / "gen.json").read_text())
+    name = args[args.index("--name") + 1]
+    return json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def test_generation_benchmark_tiny_and_its_readme_table(tmp_path):
+    r = run_benchmark(
+        tmp_path, "generation.py", "--tiny", "--batches", "1,3", "--repeats", "2", "--name", "gen"
+    )
     assert r["device"] == "cpu" and r["greedy_text_identical"] is True
     assert [row["batch"] for row in r["rows"]] == [1, 3]
     for row in r["rows"]:
@@ -56,17 +63,10 @@ def test_race_tiny_writes_its_curve_and_table(tmp_path):
     data.mkdir()
     (data / "train.txt").write_text(make_play(400, seed=0), encoding="utf-8")
     (data / "val.txt").write_text(make_play(60, seed=1), encoding="utf-8")
-    env = {**os.environ, "LSTMGEN_RESULTS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "race.py"), "--tiny", "--device", "cpu"]
-        + ["--budget", "2", "--name", "race", "--data", str(data)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads((tmp_path / "race.json").read_text())
+    r = run_benchmark(
+        tmp_path, "race.py", "--tiny", "--device", "cpu", "--budget", "2", "--name", "race",
+        "--data", str(data),
+    )  # fmt: skip
     assert "partial" not in r  # the final result replaced the partial ones
     assert r["evaluations"] == len(r["curve"]) >= 2  # periodic evaluations and the last one
     assert r["val_loss_nats_per_char"] == min(p["val_loss"] for p in r["curve"])

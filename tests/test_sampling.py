@@ -205,21 +205,14 @@ def test_text_pushed_in_blocks_equals_text_pushed_token_by_token():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from lstmgen.textstream import TextStreams
+    from conftest import stream_in_blocks
     from lstmgen.tokenizers import ByteTokenizer
 
     tok = ByteTokenizer()
     word = "aé🌹b".encode()  # multi-byte characters split across blocks
 
     def run(ids, stops, block):
-        streams, out, finish = TextStreams(tok, 1, stops), "", None
-        chunks = [ids[i : i + block] for i in range(0, len(ids), block)] or [[]]
-        for i, chunk in enumerate(chunks):
-            for ev in streams.push_block([chunk], last=i == len(chunks) - 1):
-                out, finish = out + ev.text, ev.finish_reason or finish
-            if streams.all_done:
-                break
-        return out, finish
+        return stream_in_blocks(tok, ids, stops, block)
 
     @settings(max_examples=150, deadline=None)
     @given(

@@ -183,20 +183,13 @@ def test_word_stream_spaces_words_from_the_prompt_they_continue():
 
 
 def test_word_text_streams_match_in_blocks_and_with_stops():
-    from lstmgen.textstream import TextStreams
+    from conftest import stream_in_blocks
 
     tok = WordTokenizer.fit(["a bb a\nbb c\n"])
     vocab = list(range(tok.vocab_size))
 
     def run(ids, stops, block, prompt):
-        streams, out, finish = TextStreams(tok, 1, stops, [prompt]), "", None
-        chunks = [ids[i : i + block] for i in range(0, len(ids), block)] or [[]]
-        for i, chunk in enumerate(chunks):
-            for ev in streams.push_block([chunk], last=i == len(chunks) - 1):
-                out, finish = out + ev.text, ev.finish_reason or finish
-            if streams.all_done:
-                break
-        return out, finish
+        return stream_in_blocks(tok, ids, stops, block, prompt)
 
     @settings(max_examples=100, deadline=None)
     @given(
