@@ -13,6 +13,7 @@ import click
 
 from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
 from ..errors import ConfigError
+from ..modeldir import read_model_config
 from ..train import Callback, Trainer
 
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "dropout", "tie_weights")
@@ -176,7 +177,11 @@ def train_command(
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
-        fixed = [f"--{k.replace('_', '-')}" for k in MODEL_OPTIONS if k in given]
+        model_given = {k: given.pop(k) for k in MODEL_OPTIONS if k in given}
+        if model_given:  # repeating the run's own values is fine; changing them is not
+            saved = read_model_config(resume)
+            model_given = {k: v for k, v in model_given.items() if getattr(saved, k) != v}
+        fixed = [f"--{k.replace('_', '-')}" for k in model_given]
         if fixed or preset:
             raise click.UsageError(
                 f"--resume keeps the run's model and settings: {', '.join(fixed or ['--preset'])} "
