@@ -95,3 +95,10 @@ def test_resume_after_a_crash_logs_each_step_once(tmp_path, corpus_file):
     train_steps = [r["step"] for r in rows if "train_loss" in r]
     assert train_steps == list(range(1, 15))
     assert [r["step"] for r in rows if "val_loss" in r] == [5, 10, 14]
+
+
+def test_windows_longer_than_the_streams_are_reported(tmp_path, corpus_file):
+    n = len(corpus_file.read_text())  # a character corpus: one token per character
+    cfg = TrainConfig(**{**TINY_TRAIN, "batch_size": 4, "seq_len": n}, max_steps=1)
+    with pytest.warns(UserWarning, match=r"makes 4 streams of [\d,]+ tokens, shorter than seq_len"):
+        Trainer.create(tmp_path / "r", [corpus_file], cfg, ModelConfig(**TINY_MODEL))

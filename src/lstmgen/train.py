@@ -255,6 +255,14 @@ class Trainer(RunSchedule):
         self.streams = batchify(corpus.train.tokens, config.batch_size)  # (B, n)
         self.windows_per_epoch = num_windows(self.streams, config.seq_len)
         self.windows = Windows(self.streams, config.seq_len, self.device)
+        B, n = self.streams.shape
+        if n - 1 < config.seq_len:
+            warnings.warn(
+                f"the training text makes {B} streams of {n - 1:,} tokens, shorter than seq_len "
+                f"{config.seq_len:,}: every window is {n - 1:,} tokens (lower --batch-size or "
+                "--seq-len)",
+                stacklevel=2,
+            )
         decay = [p for p in model.parameters() if p.dim() >= 2]
         no_decay = [p for p in model.parameters() if p.dim() < 2]
         self.optimizer = torch.optim.AdamW(
