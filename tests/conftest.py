@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,3 +107,36 @@ def stream_in_blocks(tok, ids, stops, block, prompt=""):
         if streams.all_done:
             break
     return out, finish
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def benchmark_module(name: str):
+    """Import a benchmarks/ script as a module (they import their sibling common.py)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def run_benchmark_script(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run benchmarks/SCRIPT with its results going to ``tmp_path``; it must succeed."""
+    env = {**os.environ, "LSTMGEN_RESULTS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def benchmark_result(tmp_path: Path, script: str, *args: str) -> dict:
+    """Run a benchmark whose ``args`` end in ``--name NAME``; its JSON result."""
+    run_benchmark_script(script, tmp_path, *args)
+    name = args[args.index("--name") + 1]
+    return json.loads((tmp_path / f"{name}.json").read_text())

@@ -3,33 +3,13 @@ measured by running the benchmarks, never asserted in tests)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
-
-
-def run_benchmark(tmp_path: Path, script: str, *args: str) -> dict:
-    """Run benchmarks/SCRIPT with ``args`` (ending in ``--name NAME``); its JSON result."""
-    env = {**os.environ, "LSTMGEN_RESULTS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    name = args[args.index("--name") + 1]
-    return json.loads((tmp_path / f"{name}.json").read_text())
+from conftest import benchmark_module, benchmark_result
 
 
 def test_generation_benchmark_tiny_and_its_readme_table(tmp_path):
-    r = run_benchmark(
+    r = benchmark_result(
         tmp_path, "generation.py", "--tiny", "--batches", "1,3", "--repeats", "2", "--name", "gen"
     )
     assert r["device"] == "cpu" and r["greedy_text_identical"] is True
@@ -39,21 +19,8 @@ def test_generation_benchmark_tiny_and_its_readme_table(tmp_path):
         ratio = row["lstmgen_tokens_per_s"] / row["eager_tokens_per_s"]
         assert abs(row["speedup"] - ratio) < 0.011
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from render_readme import generation
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    table = generation(r)
+    table = benchmark_module("render_readme").generation(r)
     assert table.splitlines()[2].startswith("| 1 | ") and "greedy text identical" in table
-
-
-def _benchmark_module(name: str):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_race_tiny_writes_its_curve_and_table(tmp_path):
@@ -63,7 +30,7 @@ def test_race_tiny_writes_its_curve_and_table(tmp_path):
     data.mkdir()
     (data / "train.txt").write_text(make_play(400, seed=0), encoding="utf-8")
     (data / "val.txt").write_text(make_play(60, seed=1), encoding="utf-8")
-    r = run_benchmark(
+    r = benchmark_result(
         tmp_path, "race.py", "--tiny", "--device", "cpu", "--budget", "2", "--name", "race",
         "--data", str(data),
     )  # fmt: skip
@@ -72,7 +39,7 @@ def test_race_tiny_writes_its_curve_and_table(tmp_path):
     assert r["val_loss_nats_per_char"] == min(p["val_loss"] for p in r["curve"])
     vocab = r["model_config"]["vocab_size"]
     assert r["val_loss_nats_per_char"] < math.log(vocab) - 0.5  # well below uniform: it learned
-    table = _benchmark_module("race").markdown(r)
+    table = benchmark_module("race").markdown(r)
     assert f"**{r['val_loss_nats_per_char']:.4f}**" in table
 
 
@@ -92,7 +59,7 @@ def test_killed_runs_still_render():
         "model_config": {"num_layers": 3, "hidden_size": 1024, "cell": "lstm"},
         "train_config": {},
     }
-    text = _benchmark_module("race").markdown(partial)
+    text = benchmark_module("race").markdown(partial)
     assert text.startswith("_Incomplete run") and "1.4411 after 61 s" in text
     failed = {
         **common,
@@ -102,5 +69,5 @@ def test_killed_runs_still_render():
         "peak_tflops": {},
         "rows": [{"config": "word 2x4096 (PTB)", "error": "CUDA out of memory"}],
     }
-    table = _benchmark_module("train_throughput").markdown(failed)
+    table = benchmark_module("train_throughput").markdown(failed)
     assert "| word 2x4096 (PTB) | | failed: CUDA out of memory |" in table

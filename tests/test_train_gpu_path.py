@@ -1,26 +1,27 @@
 """The trainer's GPU-path pieces that run on CPU: device-resident window slicing, precision
 settings, the gpu-fast preset, and the GPU benchmarks' --tiny runs (same code as on CUDA)."""
 
-import importlib
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_MODEL, TINY_TRAIN, tiny_train_args
+from conftest import (
+    TINY_MODEL,
+    TINY_TRAIN,
+    benchmark_module,
+    run_benchmark_script,
+    tiny_train_args,
+)
 from lstmgen import Callback, ConfigError, ModelConfig, TrainConfig, Trainer
 from lstmgen.config import PRESETS
 from lstmgen.data import batchify, get_window, num_windows
 from lstmgen.model import LanguageModel
 from lstmgen.train import Windows, resolve_precision, tf32, window_tensors
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 SHAKESPEARE = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
@@ -153,28 +154,6 @@ def test_max_time_counts_wall_clock_outside_evaluation(tmp_path, corpus_file):
     )
 
 
-def _benchmark(module: str):
-    """Import a benchmarks/ script as a module (they import their sibling common.py)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-
-
-def _run_benchmark(script: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LSTMGEN_RESULTS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / script), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
-
-
 needs_data = pytest.mark.skipif(
     not (SHAKESPEARE / "tiny-shakespeare" / "train.txt").exists()
     or not (SHAKESPEARE / "ptb" / "ptb.train.txt").exists(),
@@ -184,7 +163,7 @@ needs_data = pytest.mark.skipif(
 
 @needs_data
 def test_train_throughput_tiny_runs_the_gpu_code_path(tmp_path):
-    _run_benchmark("train_throughput.py", tmp_path, "--tiny")
+    run_benchmark_script("train_throughput.py", tmp_path, "--tiny")
     r = json.loads((tmp_path / "train_throughput_tiny.json").read_text())
     assert r["device"] == "cpu" and r["machine"]["torch"] == torch.__version__
     assert [row["corpus"] for row in r["rows"]] == ["shakespeare", "ptb"]
@@ -198,13 +177,13 @@ def test_train_throughput_tiny_runs_the_gpu_code_path(tmp_path):
         assert row["precision"] == "fp32"  # bf16 rows fall back to fp32 off CUDA
         assert 0 < row["lstmgen_mfu"] < 1 and row["peak_tflops"] >= 0
         assert len(row["raw_runs"]) == len(row["lstmgen_runs"]) == r["repeats"]
-    markdown = _benchmark("train_throughput").markdown
+    markdown = benchmark_module("train_throughput").markdown
     table = markdown(r)
     assert table.count("\n| char 2x32") == 1 and "MFU" in table
 
 
 def test_train_flops_per_token_formula():
-    train_flops_per_token = _benchmark("train_throughput").train_flops_per_token
+    train_flops_per_token = benchmark_module("train_throughput").train_flops_per_token
     cfg = ModelConfig(vocab_size=10, embedding_size=3, hidden_size=5, num_layers=2)
     forward_macs = 4 * 5 * (3 + 5) + 4 * 5 * (5 + 5) + 5 * 10
     assert train_flops_per_token(cfg) == 6 * forward_macs
@@ -215,7 +194,7 @@ def test_train_flops_per_token_formula():
 
 @needs_data
 def test_race_tiny_records_the_curve_and_settings(tmp_path):
-    proc = _run_benchmark("race.py", tmp_path, "--tiny", "--device", "cpu", "--budget", "1",
+    proc = run_benchmark_script("race.py", tmp_path, "--tiny", "--device", "cpu", "--budget", "1",
                           "lr=0.01", "--name", "r")  # fmt: skip
     r = json.loads((tmp_path / "r.json").read_text())
     assert "best val loss" in proc.stdout
@@ -231,7 +210,7 @@ def test_race_tiny_records_the_curve_and_settings(tmp_path):
     assert r["val_loss_nats_per_char"] < math.log(65)
     assert r["tokens_per_s"] > 0 and r["steps"] > 0 and r["parameters"] > 0
     assert set(r["reference"]) == {"nanoGPT CPU recipe", "plain 2x256 LSTM"}
-    markdown = _benchmark("race").markdown
+    markdown = benchmark_module("race").markdown
     table = markdown(r)
     assert f"**{r['val_loss_nats_per_char']:.4f}**" in table and "nanoGPT CPU recipe" in table
 
@@ -239,9 +218,9 @@ def test_race_tiny_records_the_curve_and_settings(tmp_path):
 @needs_data
 def test_quality_cpu_is_race_with_cpu_defaults(tmp_path):
     # the tiny flag keeps it quick; the defaults (preset, device, name, eval) are quality_cpu's
-    _run_benchmark("quality_cpu.py", tmp_path, "--tiny", "--budget", "0.5")
+    run_benchmark_script("quality_cpu.py", tmp_path, "--tiny", "--budget", "0.5")
     r = json.loads((tmp_path / "quality_cpu.json").read_text())
     assert r["preset"] == "cpu-small" and r["device"] == "cpu"
     assert r["evaluations"] == 1  # no periodic evaluation: only the final full pass
-    quality_cpu = _benchmark("render_readme").quality_cpu
+    quality_cpu = benchmark_module("render_readme").quality_cpu
     assert f"{r['val_loss_nats_per_char']:.4f}" in quality_cpu(r)
