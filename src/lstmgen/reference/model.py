@@ -24,30 +24,13 @@ from typing import Any
 import numpy as np
 
 from ..config import GenerationConfig, ModelConfig
+from ..modeldir import weight_shapes as parameter_shapes  # name -> shape, as PyTorch stores them
 from ..tokenizers import Tokenizer
 from . import layers
-from .cells import BACKWARD, FORWARD, GATES
+from .cells import BACKWARD, FORWARD
 from .checkpoint import check_weights, read_model_dir, write_model_dir
 
 State = np.ndarray | tuple[np.ndarray, np.ndarray]
-
-
-def parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Name -> shape of every stored parameter, exactly as in the PyTorch state dict."""
-    V, E, H, L = config.vocab_size, config.embedding_size, config.hidden_size, config.num_layers
-    G = GATES[config.cell]
-    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (V, E)}
-    for k in range(L):
-        shapes[f"rnn.weight_ih_l{k}"] = (G * H, E if k == 0 else H)
-        shapes[f"rnn.weight_hh_l{k}"] = (G * H, H)
-        shapes[f"rnn.bias_ih_l{k}"] = (G * H,)
-        shapes[f"rnn.bias_hh_l{k}"] = (G * H,)
-    if config.tie_weights and E != H:
-        shapes["projection.weight"] = (E, H)
-    if not config.tie_weights:
-        shapes["decoder.weight"] = (V, H)
-    shapes["decoder.bias"] = (V,)
-    return shapes
 
 
 class LanguageModel:
@@ -103,8 +86,7 @@ class LanguageModel:
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: Any = np.float32) -> LanguageModel:
         """Load a model directory written by either backend (JSON and safetensors only)."""
-        config, tokenizer, gen, weights = read_model_dir(path)
-        check_weights(weights, parameter_shapes(config), Path(path) / "model.safetensors")
+        config, tokenizer, gen, weights = read_model_dir(path)  # names and shapes checked
         params = {k: v.astype(dtype) for k, v in weights.items()}
         return cls(config, params, tokenizer, gen)
 
