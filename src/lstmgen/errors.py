@@ -4,6 +4,8 @@ Library code raises these; the CLI prints ``error: <message>`` on one line and e
 the server (later) turns them into a JSON error. Anything else escaping is a bug.
 """
 
+import math
+
 
 class LstmgenError(Exception):
     """Base class: the message is shown to the user as-is."""
@@ -32,7 +34,8 @@ class TrainingError(LstmgenError):
 class NumericalError(LstmgenError):
     """A model whose outputs are not finite numbers (weights that overflow: a diverged run)."""
 
-    def __init__(self, detail: str = ""):
+    def __init__(self, detail: str = "", value: float = math.nan):
+        self.value = value  # the non-finite number met, e.g. a loss of inf
         super().__init__(
             f"{detail}the model's outputs are not finite numbers: its weights overflow (did its "
             "training diverge?)"

@@ -86,7 +86,7 @@ def evaluate_tokens(
     model.train(was_training)
     loss = total.item() / n
     if not math.isfinite(loss):
-        raise NumericalError(f"the loss is {loss}: ")
+        raise NumericalError(f"the loss is {loss}: ", loss)
     chars = (
         data.chars
         if not max_tokens or max_tokens >= len(data)

@@ -75,15 +75,19 @@ class RunSchedule:
         return None
 
     def _check_finite(self, what: str, value: float) -> float:
+        """``value`` if finite; else the run diverged (``_diverged``)."""
+        if not math.isfinite(value):
+            raise self._diverged(what, value)
+        return value
+
+    def _diverged(self, what: str, value: float) -> TrainingError:
         """A non-finite loss means the weights are lost: stop with the best model kept (the
         trainer state on disk is the last one saved, before the divergence)."""
-        if not math.isfinite(value):
-            raise TrainingError(
-                f"training diverged: the {what} became {value} by step {self.pos.step}; the best "
-                f"model so far is kept in {self.out_dir} (start again with a lower --lr, or "
-                "keep --grad-clip on)"
-            )
-        return value
+        return TrainingError(
+            f"training diverged: the {what} became {value} by step {self.pos.step}; the best "
+            f"model so far is kept in {self.out_dir} (start again with a lower --lr, or keep "
+            "--grad-clip on)"
+        )
 
     def request_stop(self) -> None:
         """Ask the loop to stop after the current step and save (signal handlers call this)."""

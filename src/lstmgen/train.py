@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shutil
 import time
 import warnings
@@ -436,9 +435,8 @@ class Trainer(RunSchedule):
                     seq_len=self.config.seq_len,
                     max_tokens=max_tokens,
                 )
-            except NumericalError:
-                self._check_finite("validation loss", math.nan)  # TrainingError: diverged
-                raise
+            except NumericalError as exc:  # evaluate_tokens returns finite losses only
+                raise self._diverged("validation loss", exc.value) from None
         return {
             "val_loss": result.loss,
             "val_perplexity": result.perplexity,
@@ -453,7 +451,6 @@ class Trainer(RunSchedule):
             "elapsed": round(self.pos.elapsed, 3),
             **self.evaluate(max_tokens),
         }
-        self._check_finite("validation loss", metrics["val_loss"])
         if metrics["val_loss"] < self.pos.best_val:
             self.pos.best_val, self.pos.best_step, self.pos.bad_evals = (
                 metrics["val_loss"],
