@@ -130,12 +130,18 @@ def test_split_tail_is_contiguous():
     assert train.chars + valid.chars == 100
 
 
-def test_truncated_token_cache_is_rebuilt_not_trained_on(tmp_path):
+def _cached_corpus(tmp_path):
+    """A 120-character corpus, its char tokenizer and its freshly written token cache."""
     src = tmp_path / "t.txt"
     src.write_text("hello world\n" * 10)
     tok = CharTokenizer.fit(["hello world\n"])
     out = tmp_path / "c" / "train.bin"
     tokenize_to_file([src], tok, out)
+    return src, tok, out
+
+
+def test_truncated_token_cache_is_rebuilt_not_trained_on(tmp_path):
+    src, tok, out = _cached_corpus(tmp_path)
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["tokens"] == 120 and record["dtype"] == "uint16"
     with open(out, "r+b") as f:
@@ -159,11 +165,7 @@ def test_truncated_token_cache_is_rebuilt_not_trained_on(tmp_path):
 
 
 def test_changed_corpus_is_retokenized_with_a_warning(tmp_path):
-    src = tmp_path / "t.txt"
-    src.write_text("hello world\n" * 10)
-    tok = CharTokenizer.fit(["hello world\n"])
-    out = tmp_path / "c" / "train.bin"
-    tokenize_to_file([src], tok, out)
+    src, tok, out = _cached_corpus(tmp_path)
     os.utime(src, ns=(0, 0))  # touched, same text: the same tokens, nothing to say
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -226,11 +226,12 @@ def tokenize_to_file(
             source = f"{paths[0]}" + (f" (and {len(paths) - 1} more)" if len(paths) > 1 else "")
             shown = ", ".join(f"{c!r} ({n})" for c, n in unseen.most_common(5))
             n = sum(unseen.values())
-            what = "1 character outside the vocabulary is" if n == 1 else f"{n:,} characters "
-            what += "" if n == 1 else "outside the vocabulary are"
+            what = "1 character" if n == 1 else f"{n:,} characters"
+            verb = "is" if n == 1 else "are"
             more = ", ..." if len(unseen) > 5 else ""
             warnings.warn(
-                f"{source}: {what} scored as {tokenizer.replacement!r}: {shown}{more}",
+                f"{source}: {what} outside the vocabulary {verb} scored as "
+                f"{tokenizer.replacement!r}: {shown}{more}",
                 stacklevel=2,
             )
         if changed and not filecmp.cmp(tmp, out, shallow=False):
