@@ -9,6 +9,7 @@ deep inside PyTorch).
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import math
@@ -106,6 +107,14 @@ class _JsonConfig:
         return cls.from_dict(read_json(path))
 
 
+def _is_text_encoding(name: str) -> bool:
+    """Whether Python can decode text in ``name`` (``base64`` is a codec, but not for text)."""
+    try:
+        return getattr(codecs.lookup(name), "_is_text_encoding", True)
+    except LookupError:
+        return False
+
+
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
@@ -142,6 +151,8 @@ class TrainConfig(_JsonConfig):
     max_vocab: int = 0  # word only: keep the most frequent N words (0 = all)
     val_fraction: float = 0.05  # contiguous tail held out when no validation file is given
     encoding_errors: str = "strict"  # strict | replace
+    encoding: str = "utf-8"  # any Python text codec: latin-1, cp1252, utf-16, ...
+    keep_line_endings: bool = False  # False: \r\n and lone \r are read as \n (data.iter_text)
     batch_size: int = 16
     seq_len: int = 64
     lr: float = 1.1e-2
@@ -171,6 +182,10 @@ class TrainConfig(_JsonConfig):
         _check(
             self.encoding_errors in ("strict", "replace"),
             f"encoding_errors must be strict or replace, got {self.encoding_errors!r}",
+        )
+        _check(
+            _is_text_encoding(self.encoding),
+            f"unknown text encoding {self.encoding!r} (for example utf-8, latin-1, cp1252, utf-16)",
         )
         _check(
             self.vocab_size >= 256 or self.tokenizer != "bpe",

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import TrainConfig
-from .data import TokenFile, iter_corpus, resolve_sources, split_tail, tokenize_to_file
+from .data import (
+    TokenFile,
+    iter_corpus,
+    open_token_cache,
+    resolve_sources,
+    split_tail,
+    tokenize_to_file,
+)
 from .errors import CheckpointError, ConfigError, DataError
 from .modeldir import read_json, write_json_atomic
 from .tokenizers import Tokenizer, fit_tokenizer
@@ -58,38 +67,56 @@ def prepare_corpus(
 ) -> Corpus:
     """Resolve sources, fit the tokenizer on the training text (unless given), and tokenize
     every split into ``<run_dir>/data``. Without ``valid``, the tail of train is held out."""
-    data_dir = Path(run_dir) / "data"
-    train_paths = resolve_sources(train) if train else builtin_corpus()
-    valid_paths = resolve_sources(valid) if valid else []
-    test_paths = resolve_sources(test) if test else []
+    enc = config.encoding
+    train_paths = resolve_sources(train, enc) if train else builtin_corpus()
+    paths = {
+        "train": train_paths,
+        "valid": resolve_sources(valid, enc) if valid else [],
+        "test": resolve_sources(test, enc) if test else [],
+    }
     if tokenizer is None:
         tokenizer = fit_tokenizer(
             config.tokenizer,
-            iter_corpus(train_paths, config.encoding_errors),
+            iter_corpus(train_paths, config.encoding_errors, enc, config.keep_line_endings),
             vocab_size=config.vocab_size,
             min_freq=config.min_freq,
             max_vocab=config.max_vocab,
         )
-    errors = config.encoding_errors
-    whole = tokenize_to_file(train_paths, tokenizer, data_dir / "train.bin", errors)
-    if valid_paths:
-        train_tf, valid_tf = (
-            whole,
-            tokenize_to_file(valid_paths, tokenizer, data_dir / "valid.bin", errors),
-        )
-    else:
-        train_tf, valid_tf = split_tail(whole, config.val_fraction)
-    test_tf = (
-        tokenize_to_file(test_paths, tokenizer, data_dir / "test.bin", errors)
-        if test_paths
-        else None
-    )
-    sources = {
-        "train": [str(p.resolve()) for p in train_paths],
-        "valid": [str(p.resolve()) for p in valid_paths],
-        "test": [str(p.resolve()) for p in test_paths],
+    splits = {
+        name: _tokenize_split(run_dir, name, files, tokenizer, config)
+        for name, files in paths.items()
+        if files
     }
-    return Corpus(tokenizer, train_tf, valid_tf, test_tf, sources)
+    sources = {name: [str(p.resolve()) for p in files] for name, files in paths.items()}
+    return _corpus(tokenizer, splits, config, sources)
+
+
+def _tokenize_split(
+    run_dir: str | Path, name: str, paths: list[Path], tokenizer: Tokenizer, config: TrainConfig
+) -> TokenFile:
+    return tokenize_to_file(
+        paths,
+        tokenizer,
+        Path(run_dir) / "data" / f"{name}.bin",
+        config.encoding_errors,
+        encoding=config.encoding,
+        keep_line_endings=config.keep_line_endings,
+        # A word vocabulary's own training text has <unk>s by design (--min-freq, --max-vocab).
+        report_unseen=name != "train",
+    )
+
+
+def _corpus(
+    tokenizer: Tokenizer,
+    splits: dict[str, TokenFile],
+    config: TrainConfig,
+    sources: dict[str, list[str]],
+) -> Corpus:
+    if "valid" in splits:
+        train_tf, valid_tf = splits["train"], splits["valid"]
+    else:
+        train_tf, valid_tf = split_tail(splits["train"], config.val_fraction)
+    return Corpus(tokenizer, train_tf, valid_tf, splits.get("test"), sources)
 
 
 RUN_CONFIG = "train_config.json"
@@ -111,6 +138,9 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, list[st
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path} is not a train config")
     sources = saved.pop("sources", {})
+    # Runs from before line endings were normalised read them as they were: keep doing so, or
+    # resuming one would re-tokenize its corpus into other tokens.
+    saved.setdefault("keep_line_endings", True)
     if not isinstance(sources, dict) or not all(
         isinstance(v, list) and all(isinstance(p, str) for p in v) for v in sources.values()
     ):
@@ -124,12 +154,32 @@ def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, list[st
 def load_run_corpus(
     run_dir: str | Path, config: TrainConfig, sources: dict[str, list[str]], tokenizer: Tokenizer
 ) -> Corpus:
-    """The splits of an existing run, from its token cache when the files have not changed."""
-    return prepare_corpus(
-        run_dir,
-        config,
-        sources.get("train", []),
-        sources.get("valid", []),
-        sources.get("test", []),
-        tokenizer,
-    )
+    """The splits of an existing run, from its token cache when the files have not changed.
+
+    A split whose source files are gone (the corpus moved or was deleted) is read from the
+    run's own tokenized copy in ``<run_dir>/data``, with one warning: a changed corpus cannot
+    be detected then, but nothing else is needed to resume or score the run."""
+    splits: dict[str, TokenFile] = {}
+    gone: list[str] = []
+    for name in ("train", "valid", "test"):
+        files = sources.get(name, [])
+        if not files:
+            continue
+        missing = [f for f in files if not os.path.isfile(f)]
+        if missing:
+            gone += missing
+            splits[name] = open_token_cache(Path(run_dir) / "data" / f"{name}.bin", tokenizer)
+        else:
+            paths = [Path(f) for f in files]
+            splits[name] = _tokenize_split(run_dir, name, paths, tokenizer, config)
+    if "train" not in splits:
+        raise CheckpointError(f"{Path(run_dir) / RUN_CONFIG} records no training files")
+    if gone:
+        more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
+        warnings.warn(
+            f"the corpus is gone ({gone[0]}{more} no longer exist{'s' if not more else ''}):"
+            f" using the tokens cached in {Path(run_dir) / 'data'} (changes to the corpus"
+            " cannot be detected)",
+            stacklevel=2,
+        )
+    return _corpus(tokenizer, splits, config, sources)

@@ -3,7 +3,10 @@
 Text comes in as files, folders (recursive), globs or explicit split files. It is read in
 line-aligned chunks, so neither tokenizer fitting nor tokenizing ever holds the whole corpus in
 memory, and tokenized once into ``<run>/data/<split>.bin`` (a flat array of token ids that
-training memory-maps).
+training memory-maps). Files are decoded with the run's ``encoding`` (UTF-8 by default) and
+line endings are normalised on reading (``\r\n`` and a lone ``\r`` become ``\n``, as Python's
+universal newlines do) unless ``keep_line_endings``: a corpus saved on Windows should not teach
+the model a ``\r`` before every line break.
 
 Batching for truncated backpropagation through time (the classic PTB layout). The token stream
 of N tokens is cut into B parallel streams, one per batch row, each contiguous::
@@ -21,6 +24,8 @@ to the next (detached) and each row reads its stream in order.
 from __future__ import annotations
 
 import codecs
+import contextlib
+import errno
 import filecmp
 import glob
 import hashlib
@@ -35,21 +40,25 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, TokenizerError
-from .tokenizers import CharTokenizer, Tokenizer, WordTokenizer
+from .tokenizers import CharTokenizer, Tokenizer, WordTokenizer, unseen_words_message
 
 READ_BLOCK = 1 << 20  # bytes per read: memory stays bounded whatever the corpus size
 
 
-def resolve_sources(sources: Sequence[str | Path]) -> list[Path]:
-    """Expand files, folders (recursively: every regular non-hidden file) and globs, in order."""
+def resolve_sources(sources: Sequence[str | Path], encoding: str = "utf-8") -> list[Path]:
+    """Expand files, folders (recursively: every regular non-hidden file) and globs, in order.
+
+    Binary files (images, archives) found in a folder or by a glob are skipped with one warning
+    that lists them; a binary file named on its own is read, and refused, like any other."""
     files: list[Path] = []
+    binary: list[Path] = []
     for src in sources:
         src = str(src)
         if any(ch in src for ch in "*?["):
             matches = sorted(glob.glob(src, recursive=True))
             if not matches:
                 raise DataError(f"no files match {src}")
-            files += [Path(m) for m in matches if Path(m).is_file()]
+            found = [Path(m) for m in matches if Path(m).is_file()]
         elif os.path.isdir(src):
             found = sorted(
                 p
@@ -59,36 +68,91 @@ def resolve_sources(sources: Sequence[str | Path]) -> list[Path]:
             )
             if not found:
                 raise DataError(f"folder {src} has no files")
-            files += found
         elif os.path.isfile(src):
             files.append(Path(src))
+            continue
         elif os.path.exists(src):
             raise DataError(f"{src} is not a regular file")
         else:
             raise DataError(f"no such file or folder: {src}")
+        skipped = [p for p in found if looks_binary(p, encoding)]
+        binary += skipped
+        files += [p for p in found if p not in skipped]
+    if binary:
+        shown = ", ".join(str(p) for p in binary[:3])
+        more = f" and {len(binary) - 3} more" if len(binary) > 3 else ""
+        if not files:
+            raise DataError(f"no text files to read: every file found is binary ({shown}{more})")
+        warnings.warn(
+            f"skipped {len(binary)} binary file{'s' if len(binary) > 1 else ''}: {shown}{more}",
+            stacklevel=2,
+        )
     if not files:
         raise DataError("no input files")
     return files
 
 
-def iter_text(path: Path, errors: str = "strict") -> Iterator[str]:
+SNIFF_BYTES = 8000  # how much of a file decides "binary": git's rule (a NUL in the first 8000)
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """Whether NUL bytes mean binary in this encoding (they do not in UTF-16 or UTF-32)."""
+    return "a\n".encode(encoding) == b"a\n"
+
+
+def looks_binary(path: Path, encoding: str = "utf-8") -> bool:
+    """A NUL byte in the first ``SNIFF_BYTES``, in an ASCII-compatible ``encoding``."""
+    try:
+        if not _ascii_compatible(text_encoding(encoding)):
+            return False
+        with open(path, "rb") as f:
+            return b"\x00" in f.read(SNIFF_BYTES)
+    except (OSError, DataError):
+        return False  # reading it later reports the problem
+
+
+def text_encoding(name: str) -> str:
+    """The canonical name of a text encoding (``latin-1`` -> ``iso8859-1``); ``DataError`` if
+    Python has no such text codec (``base64`` is a codec, but not one for text)."""
+    try:
+        info = codecs.lookup(name)
+    except LookupError:
+        info = None
+    if info is None or not getattr(info, "_is_text_encoding", True):
+        raise DataError(
+            f"unknown text encoding {name!r} (for example utf-8, latin-1, cp1252, utf-16)"
+        )
+    return info.name
+
+
+def iter_text(
+    path: Path,
+    errors: str = "strict",
+    encoding: str = "utf-8",
+    keep_line_endings: bool = False,
+) -> Iterator[str]:
     """Yield the text of ``path`` in chunks that end at line breaks (except the last).
 
-    Invalid UTF-8 raises ``DataError`` naming the file and byte offset unless ``errors`` is
-    ``"replace"``; a file with NUL bytes is refused as binary; an empty file is an error.
+    Text that is not valid in ``encoding`` raises ``DataError`` naming the file and byte offset
+    unless ``errors`` is ``"replace"``; a file with NUL bytes is refused as binary (in an
+    ASCII-compatible encoding); an empty file is an error. ``\r\n`` and lone ``\r`` become
+    ``\n`` unless ``keep_line_endings``; offsets in errors count the file's bytes either way.
     """
+    codec = text_encoding(encoding)
+    shown = "UTF-8" if codec == "utf-8" else encoding
+    nul_is_binary = _ascii_compatible(codec)
     try:
         f = open(path, "rb")
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
     with f:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors=errors)
+        decoder = codecs.getincrementaldecoder(codec)(errors=errors)
         offset, carry, total = 0, "", 0
         while True:
             block = f.read(READ_BLOCK)
-            if offset == 0 and block.startswith(codecs.BOM_UTF8):
+            if offset == 0 and codec == "utf-8" and block.startswith(codecs.BOM_UTF8):
                 block, offset = block[3:], 3
-            if b"\x00" in block:
+            if nul_is_binary and b"\x00" in block:
                 at = offset + block.index(b"\x00")
                 raise DataError(f"{path} looks like a binary file (NUL byte at offset {at})")
             try:
@@ -97,11 +161,17 @@ def iter_text(path: Path, errors: str = "strict") -> Iterator[str]:
                 pending = len(decoder.getstate()[0])
                 at = offset - pending + exc.start
                 raise DataError(
-                    f"{path} is not valid UTF-8 (byte offset {max(at, 0)});"
-                    " use --encoding-errors replace to substitute bad bytes"
+                    f"{path} is not valid {shown} (byte offset {max(at, 0)});"
+                    " use --encoding-errors replace to substitute bad bytes, or --encoding to"
+                    " name the file's encoding"
                 ) from None
             total += len(block)
             offset += len(block)
+            hold = ""
+            if not keep_line_endings:
+                if block and text.endswith("\r"):  # its \n may open the next block
+                    text, hold = text[:-1], "\r"
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
             if not block:
                 if text:
                     yield text
@@ -109,29 +179,52 @@ def iter_text(path: Path, errors: str = "strict") -> Iterator[str]:
             cut = text.rfind("\n") + 1
             if cut:
                 yield text[:cut]
-            carry = text[cut:]
+            carry = text[cut:] + hold
         if total == 0 or offset == 0:
             raise DataError(f"{path} is empty")
 
 
-def iter_corpus(paths: Sequence[Path], errors: str = "strict") -> Iterator[str]:
+def iter_corpus(
+    paths: Sequence[Path],
+    errors: str = "strict",
+    encoding: str = "utf-8",
+    keep_line_endings: bool = False,
+) -> Iterator[str]:
     for p in paths:
-        yield from iter_text(p, errors)
+        yield from iter_text(p, errors, encoding, keep_line_endings)
 
 
 def _encode_chunk(
     tokenizer: Tokenizer, text: str, unknown: str, unseen: Counter[str] | None = None
 ) -> list[int]:
     """Corpus text in the corpus convention (word level: <eos> ends every line). Characters a
-    char vocabulary lacks and ``unknown="replace"`` replaces are counted into ``unseen``."""
+    char vocabulary lacks and ``unknown="replace"`` replaces, and words a word vocabulary lacks
+    and scores as ``<unk>`` (or drops), are counted into ``unseen``."""
     if isinstance(tokenizer, WordTokenizer):
-        return tokenizer.encode_lines(text, unknown)
+        return tokenizer.encode_lines(text, unknown, unseen)
     if unseen is not None and unknown == "replace" and isinstance(tokenizer, CharTokenizer):
         try:
             return tokenizer.encode(text, unknown="error")  # the usual case, at no extra cost
         except TokenizerError:
             unseen.update(c for c in text if c not in tokenizer.index)
     return tokenizer.encode(text, unknown=unknown)
+
+
+def _unseen_warning(
+    source: str, tokenizer: Tokenizer, unseen: Counter[str], unknown: str, words: int
+) -> str:
+    """``t.txt: 3 of 1,200 words were not in the vocabulary and were scored as <unk>: ...``"""
+    if isinstance(tokenizer, WordTokenizer):
+        return f"{source}: {unseen_words_message(unseen, words, unknown)}"
+    shown = ", ".join(f"{c!r} ({n})" for c, n in unseen.most_common(5))
+    n = sum(unseen.values())
+    what = "1 character" if n == 1 else f"{n:,} characters"
+    verb = "is" if n == 1 else "are"
+    more = ", ..." if len(unseen) > 5 else ""
+    replacement = getattr(tokenizer, "replacement", "")
+    return (
+        f"{source}: {what} outside the vocabulary {verb} scored as {replacement!r}: {shown}{more}"
+    )
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -150,10 +243,19 @@ class TokenFile:
         return len(self.tokens)
 
 
-def _fingerprint(paths: Sequence[Path], tokenizer: Tokenizer, errors: str, unknown: str) -> str:
+def _fingerprint(
+    paths: Sequence[Path],
+    tokenizer: Tokenizer,
+    errors: str,
+    unknown: str,
+    encoding: str = "utf-8",
+    keep_line_endings: bool = False,
+) -> str:
+    """Everything the tokens depend on: a cache is never reused across encodings or line-ending
+    rules (the same files then make other text)."""
     h = hashlib.sha256()
     h.update(json.dumps(tokenizer.to_dict(), sort_keys=True).encode())
-    h.update(f"{errors}|{unknown}".encode())
+    h.update(f"{errors}|{unknown}|{text_encoding(encoding)}|{keep_line_endings}".encode())
     for p in paths:
         st = p.stat()
         h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -181,16 +283,23 @@ def tokenize_to_file(
     out: Path,
     errors: str = "strict",
     unknown: str = "replace",
+    encoding: str = "utf-8",
+    keep_line_endings: bool = False,
+    report_unseen: bool = True,
 ) -> TokenFile:
     """Tokenize ``paths`` chunk by chunk into ``out`` (flat ids) unless a matching cache exists.
 
-    ``unknown`` is the policy for text outside the vocabulary (see ``Tokenizer.encode``). A
-    cache whose size does not match its record is rebuilt (with a warning); a cache made from
-    other text is rebuilt too, with a warning when the tokens differ, since a resumed run then
-    no longer continues exactly where it stopped."""
+    ``unknown`` is the policy for text outside the vocabulary (see ``Tokenizer.encode``); what
+    it replaced or dropped is summed up in one warning (unless not ``report_unseen``: a word
+    vocabulary's own training text, whose rare words are ``<unk>`` by design). ``encoding`` and
+    ``keep_line_endings`` are how the files are read (see ``iter_text``). A cache whose size
+    does not match its record is rebuilt (with a warning); a cache made from other text is
+    rebuilt too, with a warning when the tokens differ, since a resumed run then no longer
+    continues exactly where it stopped. A write that fails (a full disk) is a ``DataError``
+    naming the file and the cause."""
     meta_path = out.with_suffix(".json")
     dtype = token_dtype(tokenizer.vocab_size)
-    fp = _fingerprint(paths, tokenizer, errors, unknown)
+    fp = _fingerprint(paths, tokenizer, errors, unknown, encoding, keep_line_endings)
     changed = False
     if out.exists() and meta_path.exists():
         try:
@@ -207,33 +316,31 @@ def tokenize_to_file(
             pass  # a broken record: rebuild the cache
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    chars = nbytes = 0
-    unseen: Counter[str] = Counter()  # characters a char vocabulary lacks, replaced
+    chars = nbytes = words = 0
+    unseen: Counter[str] = Counter()  # characters or words outside the vocabulary
+    eos = tokenizer.index[tokenizer.EOS] if isinstance(tokenizer, WordTokenizer) else -1
     try:
-        with open(tmp, "wb") as f:
+        with _writing(out):
+            f = open(tmp, "wb")
+        with f:
             for path in paths:
-                for chunk in iter_text(path, errors):
+                for chunk in iter_text(path, errors, encoding, keep_line_endings):
                     chars += len(chunk)
                     nbytes += len(chunk.encode("utf-8", errors="surrogatepass"))
                     try:
                         ids = _encode_chunk(tokenizer, chunk, unknown, unseen)
                     except TokenizerError as exc:
                         raise TokenizerError(f"{path}: {exc}") from None
-                    np.asarray(ids, dtype=dtype).tofile(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if unseen:
+                    if eos >= 0:
+                        words += len(ids) - ids.count(eos)
+                    with _writing(out):
+                        np.asarray(ids, dtype=dtype).tofile(f)
+            with _writing(out):
+                f.flush()
+                os.fsync(f.fileno())
+        if unseen and report_unseen:
             source = f"{paths[0]}" + (f" (and {len(paths) - 1} more)" if len(paths) > 1 else "")
-            shown = ", ".join(f"{c!r} ({n})" for c, n in unseen.most_common(5))
-            n = sum(unseen.values())
-            what = "1 character" if n == 1 else f"{n:,} characters"
-            verb = "is" if n == 1 else "are"
-            more = ", ..." if len(unseen) > 5 else ""
-            warnings.warn(
-                f"{source}: {what} outside the vocabulary {verb} scored as "
-                f"{tokenizer.replacement!r}: {shown}{more}",
-                stacklevel=2,
-            )
+            warnings.warn(_unseen_warning(source, tokenizer, unseen, unknown, words), stacklevel=2)
         if changed and not filecmp.cmp(tmp, out, shallow=False):
             warnings.warn(
                 f"the corpus changed since the run started: {out} was tokenized again from the"
@@ -252,7 +359,41 @@ def tokenize_to_file(
         "tokens": tokens,
         "dtype": dtype.name,
     }
-    meta_path.write_text(json.dumps(record))
+    with _writing(meta_path):
+        meta_path.write_text(json.dumps(record))
+    return _open_token_file(out, dtype, chars, nbytes)
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn a failed write into a ``DataError`` that names ``path`` and the cause. NumPy's
+    ``tofile`` reports a full disk as a bare short write (``1003836 requested and 524288
+    written``, no errno), which on a local file system means no space was left."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            cause = "no space left on device"
+        elif exc.errno is None and "requested and" in str(exc):
+            cause = f"no space left on device ({exc})"
+        else:
+            cause = exc.strerror or str(exc)
+        raise DataError(f"cannot write the token cache {path}: {cause}") from None
+
+
+def open_token_cache(out: Path, tokenizer: Tokenizer) -> TokenFile:
+    """The tokens already in ``out`` (written by ``tokenize_to_file``), whatever text they came
+    from: for a run whose sources are gone. ``DataError`` when the cache is missing or does not
+    match its record."""
+    dtype = token_dtype(tokenizer.vocab_size)
+    try:
+        meta = json.loads(out.with_suffix(".json").read_text())
+        problem = _cache_problem(out, meta, dtype, tokenizer.vocab_size)
+        chars, nbytes = meta["chars"], meta["bytes"]
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        problem = "it is missing or has no valid record"
+    if problem is not None:
+        raise DataError(f"cannot use the token cache {out}: {problem}")
     return _open_token_file(out, dtype, chars, nbytes)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -96,7 +97,7 @@ class Tokenizer:
 
 def _check_policy(unknown: str) -> None:
     if unknown not in UNKNOWN_POLICIES:
-        raise TokenizerError(f"unknown-character policy must be one of {UNKNOWN_POLICIES}")
+        raise TokenizerError(f"unknown-text policy must be one of {UNKNOWN_POLICIES}")
 
 
 def _unseen(kind: str, items: Iterable[str], limit: int = 10) -> UnknownTextError:
@@ -108,6 +109,39 @@ def _unseen(kind: str, items: Iterable[str], limit: int = 10) -> UnknownTextErro
         shown += f" and {len(listed) - limit} more"
     plural = "" if len(counts) == 1 else "s"
     return UnknownTextError(f"text has {len(counts)} {kind}{plural} the model never saw: {shown}")
+
+
+def unseen_words_message(unseen: Counter[str], words: int, unknown: str = "replace") -> str:
+    """``3 of 1,200 words were not in the vocabulary and were scored as <unk>: 'zed' (2), ...``"""
+    n = sum(unseen.values())
+    shown = ", ".join(repr(w) + (f" ({k})" if k > 1 else "") for w, k in unseen.most_common(5))
+    more = ", ..." if len(unseen) > 5 else ""
+    verb = "was" if n == 1 else "were"
+    done = "dropped" if unknown == "drop" else f"scored as {WordTokenizer.UNK}"
+    return (
+        f"{n:,} of {words:,} word{'' if words == 1 else 's'} {verb} not in the vocabulary and "
+        f"{verb} {done}: {shown}{more}"
+    )
+
+
+def unknown_policy(tokenizer: Tokenizer, unknown: str | None, prompts: Sequence[str] = ()) -> str:
+    """The policy for text outside the vocabulary when the user chose ``unknown`` (None: the
+    default). By default a word vocabulary maps unseen words to ``<unk>``, as PTB and WikiText
+    score held-out text (every ordinary text has words a corpus lacks), and warns once about
+    the words of ``prompts`` it replaced; other vocabularies refuse unseen characters."""
+    if unknown is not None:
+        _check_policy(unknown)
+        return unknown
+    if not (isinstance(tokenizer, WordTokenizer) and tokenizer.UNK in tokenizer.index):
+        return "error"
+    unseen: Counter[str] = Counter()
+    words = 0
+    for p in prompts:
+        unseen.update(w for w in p.split() if w not in tokenizer.index)
+        words += len(p.split())
+    if unseen:
+        warnings.warn(f"prompt: {unseen_words_message(unseen, words)}", stacklevel=2)
+    return "replace"
 
 
 class CharTokenizer(Tokenizer):
@@ -229,8 +263,11 @@ class WordTokenizer(Tokenizer):
     def vocab_size(self) -> int:
         return len(self.words)
 
-    def encode_lines(self, text: str, unknown: str = "replace") -> list[int]:
-        """Every line (``\\n``-terminated or not) becomes its words plus ``<eos>``."""
+    def encode_lines(
+        self, text: str, unknown: str = "replace", unseen: Counter[str] | None = None
+    ) -> list[int]:
+        """Every line (``\\n``-terminated or not) becomes its words plus ``<eos>``. Words outside
+        the vocabulary that ``unknown`` replaces or drops are counted into ``unseen``."""
         _check_policy(unknown)
         lines = text.split("\n")
         if lines and lines[-1] == "":  # a trailing newline ends the last line, not a new one
@@ -243,6 +280,8 @@ class WordTokenizer(Tokenizer):
                 if i is None:
                     if unknown == "error":
                         raise _unseen("word", (x for x in text.split() if x not in index))
+                    if unseen is not None:
+                        unseen[w] += 1
                     if unknown == "drop":
                         continue
                     i = unk

@@ -14,9 +14,8 @@ device_option = click.option(
 unknown_option = click.option(
     "--unknown",
     type=click.Choice(["error", "drop", "replace"]),
-    default="error",
-    show_default=True,
-    help="Characters the model never saw: refuse, drop or replace them.",
+    help="Characters (words, for word models) the model never saw: refuse, drop or replace "
+    "them [error; replace (as <unk>, with a warning) for word models].",
 )
 
 

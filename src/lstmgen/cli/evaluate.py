@@ -8,9 +8,11 @@ from pathlib import Path
 
 import click
 
-from ..corpus import load_run_corpus, read_run_config
+from ..config import TrainConfig
+from ..corpus import RUN_CONFIG, load_run_corpus, read_run_config
 from ..data import resolve_sources, tokenize_to_file
 from ..evaluate import evaluate_tokens
+from ..tokenizers import unknown_policy
 from .common import device_option, load_run, run_argument, unknown_option
 
 
@@ -31,6 +33,10 @@ from .common import device_option, load_run, run_argument, unknown_option
     default="strict",
     show_default=True,
 )
+@click.option(
+    "--encoding",
+    help="Text encoding of FILES: latin-1, cp1252, utf-16... [the run's, else utf-8].",
+)
 @unknown_option
 @device_option
 def eval_command(
@@ -41,7 +47,8 @@ def eval_command(
     batch_size: int,
     seq_len: int,
     encoding_errors: str,
-    unknown: str,
+    encoding: str | None,
+    unknown: str | None,
     device: str,
 ) -> None:
     """Score FILES (or a --split of the run's corpus) under the model in RUN.
@@ -57,12 +64,17 @@ def eval_command(
         if split:
             data = _run_split(run, split, model.tokenizer)
         else:
+            # FILES are read as the run read its corpus (encoding, line endings) unless told.
+            config = _run_config(run)
+            encoding = encoding or config.encoding
             data = tokenize_to_file(
-                resolve_sources(files),
+                resolve_sources(files, encoding),
                 model.tokenizer,
                 Path(tmp) / "eval.bin",
                 encoding_errors,
-                unknown,
+                unknown_policy(model.tokenizer, unknown),
+                encoding=encoding,
+                keep_line_endings=config.keep_line_endings,
             )
         result = evaluate_tokens(model, data, batch_size=batch_size, seq_len=seq_len)
     source = f"split {split}" if split else ", ".join(files)
@@ -77,6 +89,13 @@ def eval_command(
         f"bits/char   {result.bits_per_char:.4f}\n"
         f"bits/byte   {result.bits_per_byte:.4f}"
     )
+
+
+def _run_config(run: str) -> TrainConfig:
+    """The run's TrainConfig; the defaults for a bare model directory (no train_config.json)."""
+    if not (Path(run) / RUN_CONFIG).exists():
+        return TrainConfig()
+    return read_run_config(run)[0]
 
 
 def _run_split(run: str, split: str, tokenizer):

@@ -8,6 +8,7 @@ import click
 
 from ..errors import DataError
 from ..generate import stream_text
+from ..tokenizers import unknown_policy
 from .common import device_option, load_run, run_argument, unknown_option
 
 
@@ -57,7 +58,7 @@ def generate_command(
     stream: bool,
     no_prompt: bool,
     separator: str,
-    unknown: str,
+    unknown: str | None,
     device: str,
     backend: str,
     stop: tuple[str, ...],
@@ -79,6 +80,7 @@ def generate_command(
         model, generate = reference.LanguageModel.from_pretrained(run), reference.stream_text
     else:
         model, generate = load_run(run, device), stream_text
+    unknown = unknown_policy(model.tokenizer, unknown, [prompt])
     overrides = {k: v for k, v in options.items() if v is not None}
     if stop:
         overrides["stop"] = list(stop)

@@ -108,6 +108,13 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--max-vocab", type=int, help="Word level: keep the N most frequent words.")
 @click.option("--val-fraction", type=float, help="Held-out tail without --valid [0.05].")
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), help="Bad UTF-8.")
+@click.option("--encoding", help="Text encoding of the corpus: latin-1, cp1252, utf-16... [utf-8].")
+@click.option(
+    "--keep-line-endings",
+    is_flag=True,
+    default=None,
+    help="Read \\r\\n and \\r as they are (by default both become \\n).",
+)
 @click.option("--cell", type=click.Choice(CELLS), help="Recurrent cell [lstm].")
 @click.option("--embedding-size", type=int)
 @click.option("--hidden-size", type=int)
