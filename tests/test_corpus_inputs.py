@@ -215,6 +215,14 @@ def test_train_normalises_crlf_unless_asked_to_keep(tmp_path, run_cli):
         assert r.code == 0, r.err
 
 
+def test_runs_from_before_normalisation_keep_their_line_endings(tmp_path):
+    from lstmgen.corpus import read_run_config
+
+    saved = {k: v for k, v in TrainConfig().to_dict().items() if k != "keep_line_endings"}
+    (tmp_path / "train_config.json").write_text(json.dumps({**saved, "sources": {}}))
+    assert read_run_config(tmp_path)[0].keep_line_endings  # resumed, it reads what it read
+
+
 # --- 6. a full disk ---------------------------------------------------------------------------
 
 

@@ -75,8 +75,8 @@ def resolve_sources(sources: Sequence[str | Path], encoding: str = "utf-8") -> l
             raise DataError(f"{src} is not a regular file")
         else:
             raise DataError(f"no such file or folder: {src}")
-        skipped = [p for p in found if looks_binary(p, encoding)]
-        binary += skipped
+        skipped = {p for p in found if looks_binary(p, encoding)}
+        binary += [p for p in found if p in skipped]  # in order
         files += [p for p in found if p not in skipped]
     if binary:
         shown = ", ".join(str(p) for p in binary[:3])

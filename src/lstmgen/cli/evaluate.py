@@ -11,6 +11,7 @@ import click
 from ..config import TrainConfig
 from ..corpus import RUN_CONFIG, load_run_corpus, read_run_config
 from ..data import resolve_sources, tokenize_to_file
+from ..errors import LstmgenError
 from ..evaluate import evaluate_tokens
 from ..tokenizers import unknown_policy
 from .common import device_option, load_run, run_argument, unknown_option
@@ -59,6 +60,8 @@ def eval_command(
     """
     if bool(files) == bool(split):
         raise click.UsageError("give FILES or --split (one of them)")
+    if split and encoding:
+        raise click.UsageError("--encoding applies to FILES: a --split is read as the run read it")
     model = load_run(run, device)
     with tempfile.TemporaryDirectory() as tmp:
         if split:
@@ -92,10 +95,14 @@ def eval_command(
 
 
 def _run_config(run: str) -> TrainConfig:
-    """The run's TrainConfig; the defaults for a bare model directory (no train_config.json)."""
+    """The run's TrainConfig, for how it read text; the defaults for a bare model directory
+    (no train_config.json) or one whose train config is unreadable (files need none of it)."""
     if not (Path(run) / RUN_CONFIG).exists():
         return TrainConfig()
-    return read_run_config(run)[0]
+    try:
+        return read_run_config(run)[0]
+    except LstmgenError:
+        return TrainConfig()
 
 
 def _run_split(run: str, split: str, tokenizer):

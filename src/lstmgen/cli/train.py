@@ -107,7 +107,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--min-freq", type=int, help="Word level: rarer words become <unk> [1].")
 @click.option("--max-vocab", type=int, help="Word level: keep the N most frequent words.")
 @click.option("--val-fraction", type=float, help="Held-out tail without --valid [0.05].")
-@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), help="Bad UTF-8.")
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), help="Bad bytes.")
 @click.option("--encoding", help="Text encoding of the corpus: latin-1, cp1252, utf-16... [utf-8].")
 @click.option(
     "--keep-line-endings",
