@@ -10,7 +10,6 @@ import click
 
 from ..corpus import load_run_corpus, read_run_config
 from ..data import resolve_sources, tokenize_to_file
-from ..evaluate import evaluate_tokens
 from .common import device_option, load_run, run_argument, unknown_option
 
 
@@ -52,6 +51,8 @@ def eval_command(
     """
     if bool(files) == bool(split):
         raise click.UsageError("give FILES or --split (one of them)")
+    from ..evaluate import evaluate_tokens  # torch: imported here, not for --help
+
     model = load_run(run, device)
     with tempfile.TemporaryDirectory() as tmp:
         if split:

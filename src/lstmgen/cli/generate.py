@@ -7,7 +7,6 @@ import sys
 import click
 
 from ..errors import DataError
-from ..generate import stream_text
 from .common import device_option, load_run, run_argument, unknown_option
 
 
@@ -78,6 +77,8 @@ def generate_command(
             raise click.UsageError("--device applies to --backend torch only")
         model, generate = reference.LanguageModel.from_pretrained(run), reference.stream_text
     else:
+        from ..generate import stream_text
+
         model, generate = load_run(run, device), stream_text
     overrides = {k: v for k, v in options.items() if v is not None}
     if stop:

@@ -7,19 +7,21 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..modeldir import read_model_config
-from ..train import Callback, Trainer
+
+if TYPE_CHECKING:  # torch: imported by train_command, not for --help
+    from ..train import Trainer
 
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "dropout", "tie_weights")
 
 
-class ProgressCallback(Callback):
+class ProgressCallback:  # a train.Callback (which imports torch) by its four methods
     """A tqdm bar with loss, tokens/s and ETA; evaluation lines and samples above it."""
 
     def __init__(self, quiet: bool = False):
@@ -162,6 +164,8 @@ def train_command(
       lstmgen train --train ptb.train.txt --valid ptb.valid.txt --tokenizer word -o runs/ptb
       lstmgen train --resume runs/poems --max-steps 20000
     """
+    from ..train import Trainer
+
     given = {k: v for k, v in options.items() if v is not None}
     callback = ProgressCallback(quiet)
     trainer_class: Any = Trainer
