@@ -14,6 +14,7 @@ import click
 from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..modeldir import read_model_config
+from .defaults import preset_defaults
 
 if TYPE_CHECKING:  # torch: imported by train_command, not for --help
     from ..train import Trainer
@@ -92,6 +93,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+@preset_defaults
 @click.command("train")
 @click.argument("sources", nargs=-1)
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory to create.")
@@ -103,14 +105,14 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option(
     "--resume", type=click.Path(file_okay=False), help="Continue the run in this directory."
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Named settings [cpu-small].")
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS), help="[char]")
-@click.option("--vocab-size", type=int, help="BPE vocabulary size [8000].")
-@click.option("--min-freq", type=int, help="Word level: rarer words become <unk> [1].")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Named settings.")
+@click.option("--tokenizer", type=click.Choice(TOKENIZERS))
+@click.option("--vocab-size", type=int, help="BPE vocabulary size.")
+@click.option("--min-freq", type=int, help="Word level: rarer words become <unk>.")
 @click.option("--max-vocab", type=int, help="Word level: keep the N most frequent words.")
-@click.option("--val-fraction", type=float, help="Held-out tail without --valid [0.05].")
+@click.option("--val-fraction", type=float, help="Held-out tail without --valid.")
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), help="Bad UTF-8.")
-@click.option("--cell", type=click.Choice(CELLS), help="Recurrent cell [lstm].")
+@click.option("--cell", type=click.Choice(CELLS), help="Recurrent cell.")
 @click.option("--embedding-size", type=int)
 @click.option("--hidden-size", type=int)
 @click.option("--num-layers", type=int)
@@ -122,9 +124,9 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--weight-decay", type=float)
 @click.option("--warmup-steps", type=int)
 @click.option("--grad-clip", type=float)
-@click.option("--max-steps", type=int)
+@click.option("--max-steps", type=int, help="Steps of training (0 = no limit).")
 @click.option("--epochs", type=float)
-@click.option("--max-time", type=float, help="Seconds of training.")
+@click.option("--max-time", type=float, help="Seconds of training (0 = no limit).")
 @click.option("--eval-every", type=int, help="Steps between evaluations.")
 @click.option("--eval-tokens", type=int, help="Validation tokens per periodic eval (0 = all).")
 @click.option("--patience", type=int, help="Early stop after N evals without improvement.")
@@ -135,7 +137,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32 on CUDA uses TF32 [auto].",
+    help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32 on CUDA uses TF32.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or samples.")
 @click.option(
