@@ -219,7 +219,8 @@ def test_word_model_output_is_spaced_words(tmp_path, run_cli):
         args += ["-n", "6", "--separator", "@@"]
         plain, streamed = run_cli(*args), run_cli(*args, "--stream")
         assert plain.code == 0 and streamed.out == plain.out
-        for out in plain.out[:-1].split("@@"):  # the CLI ends its output with a line break
+        # The separator goes on its own line; the CLI ends its output with a line break.
+        for out in plain.out[:-1].split("\n@@\n"):
             sample = out[len(prompt) :]
             assert out.startswith(prompt) and sample.split() and not sample.endswith(" ")
             assert "  " not in out and " \n" not in sample and "\n " not in sample

@@ -68,6 +68,14 @@ class Tokenizer:
         """Text -> ids. ``unknown`` says what to do with text outside the vocabulary."""
         raise NotImplementedError
 
+    def covers(self, text: str) -> bool:
+        """Whether ``text`` encodes without anything unseen (dropped or replaced)."""
+        try:
+            self.encode(text, unknown="error")
+        except UnknownTextError:
+            return False
+        return True
+
     def token_bytes(self, token_id: int) -> bytes:
         """The UTF-8 bytes one id stands for (possibly part of a character)."""
         raise NotImplementedError

@@ -1,11 +1,17 @@
-"""Options and helpers shared by the commands."""
+"""Options and helpers shared by the commands.
+
+The CLI imports torch (and the library modules built on it) only inside the command functions:
+torch alone takes over a second to import, and ``lstmgen --help`` should answer at once (#10).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..model import LanguageModel
-from ..train import resolve_device
+if TYPE_CHECKING:
+    from ..model import LanguageModel
 
 run_argument = click.argument("run", type=click.Path())
 device_option = click.option(
@@ -20,4 +26,7 @@ unknown_option = click.option(
 
 
 def load_run(run: str, device: str) -> LanguageModel:
+    from ..model import LanguageModel
+    from ..train import resolve_device
+
     return LanguageModel.from_pretrained(run, device=resolve_device(device))

@@ -12,7 +12,6 @@ from ..config import TrainConfig
 from ..corpus import RUN_CONFIG, load_run_corpus, read_run_config
 from ..data import resolve_sources, tokenize_to_file
 from ..errors import LstmgenError
-from ..evaluate import evaluate_tokens
 from ..tokenizers import unknown_policy
 from .common import device_option, load_run, run_argument, unknown_option
 
@@ -62,6 +61,8 @@ def eval_command(
         raise click.UsageError("give FILES or --split (one of them)")
     if split and encoding:
         raise click.UsageError("--encoding applies to FILES: a --split is read as the run read it")
+    from ..evaluate import evaluate_tokens  # torch: imported here, not for --help
+
     model = load_run(run, device)
     with tempfile.TemporaryDirectory() as tmp:
         if split:

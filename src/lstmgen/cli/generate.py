@@ -6,10 +6,18 @@ import sys
 
 import click
 
+from ..config import GenerationConfig
 from ..errors import DataError
-from ..generate import stream_text
 from ..tokenizers import unknown_policy
 from .common import device_option, load_run, run_argument, unknown_option
+
+BUILT_IN = GenerationConfig()
+
+
+def model_default(name: str, built_in: object = None) -> str:
+    """Help text for a sampling option the model's generation_config.json supplies."""
+    value = getattr(BUILT_IN, name) if built_in is None else built_in
+    return f"[default: the model's, else {value}]"
 
 
 @click.command("generate")
@@ -28,19 +36,41 @@ from .common import device_option, load_run, run_argument, unknown_option
     show_default=True,
     help="Samples, generated as one batch.",
 )
-@click.option("--max-new-tokens", type=int, help="Tokens to generate per sample.")
-@click.option("-t", "--temperature", type=float, help="0 = greedy.")
-@click.option("--top-k", type=int, help="Keep the k most likely tokens (0 = off).")
-@click.option("--top-p", type=float, help="Nucleus: keep the smallest set with this mass.")
-@click.option("--repetition-penalty", type=float, help="> 1 discourages repeats.")
-@click.option("--stop", multiple=True, help="Stop a sample at this string (repeatable).")
-@click.option("--seed", type=int, help="Same seed, same text.")
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    help="Tokens to generate per sample. " + model_default("max_new_tokens"),
+)
+@click.option("-t", "--temperature", type=float, help="0 = greedy. " + model_default("temperature"))
+@click.option(
+    "--top-k", type=int, help="Keep the k most likely tokens (0 = off). " + model_default("top_k")
+)
+@click.option(
+    "--top-p",
+    type=float,
+    help="Nucleus: keep the smallest set with this mass. " + model_default("top_p"),
+)
+@click.option(
+    "--repetition-penalty",
+    type=float,
+    help="> 1 discourages repeats. " + model_default("repetition_penalty"),
+)
+@click.option(
+    "--stop",
+    multiple=True,
+    help="Stop a sample at this string (repeatable). " + model_default("stop", "none"),
+)
+@click.option(
+    "--seed",
+    type=int,
+    help="Same seed, same text (on the same --backend). " + model_default("seed", "random"),
+)
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
 @click.option("--no-prompt", is_flag=True, help="Print only the generated text.")
 @click.option(
     "--separator",
     default="\n\n" + "-" * 40 + "\n\n",
-    help="Printed between samples [a line of dashes].",
+    help="Printed on its own line between samples. [default: a line of dashes]",
 )
 @unknown_option
 @device_option
@@ -49,7 +79,9 @@ from .common import device_option, load_run, run_argument, unknown_option
     type=click.Choice(["torch", "numpy"]),
     default="torch",
     show_default=True,
-    help="numpy: the from-scratch reference (lstmgen.reference), CPU only.",
+    help="numpy: the from-scratch reference (lstmgen.reference), CPU only. The two backends"
+    " draw from different random number generators: the same --seed samples different text"
+    " (greedy text, -t 0, is the same).",
 )
 def generate_command(
     run: str,
@@ -66,6 +98,9 @@ def generate_command(
 ) -> None:
     """Generate text from the model in RUN.
 
+    Sampling options left out take the model's own defaults, from RUN's
+    generation_config.json (edit it to change them), else the built-in values shown.
+
     \b
       lstmgen generate runs/poems --prompt "ROMEO:" -n 3 --temperature 0.8 --top-p 0.95
       echo "To be" | lstmgen generate runs/poems --prompt - --stream
@@ -79,8 +114,16 @@ def generate_command(
             raise click.UsageError("--device applies to --backend torch only")
         model, generate = reference.LanguageModel.from_pretrained(run), reference.stream_text
     else:
+        from ..generate import stream_text
+
         model, generate = load_run(run, device), stream_text
     unknown = unknown_policy(model.tokenizer, unknown, [prompt])
+    if unknown != "error" and not model.tokenizer.covers(prompt):
+        # Echo what the model sees: dropped characters gone, replaced ones replaced. A prompt
+        # the vocabulary covers is kept as typed (decoding would respace a word prompt).
+        tok = model.tokenizer
+        prompt = tok.decode(tok.encode(prompt, unknown=unknown))
+    separator = own_line(separator)
     overrides = {k: v for k, v in options.items() if v is not None}
     if stop:
         overrides["stop"] = list(stop)
@@ -107,6 +150,14 @@ def generate_command(
     for ev in events:
         texts[ev.index] += ev.text
     out.write(separator.join(head + t for t in texts) + "\n")
+
+
+def own_line(separator: str) -> str:
+    """The separator on a line of its own: a line break before and after unless it has them
+    (``--separator '***'`` ran into the samples on one line)."""
+    before = "" if separator.startswith("\n") else "\n"
+    after = "" if separator.endswith("\n") else "\n"
+    return before + separator + after
 
 
 def read_stdin() -> str:

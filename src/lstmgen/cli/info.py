@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from ..corpus import RUN_CONFIG, read_run_config
-from ..train import STATE_FILE, read_metrics
 from .common import run_argument
 
 
@@ -17,6 +16,8 @@ def _position(run: Path) -> dict[str, Any] | None:
     """Where training stands, from the trainer state's metadata (header only, no tensors).
     metrics.jsonl lags it: it logs every few steps, and Ctrl-C saves between two logs."""
     from safetensors import SafetensorError, safe_open
+
+    from ..train import STATE_FILE
 
     try:
         with safe_open(str(run / STATE_FILE), "numpy") as f:
@@ -32,6 +33,7 @@ def _position(run: Path) -> dict[str, Any] | None:
 def info_command(run: str, as_json: bool) -> None:
     """Show the config, parameter count, tokenizer and training history of RUN."""
     from ..model import LanguageModel
+    from ..train import read_metrics
 
     model = LanguageModel.from_pretrained(run)
     tok = model.tokenizer

@@ -7,19 +7,22 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..modeldir import read_model_config
-from ..train import Callback, Trainer
+from .defaults import preset_defaults
+
+if TYPE_CHECKING:  # torch: imported by train_command, not for --help
+    from ..train import Trainer
 
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "dropout", "tie_weights")
 
 
-class ProgressCallback(Callback):
+class ProgressCallback:  # a train.Callback (which imports torch) by its four methods
     """A tqdm bar with loss, tokens/s and ETA; evaluation lines and samples above it."""
 
     def __init__(self, quiet: bool = False):
@@ -90,6 +93,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+@preset_defaults
 @click.command("train")
 @click.argument("sources", nargs=-1)
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="Run directory to create.")
@@ -101,21 +105,21 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option(
     "--resume", type=click.Path(file_okay=False), help="Continue the run in this directory."
 )
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Named settings [cpu-small].")
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS), help="[char]")
-@click.option("--vocab-size", type=int, help="BPE vocabulary size [8000].")
-@click.option("--min-freq", type=int, help="Word level: rarer words become <unk> [1].")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Named settings.")
+@click.option("--tokenizer", type=click.Choice(TOKENIZERS))
+@click.option("--vocab-size", type=int, help="BPE vocabulary size.")
+@click.option("--min-freq", type=int, help="Word level: rarer words become <unk>.")
 @click.option("--max-vocab", type=int, help="Word level: keep the N most frequent words.")
-@click.option("--val-fraction", type=float, help="Held-out tail without --valid [0.05].")
+@click.option("--val-fraction", type=float, help="Held-out tail without --valid.")
 @click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), help="Bad bytes.")
-@click.option("--encoding", help="Text encoding of the corpus: latin-1, cp1252, utf-16... [utf-8].")
+@click.option("--encoding", help="Text encoding of the corpus: latin-1, cp1252, utf-16 ...")
 @click.option(
     "--keep-line-endings",
     is_flag=True,
     default=None,
     help="Read \\r\\n and \\r as they are (by default both become \\n).",
 )
-@click.option("--cell", type=click.Choice(CELLS), help="Recurrent cell [lstm].")
+@click.option("--cell", type=click.Choice(CELLS), help="Recurrent cell.")
 @click.option("--embedding-size", type=int)
 @click.option("--hidden-size", type=int)
 @click.option("--num-layers", type=int)
@@ -127,9 +131,9 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--weight-decay", type=float)
 @click.option("--warmup-steps", type=int)
 @click.option("--grad-clip", type=float)
-@click.option("--max-steps", type=int)
+@click.option("--max-steps", type=int, help="Steps of training (0 = no limit).")
 @click.option("--epochs", type=float)
-@click.option("--max-time", type=float, help="Seconds of training.")
+@click.option("--max-time", type=float, help="Seconds of training (0 = no limit).")
 @click.option("--eval-every", type=int, help="Steps between evaluations.")
 @click.option("--eval-tokens", type=int, help="Validation tokens per periodic eval (0 = all).")
 @click.option("--patience", type=int, help="Early stop after N evals without improvement.")
@@ -140,7 +144,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32 on CUDA uses TF32 [auto].",
+    help="auto: bf16 autocast on CUDA, fp32 elsewhere; fp32 on CUDA uses TF32.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or samples.")
 @click.option(
@@ -169,6 +173,8 @@ def train_command(
       lstmgen train --train ptb.train.txt --valid ptb.valid.txt --tokenizer word -o runs/ptb
       lstmgen train --resume runs/poems --max-steps 20000
     """
+    from ..train import Trainer
+
     given = {k: v for k, v in options.items() if v is not None}
     callback = ProgressCallback(quiet)
     trainer_class: Any = Trainer
