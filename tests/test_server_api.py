@@ -35,6 +35,9 @@ def client(model):
         yield c
 
 
+JSON = {"Content-Type": "application/json"}
+
+
 def reference(model, prompt: str, **kw) -> str:
     return "".join(ev.text for ev in stream_text(model, [prompt], **kw))
 
@@ -255,7 +258,8 @@ ERRORS = [
     ({"prompt": "a", "logprobs": 6}, 400, "logprobs", "between 0 and 5"),
     ({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "at most 4"),
     ({"prompt": "a", "stop": [""]}, 400, "stop", "non-empty"),
-    ({"prompt": "a", "repetition_penalty": 0}, 400, "repetition_penalty", "(0, 10]"),
+    ({"prompt": "a", "repetition_penalty": 0}, 400, "repetition_penalty", "[0.001, 10]"),
+    ({"prompt": "a", "repetition_penalty": 1e-300}, 400, "repetition_penalty", "[0.001, 10]"),
     ({"prompt": "a", "stream": "yes"}, 400, "stream", "true or false"),
     ({"prompt": "a", "stream_options": {"include_usage": True}}, 400, "stream_options", "only"),
     ({"prompt": "a", "frequency_penalty": 0.5}, 400, "frequency_penalty", "not supported"),
@@ -271,7 +275,7 @@ ERRORS = [
 @pytest.mark.parametrize("body,status,param,words", ERRORS)
 def test_bad_requests_get_openai_shaped_4xx(client, body, status, param, words):
     content = body if isinstance(body, str) else json.dumps(body)
-    r = client.post("/v1/completions", content=content)
+    r = client.post("/v1/completions", content=content, headers=JSON)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
@@ -281,7 +285,9 @@ def test_bad_requests_get_openai_shaped_4xx(client, body, status, param, words):
 
 
 def test_more_bad_requests(client):
-    big = client.post("/v1/completions", content=b"{" + b" " * (5 * 1024 * 1024) + b"}")
+    big = client.post(
+        "/v1/completions", content=b"{" + b" " * (5 * 1024 * 1024) + b"}", headers=JSON
+    )
     assert big.status_code == 413 and "larger than" in big.json()["error"]["message"]
     for body, words in [
         ({"text": ""}, "non-empty"),
@@ -322,8 +328,8 @@ def test_api_key(model, monkeypatch):
     app = create_app(model, "tiny", api_key="s3cret")
     with TestClient(app) as c:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
-            for method, path in [("get", "/v1/models"), ("get", "/health"),
-                                 ("post", "/v1/completions"), ("post", "/v1/score")]:  # fmt: skip
+            for method, path in [("get", "/v1/models"), ("post", "/v1/completions"),
+                                 ("post", "/v1/score")]:  # fmt: skip
                 r = getattr(c, method)(path, headers=headers)
                 assert r.status_code == 401, (path, headers)
                 assert r.json()["error"]["code"] == "invalid_api_key"
@@ -332,6 +338,36 @@ def test_api_key(model, monkeypatch):
         assert r.status_code == 200
         assert c.get("/v1/models", headers=ok).json()["data"][0]["limits"]["auth"] is True
         assert c.get("/").status_code == 200  # the page itself holds nothing; it asks for the key
+        # /health is public for probes but shows only the status; the load needs the key.
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = c.get("/health", headers=headers)
+            assert r.status_code == 200 and r.json() == {"status": "ok"}
+        assert c.get("/health", headers=ok).json()["active_sequences"] == 0
+
+
+def test_post_bodies_must_be_declared_json(client):
+    # A cross-site <form> can only send form or text/plain bodies without a CORS preflight.
+    body = json.dumps({"prompt": "ROMEO:", "max_tokens": 2})
+    for headers in ({}, {"Content-Type": "text/plain"},
+                    {"Content-Type": "application/x-www-form-urlencoded"}):  # fmt: skip
+        for path in ("/v1/completions", "/v1/score"):
+            r = client.post(path, content=body, headers=headers)
+            assert r.status_code == 415, (path, headers)
+            assert "application/json" in r.json()["error"]["message"]
+    r = client.post(
+        "/v1/completions", content=body, headers={"Content-Type": "Application/JSON; charset=utf-8"}
+    )
+    assert r.status_code == 200
+
+
+def test_tiny_sampling_values_are_greedy(client):
+    # Issue #10: temperature 1e-40 and top_p 1e-50 underflowed float32 and gave "zzzz".
+    req = {"prompt": "ROMEO:", "max_tokens": 30, "seed": 1}
+    greedy = client.post("/v1/completions", json={**req, "temperature": 0}).json()
+    for tiny in ({"temperature": 1e-40}, {"temperature": 1e-300},
+                 {"temperature": 1.0, "top_p": 1e-50}):  # fmt: skip
+        r = client.post("/v1/completions", json={**req, **tiny, "n": 2}).json()
+        assert [c["text"] for c in r["choices"]] == [greedy["choices"][0]["text"]] * 2, tiny
 
 
 def test_unknown_character_advice_names_the_request_field(client):

@@ -202,6 +202,11 @@ class TrainConfig(_JsonConfig):
         )
 
 
+# Below this a seen token's logit is multiplied past float32's range (issue #10: 1e-300 gave
+# "zzzz"); 1e-3 already scales a seen token's logit a thousandfold.
+MIN_REPETITION_PENALTY = 1e-3
+
+
 @dataclass
 class GenerationConfig(_JsonConfig):
     """How to decode. ``temperature == 0`` means greedy."""
@@ -219,7 +224,10 @@ class GenerationConfig(_JsonConfig):
         _check(self.temperature >= 0, "temperature must be >= 0 (0 = greedy)")
         _check(self.top_k >= 0, "top_k must be >= 0 (0 = off)")
         _check(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
-        _check(self.repetition_penalty > 0, "repetition_penalty must be > 0")
+        _check(
+            self.repetition_penalty >= MIN_REPETITION_PENALTY,
+            f"repetition_penalty must be >= {MIN_REPETITION_PENALTY:g}",
+        )
         _check(
             isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
             "stop must be a list of non-empty strings",
