@@ -87,7 +87,7 @@ def bodies(draw) -> bytes:
         return draw(st.binary(max_size=64))
     if kind == "deep":
         depth = draw(st.integers(1, 5000))
-        opener = draw(st.sampled_from(['[', '{"prompt": ', '{"a": [']))
+        opener = draw(st.sampled_from(["[", '{"prompt": ', '{"a": [']))
         return (opener * depth).encode()  # unterminated or not: both must be a 400
     if kind == "number":
         digits = draw(st.integers(1, 6000))
