@@ -31,11 +31,12 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(model):
     app = create_app(model, "tiny", limits=Limits(max_prompt_tokens=64, max_tokens=300))
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
         yield c
 
 
 JSON = {"Content-Type": "application/json"}
+LOCAL = "http://127.0.0.1:8000"  # the server refuses other Host names (guard.py)
 
 
 def reference(model, prompt: str, **kw) -> str:
@@ -326,7 +327,7 @@ def test_a_bug_is_a_500_without_traceback(client, monkeypatch):
 
 def test_api_key(model, monkeypatch):
     app = create_app(model, "tiny", api_key="s3cret")
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
             for method, path in [("get", "/v1/models"), ("post", "/v1/completions"),
                                  ("post", "/v1/score")]:  # fmt: skip
@@ -360,6 +361,65 @@ def test_post_bodies_must_be_declared_json(client):
     assert r.status_code == 200
 
 
+def test_host_must_name_this_server(model):
+    # DNS rebinding: a page on attacker.example re-points its name at 127.0.0.1; the browser
+    # then sends "Host: attacker.example" to the local server.
+    req = {"prompt": "ROMEO:", "max_tokens": 2}
+    with TestClient(create_app(model, "tiny"), base_url=LOCAL) as c:
+        for host in ("localhost", "localhost:9", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST"):
+            assert c.post("/v1/completions", json=req, headers={"Host": host}).status_code == 200
+        for host in ("attacker.example", "attacker.example:8000", "10.1.2.3", "localhost.evil"):
+            for method, path in [("POST", "/v1/completions"), ("GET", "/v1/models"), ("GET", "/")]:
+                r = c.request(method, path, json=req, headers={"Host": host})
+                assert r.status_code == 403, (host, path)
+                assert r.json()["error"]["code"] == "forbidden_host"
+                assert "--allowed-hosts" in r.json()["error"]["message"]
+    app = create_app(model, "tiny", allowed_hosts=["gen.example"], bound_host="192.168.1.5")
+    with TestClient(app, base_url=LOCAL) as c:
+        for host, status in [("gen.example:80", 200), ("192.168.1.5:8000", 200),
+                             ("localhost", 200), ("other.example", 403)]:  # fmt: skip
+            assert c.get("/v1/models", headers={"Host": host}).status_code == status, host
+    with TestClient(create_app(model, "tiny", bound_host="0.0.0.0"), base_url=LOCAL) as c:
+        assert c.get("/v1/models", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+        assert c.get("/v1/models", headers={"Host": "attacker.example"}).status_code == 403
+    with TestClient(create_app(model, "tiny", allowed_hosts=["*"]), base_url=LOCAL) as c:
+        assert c.get("/v1/models", headers={"Host": "anything.example"}).status_code == 200
+
+
+def test_cross_origin_requests_need_cors_origins(model):
+    req = {"prompt": "ROMEO:", "max_tokens": 2}
+    with TestClient(create_app(model, "tiny"), base_url=LOCAL) as c:
+        # The playground: its page and its POSTs come from the server's own origin.
+        same = {"Origin": LOCAL}
+        assert c.post("/v1/completions", json=req, headers=same).status_code == 200
+        for origin in ("http://evil.example", "null", "http://127.0.0.1:9999", "file://"):
+            r = c.post("/v1/completions", json=req, headers={"Origin": origin})
+            assert r.status_code == 403, origin
+            assert r.json()["error"]["code"] == "forbidden_origin"
+        preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+        assert c.options("/v1/completions", headers=preflight).status_code == 403
+    app = create_app(model, "tiny", cors_origins=["https://app.example"])
+    with TestClient(app, base_url=LOCAL) as c:
+        ok = {"Origin": "https://app.example"}
+        r = c.post("/v1/completions", json=req, headers=ok)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        r = c.options(
+            "/v1/completions",
+            headers={**ok, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization, content-type"},
+        )  # fmt: skip
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in r.headers["access-control-allow-methods"]
+        assert "authorization" in r.headers["access-control-allow-headers"].lower()
+        r = c.post("/v1/completions", json=req, headers={"Origin": "https://other.example"})
+        assert r.status_code == 403
+    with TestClient(create_app(model, "tiny", cors_origins=["*"]), base_url=LOCAL) as c:
+        r = c.post("/v1/completions", json=req, headers={"Origin": "https://any.example"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+
+
 def test_tiny_sampling_values_are_greedy(client):
     # Issue #10: temperature 1e-40 and top_p 1e-50 underflowed float32 and gave "zzzz".
     req = {"prompt": "ROMEO:", "max_tokens": 30, "seed": 1}
@@ -388,7 +448,7 @@ def test_word_model_completions_space_words_like_the_cli():
     cfg = ModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=8, num_layers=1)
     model = LanguageModel(cfg, tok).eval()
     req = {"max_tokens": 12, "temperature": 1.0, "seed": 2}
-    with TestClient(create_app(model, "w")) as c:
+    with TestClient(create_app(model, "w"), base_url=LOCAL) as c:
         for prompt in ("the cat", "the cat ", "the cat\n", ""):
             text = c.post("/v1/completions", json={**req, "prompt": prompt}).json()
             text = text["choices"][0]["text"]

@@ -23,13 +23,14 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import asdict
 from importlib import resources
 from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -38,6 +39,7 @@ from ..errors import LstmgenError
 from ..sampling import effective_temperature, effective_top_p
 from ..tokenizers import UnknownTextError
 from .batcher import Batcher, BatcherClosed, Chunk, SequenceSpec, TokenInfo, token_text
+from .guard import RequestGuard
 from .protocol import APIError, Limits, parse_completion, parse_score
 from .rows import RowSettings
 from .scoring import score_ids
@@ -55,10 +57,15 @@ def create_app(
     created: int | None = None,
     stream_interval: float = 0.05,
     read_timeout: float = 30.0,
+    allowed_hosts: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    bound_host: str | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``model``. The decode loop starts and stops with the app's lifespan.
     ``stream_interval`` is the shortest time between two events of one stream;
-    ``read_timeout`` the longest wait for a request's body.
+    ``read_timeout`` the longest wait for a request's body. Requests must name the server in
+    ``Host`` (localhost, ``bound_host`` or one of ``allowed_hosts``) and come from its own page
+    or one of ``cors_origins`` (``guard.py``).
 
     >>> app = create_app(LanguageModel.from_pretrained("runs/poems"), "poems")  # doctest: +SKIP
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
@@ -86,6 +93,20 @@ def create_app(
         openapi_url=None,
     )
     app.state.batcher = batcher
+    # Added last = outermost: the guard refuses first; CORS answers the origins it let through.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    app.add_middleware(
+        RequestGuard,
+        allowed_hosts=tuple(allowed_hosts),
+        cors_origins=tuple(cors_origins),
+        bound_host=bound_host,
+    )
 
     # --- errors -------------------------------------------------------------------------------
 
