@@ -202,8 +202,14 @@ class TrainConfig(_JsonConfig):
         )
 
 
-# Below this a seen token's logit is multiplied past float32's range (issue #10: 1e-300 gave
-# "zzzz"); 1e-3 already scales a seen token's logit a thousandfold.
+# Sampling settings too small for float32 (issue #10: temperature 1e-40, top_p 1e-50 and a
+# repetition penalty of 1e-300 all gave "zzzz"). Below GREEDY_BELOW the temperature is greedy
+# (logits / 1e-4 stay far from float32's 3.4e38); a top_p below MIN_TOP_P is taken as MIN_TOP_P,
+# which float32 holds and which keeps only the top token (its probability is at least 1/V); a
+# repetition penalty below MIN_REPETITION_PENALTY (1e-3 already scales a seen token's logit a
+# thousandfold) is refused. lstmgen.sampling and lstmgen.reference.generate apply them.
+GREEDY_BELOW = 1e-4
+MIN_TOP_P = 1e-8
 MIN_REPETITION_PENALTY = 1e-3
 
 

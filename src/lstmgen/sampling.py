@@ -12,7 +12,7 @@ Tiny settings take their limit instead of underflowing float32 (issue #10: tempe
 divided the logits into infinities and gave "zzzz"): a temperature below ``GREEDY_BELOW`` is
 greedy, a top_p below ``MIN_TOP_P`` keeps only the most likely token (as does any top_p under
 that token's probability, which is at least 1/V), and a repetition penalty below
-``config.MIN_REPETITION_PENALTY`` is refused when the settings are checked.
+``MIN_REPETITION_PENALTY`` is refused when the settings are checked (all three in config.py).
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ import math
 import torch
 from torch import Tensor
 
-from .config import GenerationConfig
+from .config import GREEDY_BELOW, MIN_TOP_P, GenerationConfig
 
 LOG2E = math.log2(math.e)
-GREEDY_BELOW = 1e-4  # temperature: logits / 1e-4 stay far from float32's 3.4e38
-MIN_TOP_P = 1e-8  # float32 holds it (1e-50 became 0 and dropped every token); < 1/V for any V
 
 
 def effective_temperature(temperature: float) -> float:
