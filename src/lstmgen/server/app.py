@@ -163,19 +163,22 @@ def create_app(
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media != "application/json":
             raise APIError(415, "send the body as JSON, with 'Content-Type: application/json'")
+        too_big = f"request body is larger than {limits.max_body_bytes} bytes"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise APIError(413, f"request body is larger than {limits.max_body_bytes} bytes")
-        data = bytearray()
-        try:
-            async with asyncio.timeout(read_timeout):  # a body that never comes ends the wait
-                async for part in request.stream():
-                    data += part
-                    if len(data) > limits.max_body_bytes:
-                        raise APIError(
-                            413, f"request body is larger than {limits.max_body_bytes} bytes"
-                        )
-        except TimeoutError:
+            raise APIError(413, too_big)
+
+        async def body() -> bytearray:
+            data = bytearray()
+            async for part in request.stream():
+                data += part
+                if len(data) > limits.max_body_bytes:
+                    raise APIError(413, too_big)
+            return data
+
+        try:  # a body that never comes ends the wait (asyncio.timeout needs Python 3.11)
+            data = await asyncio.wait_for(body(), read_timeout)
+        except asyncio.TimeoutError:
             raise APIError(408, f"the request body took longer than {read_timeout:g} s") from None
         try:
             return json.loads(data)
