@@ -278,6 +278,14 @@ def test_seeded_sampling_is_reproducible(saved_models):
     assert nm_texts(nm, seed=5, temperature=1.0, top_p=1e-6, max_new_tokens=30) == greedy
 
 
+def test_tiny_sampling_values_are_greedy_as_in_pytorch(saved_models):
+    # Issue #10: values too small to divide by take their limit on both backends.
+    nm = NumpyModel.from_pretrained(saved_models["lstm"])
+    greedy = nm_texts(nm, temperature=0, max_new_tokens=30)
+    for tiny in ({"temperature": 1e-320}, {"temperature": 1.0, "top_p": 1e-320}):
+        assert nm_texts(nm, seed=5, max_new_tokens=30, **tiny) == greedy, tiny
+
+
 def nm_texts(model, **opts):
     texts = ["", ""]
     for e in numpy_stream_text(model, ["ab", "ab"], **opts):

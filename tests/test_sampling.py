@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from lstmgen import GenerationConfig, LanguageModel, ModelConfig, TokenizerError
+from lstmgen.errors import ConfigError
 from lstmgen.generate import stream_text
 from lstmgen.sampling import (
     apply_repetition_penalty,
@@ -249,3 +250,24 @@ def test_a_model_whose_outputs_overflow_is_one_error_not_a_crash(tmp_path):
     data = tokenize_to_file([tmp_path / "t.txt"], tok, tmp_path / "t.bin", "strict")
     with pytest.raises(NumericalError, match=r"the loss is (nan|inf): the model's outputs"):
         evaluate_tokens(model, data)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"temperature": 1e-40}, {"temperature": 1e-300}, {"temperature": 1.0, "top_p": 1e-50}],
+)
+def test_tiny_temperature_and_top_p_are_greedy_not_garbage(settings):
+    # Issue #10: these underflowed float32 (logits / 1e-40 = inf; top_p 1e-50 = 0 dropped every
+    # token) and the draw fell to the last token: "zzzz".
+    model = make_model()
+    greedy = model.complete("ab", n=2, max_new_tokens=20, temperature=0)
+    assert model.complete("ab", n=2, max_new_tokens=20, seed=1, **settings) == greedy
+
+
+def test_a_vanishing_repetition_penalty_is_refused():
+    with pytest.raises(ConfigError, match="repetition_penalty must be >= 0.001"):
+        GenerationConfig().replace(repetition_penalty=1e-300)
+    GenerationConfig().replace(repetition_penalty=1e-3)  # the documented floor itself is fine
+    model = make_model()
+    with pytest.raises(ConfigError, match="repetition_penalty"):  # the library and the CLI
+        model.complete("ab", max_new_tokens=5, repetition_penalty=1e-300)

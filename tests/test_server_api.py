@@ -31,8 +31,12 @@ def model(tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(model):
     app = create_app(model, "tiny", limits=Limits(max_prompt_tokens=64, max_tokens=300))
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with TestClient(app, base_url=LOCAL, raise_server_exceptions=False) as c:
         yield c
+
+
+JSON = {"Content-Type": "application/json"}
+LOCAL = "http://127.0.0.1:8000"  # the server refuses other Host names (guard.py)
 
 
 def reference(model, prompt: str, **kw) -> str:
@@ -255,7 +259,8 @@ ERRORS = [
     ({"prompt": "a", "logprobs": 6}, 400, "logprobs", "between 0 and 5"),
     ({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop", "at most 4"),
     ({"prompt": "a", "stop": [""]}, 400, "stop", "non-empty"),
-    ({"prompt": "a", "repetition_penalty": 0}, 400, "repetition_penalty", "(0, 10]"),
+    ({"prompt": "a", "repetition_penalty": 0}, 400, "repetition_penalty", "[0.001, 10]"),
+    ({"prompt": "a", "repetition_penalty": 1e-300}, 400, "repetition_penalty", "[0.001, 10]"),
     ({"prompt": "a", "stream": "yes"}, 400, "stream", "true or false"),
     ({"prompt": "a", "stream_options": {"include_usage": True}}, 400, "stream_options", "only"),
     ({"prompt": "a", "frequency_penalty": 0.5}, 400, "frequency_penalty", "not supported"),
@@ -271,7 +276,7 @@ ERRORS = [
 @pytest.mark.parametrize("body,status,param,words", ERRORS)
 def test_bad_requests_get_openai_shaped_4xx(client, body, status, param, words):
     content = body if isinstance(body, str) else json.dumps(body)
-    r = client.post("/v1/completions", content=content)
+    r = client.post("/v1/completions", content=content, headers=JSON)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
@@ -281,7 +286,9 @@ def test_bad_requests_get_openai_shaped_4xx(client, body, status, param, words):
 
 
 def test_more_bad_requests(client):
-    big = client.post("/v1/completions", content=b"{" + b" " * (5 * 1024 * 1024) + b"}")
+    big = client.post(
+        "/v1/completions", content=b"{" + b" " * (5 * 1024 * 1024) + b"}", headers=JSON
+    )
     assert big.status_code == 413 and "larger than" in big.json()["error"]["message"]
     for body, words in [
         ({"text": ""}, "non-empty"),
@@ -320,10 +327,10 @@ def test_a_bug_is_a_500_without_traceback(client, monkeypatch):
 
 def test_api_key(model, monkeypatch):
     app = create_app(model, "tiny", api_key="s3cret")
-    with TestClient(app) as c:
+    with TestClient(app, base_url=LOCAL) as c:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
-            for method, path in [("get", "/v1/models"), ("get", "/health"),
-                                 ("post", "/v1/completions"), ("post", "/v1/score")]:  # fmt: skip
+            for method, path in [("get", "/v1/models"), ("post", "/v1/completions"),
+                                 ("post", "/v1/score")]:  # fmt: skip
                 r = getattr(c, method)(path, headers=headers)
                 assert r.status_code == 401, (path, headers)
                 assert r.json()["error"]["code"] == "invalid_api_key"
@@ -332,6 +339,95 @@ def test_api_key(model, monkeypatch):
         assert r.status_code == 200
         assert c.get("/v1/models", headers=ok).json()["data"][0]["limits"]["auth"] is True
         assert c.get("/").status_code == 200  # the page itself holds nothing; it asks for the key
+        # /health is public for probes but shows only the status; the load needs the key.
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            r = c.get("/health", headers=headers)
+            assert r.status_code == 200 and r.json() == {"status": "ok"}
+        assert c.get("/health", headers=ok).json()["active_sequences"] == 0
+
+
+def test_post_bodies_must_be_declared_json(client):
+    # A cross-site <form> can only send form or text/plain bodies without a CORS preflight.
+    body = json.dumps({"prompt": "ROMEO:", "max_tokens": 2})
+    for headers in ({}, {"Content-Type": "text/plain"},
+                    {"Content-Type": "application/x-www-form-urlencoded"}):  # fmt: skip
+        for path in ("/v1/completions", "/v1/score"):
+            r = client.post(path, content=body, headers=headers)
+            assert r.status_code == 415, (path, headers)
+            assert "application/json" in r.json()["error"]["message"]
+    r = client.post(
+        "/v1/completions", content=body, headers={"Content-Type": "Application/JSON; charset=utf-8"}
+    )
+    assert r.status_code == 200
+
+
+def test_host_must_name_this_server(model):
+    # DNS rebinding: a page on attacker.example re-points its name at 127.0.0.1; the browser
+    # then sends "Host: attacker.example" to the local server.
+    req = {"prompt": "ROMEO:", "max_tokens": 2}
+    with TestClient(create_app(model, "tiny"), base_url=LOCAL) as c:
+        for host in ("localhost", "localhost:9", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST"):
+            assert c.post("/v1/completions", json=req, headers={"Host": host}).status_code == 200
+        for host in ("attacker.example", "attacker.example:8000", "10.1.2.3", "localhost.evil"):
+            for method, path in [("POST", "/v1/completions"), ("GET", "/v1/models"), ("GET", "/")]:
+                r = c.request(method, path, json=req, headers={"Host": host})
+                assert r.status_code == 403, (host, path)
+                assert r.json()["error"]["code"] == "forbidden_host"
+                assert "--allowed-hosts" in r.json()["error"]["message"]
+    app = create_app(model, "tiny", allowed_hosts=["gen.example"], bound_host="192.168.1.5")
+    with TestClient(app, base_url=LOCAL) as c:
+        for host, status in [("gen.example:80", 200), ("192.168.1.5:8000", 200),
+                             ("localhost", 200), ("other.example", 403)]:  # fmt: skip
+            assert c.get("/v1/models", headers={"Host": host}).status_code == status, host
+    with TestClient(create_app(model, "tiny", bound_host="0.0.0.0"), base_url=LOCAL) as c:
+        assert c.get("/v1/models", headers={"Host": "10.1.2.3:8000"}).status_code == 200
+        assert c.get("/v1/models", headers={"Host": "attacker.example"}).status_code == 403
+    with TestClient(create_app(model, "tiny", allowed_hosts=["*"]), base_url=LOCAL) as c:
+        assert c.get("/v1/models", headers={"Host": "anything.example"}).status_code == 200
+
+
+def test_cross_origin_requests_need_cors_origins(model):
+    req = {"prompt": "ROMEO:", "max_tokens": 2}
+    with TestClient(create_app(model, "tiny"), base_url=LOCAL) as c:
+        # The playground: its page and its POSTs come from the server's own origin.
+        same = {"Origin": LOCAL}
+        assert c.post("/v1/completions", json=req, headers=same).status_code == 200
+        for origin in ("http://evil.example", "null", "http://127.0.0.1:9999", "file://"):
+            r = c.post("/v1/completions", json=req, headers={"Origin": origin})
+            assert r.status_code == 403, origin
+            assert r.json()["error"]["code"] == "forbidden_origin"
+        preflight = {"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"}
+        assert c.options("/v1/completions", headers=preflight).status_code == 403
+    app = create_app(model, "tiny", cors_origins=["https://app.example"])
+    with TestClient(app, base_url=LOCAL) as c:
+        ok = {"Origin": "https://app.example"}
+        r = c.post("/v1/completions", json=req, headers=ok)
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        r = c.options(
+            "/v1/completions",
+            headers={**ok, "Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization, content-type"},
+        )  # fmt: skip
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        assert "POST" in r.headers["access-control-allow-methods"]
+        assert "authorization" in r.headers["access-control-allow-headers"].lower()
+        r = c.post("/v1/completions", json=req, headers={"Origin": "https://other.example"})
+        assert r.status_code == 403
+    with TestClient(create_app(model, "tiny", cors_origins=["*"]), base_url=LOCAL) as c:
+        r = c.post("/v1/completions", json=req, headers={"Origin": "https://any.example"})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "*"
+
+
+def test_tiny_sampling_values_are_greedy(client):
+    # Issue #10: temperature 1e-40 and top_p 1e-50 underflowed float32 and gave "zzzz".
+    req = {"prompt": "ROMEO:", "max_tokens": 30, "seed": 1}
+    greedy = client.post("/v1/completions", json={**req, "temperature": 0}).json()
+    for tiny in ({"temperature": 1e-40}, {"temperature": 1e-300},
+                 {"temperature": 1.0, "top_p": 1e-50}):  # fmt: skip
+        r = client.post("/v1/completions", json={**req, **tiny, "n": 2}).json()
+        assert [c["text"] for c in r["choices"]] == [greedy["choices"][0]["text"]] * 2, tiny
 
 
 def test_unknown_character_advice_names_the_request_field(client):
@@ -352,7 +448,7 @@ def test_word_model_completions_space_words_like_the_cli():
     cfg = ModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=8, num_layers=1)
     model = LanguageModel(cfg, tok).eval()
     req = {"max_tokens": 12, "temperature": 1.0, "seed": 2}
-    with TestClient(create_app(model, "w")) as c:
+    with TestClient(create_app(model, "w"), base_url=LOCAL) as c:
         for prompt in ("the cat", "the cat ", "the cat\n", ""):
             text = c.post("/v1/completions", json={**req, "prompt": prompt}).json()
             text = text["choices"][0]["text"]

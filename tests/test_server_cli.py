@@ -25,3 +25,10 @@ def test_serve_without_the_extra_says_how_to_install(run_cli, tmp_path, monkeypa
 def test_serve_help_shows_the_loopback_default(run_cli):
     r = run_cli("serve", "--help")
     assert r.code == 0 and "127.0.0.1" in r.out and "LSTMGEN_API_KEY" in r.out
+
+
+def test_serve_help_shows_the_connection_and_origin_options(run_cli):
+    r = run_cli("serve", "--help")
+    for option in ("--allowed-hosts", "--cors-origins", "--read-timeout", "--keep-alive-timeout",
+                   "--max-connections"):  # fmt: skip
+        assert option in r.out, option

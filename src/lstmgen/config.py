@@ -217,6 +217,17 @@ class TrainConfig(_JsonConfig):
         )
 
 
+# Sampling settings too small for float32 (issue #10: temperature 1e-40, top_p 1e-50 and a
+# repetition penalty of 1e-300 all gave "zzzz"). Below GREEDY_BELOW the temperature is greedy
+# (logits / 1e-4 stay far from float32's 3.4e38); a top_p below MIN_TOP_P is taken as MIN_TOP_P,
+# which float32 holds and which keeps only the top token (its probability is at least 1/V); a
+# repetition penalty below MIN_REPETITION_PENALTY (1e-3 already scales a seen token's logit a
+# thousandfold) is refused. lstmgen.sampling and lstmgen.reference.generate apply them.
+GREEDY_BELOW = 1e-4
+MIN_TOP_P = 1e-8
+MIN_REPETITION_PENALTY = 1e-3
+
+
 @dataclass
 class GenerationConfig(_JsonConfig):
     """How to decode. ``temperature == 0`` means greedy."""
@@ -234,7 +245,10 @@ class GenerationConfig(_JsonConfig):
         _check(self.temperature >= 0, "temperature must be >= 0 (0 = greedy)")
         _check(self.top_k >= 0, "top_k must be >= 0 (0 = off)")
         _check(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
-        _check(self.repetition_penalty > 0, "repetition_penalty must be > 0")
+        _check(
+            self.repetition_penalty >= MIN_REPETITION_PENALTY,
+            f"repetition_penalty must be >= {MIN_REPETITION_PENALTY:g}",
+        )
         _check(
             isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
             "stop must be a list of non-empty strings",

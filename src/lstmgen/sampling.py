@@ -7,6 +7,12 @@ The draw is by inverse CDF from one float64 uniform per row, taken from the call
 ``torch.Generator``: the same seed gives the same tokens on every path (the CLI, the server's
 per-request rows, a CUDA graph), and the kernels involved (a cumsum and a binary search over V)
 are cheap and never start a thread pool, unlike ``torch.multinomial`` at small sizes.
+
+Tiny settings take their limit instead of underflowing float32 (issue #10: temperature 1e-40
+divided the logits into infinities and gave "zzzz"): a temperature below ``GREEDY_BELOW`` is
+greedy, a top_p below ``MIN_TOP_P`` keeps only the most likely token (as does any top_p under
+that token's probability, which is at least 1/V), and a repetition penalty below
+``MIN_REPETITION_PENALTY`` is refused when the settings are checked (all three in config.py).
 """
 
 from __future__ import annotations
@@ -16,9 +22,19 @@ import math
 import torch
 from torch import Tensor
 
-from .config import GenerationConfig
+from .config import GREEDY_BELOW, MIN_TOP_P, GenerationConfig
 
 LOG2E = math.log2(math.e)
+
+
+def effective_temperature(temperature: float) -> float:
+    """The temperature actually used: 0 (greedy) below ``GREEDY_BELOW``."""
+    return 0.0 if temperature < GREEDY_BELOW else temperature
+
+
+def effective_top_p(top_p: float) -> float:
+    """The top_p actually used: at least ``MIN_TOP_P``, which keeps only the top token."""
+    return max(top_p, MIN_TOP_P)
 
 
 def softmax(logits: Tensor) -> Tensor:
@@ -53,6 +69,7 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
     whose probability reaches ``p``; the most likely token always stays."""
     if p >= 1.0:
         return logits
+    p = effective_top_p(p)
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
     probs = softmax(sorted_logits)
     before = torch.cumsum(probs, dim=-1) - probs  # probability mass of strictly better tokens
@@ -97,8 +114,9 @@ def next_token(
     logits = logits.float()
     if seen is not None:
         logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
-    if config.temperature == 0:
+    temperature = effective_temperature(config.temperature)
+    if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_top_p(filter_top_k(logits / config.temperature, config.top_k), config.top_p)
+    logits = filter_top_p(filter_top_k(logits / temperature, config.top_k), config.top_p)
     probs = softmax(logits)  # (B, V)
     return draw(probs, uniforms(len(probs), generator, probs.device) if u is None else u)

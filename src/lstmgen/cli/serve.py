@@ -21,6 +21,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _split(names: str) -> list[str]:
+    return [n.strip() for n in names.split(",") if n.strip()]
+
+
 def _bind(host: str, port: int) -> socket.socket:
     """Bind the listening socket ourselves, so ``--port 0`` can report the port it got."""
     try:
@@ -63,6 +67,34 @@ def _bind(host: str, port: int) -> socket.socket:
     help="Seconds between a stream's events; tokens made meanwhile share one (0 = every token).",
 )
 @click.option(
+    "--allowed-hosts",
+    default="",
+    help="Host names clients may use besides localhost and the bound address (comma list, * ="
+    " any): a reverse proxy's name. Others are refused, which stops DNS rebinding.",
+)
+@click.option(
+    "--cors-origins",
+    default="",
+    help="Web origins (https://app.example, comma list, * = any) whose pages may call the API;"
+    " other pages' requests are refused.",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(0.01),
+    default=15.0,
+    show_default=True,
+    help="Seconds a client gets to send a request's headers, and again its body.",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=click.FloatRange(0.01),
+    default=5.0,
+    show_default=True,
+    help="Seconds an idle connection stays open between requests.",
+)
+@click.option("--max-connections", type=click.IntRange(1), default=1000, show_default=True,
+              help="Open connections at most; more are answered 503 and closed.")  # fmt: skip
+@click.option(
     "--threads",
     type=click.IntRange(1),
     default=1,
@@ -89,6 +121,11 @@ def serve_command(
     max_tokens_limit: int,
     max_n: int,
     stream_interval: float,
+    allowed_hosts: str,
+    cors_origins: str,
+    read_timeout: float,
+    keep_alive_timeout: float,
+    max_connections: int,
     threads: int,
     log_level: str,
     device: str,
@@ -98,11 +135,13 @@ def serve_command(
     \b
       lstmgen serve runs/poems                      # http://127.0.0.1:8000/
       lstmgen serve runs/poems --port 9000 --api-key secret
+      lstmgen serve runs/poems --cors-origins https://app.example
     """
     try:
         import uvicorn
 
         from ..server.app import create_app
+        from ..server.connections import uvicorn_config
         from ..server.protocol import Limits
     except ImportError as exc:
         raise click.ClickException(
@@ -115,6 +154,8 @@ def serve_command(
     model = load_run(run, device)
     name = model_name or Path(run).resolve().name
     weights = Path(run) / "model.safetensors"
+    sock = _bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
     app = create_app(
         model,
         name,
@@ -125,9 +166,11 @@ def serve_command(
         max_batch=max_batch,
         stream_interval=stream_interval,
         created=int(weights.stat().st_mtime) if weights.exists() else None,
+        read_timeout=read_timeout,
+        allowed_hosts=_split(allowed_hosts),
+        cors_origins=_split(cors_origins),
+        bound_host=host,
     )
-    sock = _bind(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     click.echo(
         f"serving {run} as {name!r} on http://{shown}:{bound_port}/ (playground at /, API at "
@@ -136,7 +179,13 @@ def serve_command(
     )
     if not _is_loopback(host) and not api_key:
         click.echo("warning: listening beyond this machine without --api-key", err=True)
-    config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"))
+    config = uvicorn_config(
+        app,
+        read_timeout=read_timeout,
+        keep_alive=keep_alive_timeout,
+        max_connections=max_connections,
+        log_level=log_level,
+    )
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

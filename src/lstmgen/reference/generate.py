@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import GenerationConfig
+from ..config import GREEDY_BELOW, MIN_TOP_P, GenerationConfig
 from ..textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
 from .layers import softmax
 
@@ -43,6 +43,7 @@ def filter_top_p(logits: np.ndarray, p: float) -> np.ndarray:
     whose probability reaches ``p``; the most likely token always stays."""
     if p >= 1.0:
         return logits
+    p = max(p, MIN_TOP_P)  # as lstmgen.sampling: tiny values take their limit (issue #10)
     order = np.argsort(-logits, axis=-1, kind="stable")  # (B, V) most likely first
     probs = softmax(np.take_along_axis(logits, order, axis=-1))
     before = np.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
@@ -61,7 +62,7 @@ def next_token(
     logits = logits.astype(np.float64)
     if seen is not None:
         logits = apply_repetition_penalty(logits, seen, config.repetition_penalty)
-    if config.temperature == 0:
+    if config.temperature < GREEDY_BELOW:  # 0, or too small to divide by: greedy
         return logits.argmax(axis=-1)
     logits = filter_top_p(filter_top_k(logits / config.temperature, config.top_k), config.top_p)
     cdf = np.cumsum(softmax(logits), axis=-1)  # (B, V)

@@ -3,7 +3,7 @@
     POST /v1/completions   OpenAI's completions API (streaming as server-sent events)
     POST /v1/score         lstmgen's own: per-token log-probabilities, loss and perplexity of a text
     GET  /v1/models        the loaded model and its metadata (also /v1/models/{id})
-    GET  /health           liveness and the batcher's load
+    GET  /health           liveness, public; with the API key also the batcher's load
     GET  /                 the browser playground (static/playground.html)
 
 Handlers only check requests and shape responses; generation runs in the ``Batcher``'s decode
@@ -23,25 +23,29 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import asdict
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import LstmgenError
+from ..sampling import effective_temperature, effective_top_p
 from ..tokenizers import UnknownTextError
 from .batcher import Batcher, BatcherClosed, Chunk, SequenceSpec, TokenInfo, token_text
+from .guard import RequestGuard
 from .protocol import APIError, Limits, parse_completion, parse_score
 from .rows import RowSettings
 from .scoring import score_ids
 
 log = logging.getLogger("lstmgen.server")
+T = TypeVar("T")
 
 
 def create_app(
@@ -52,9 +56,16 @@ def create_app(
     max_batch: int = 64,
     created: int | None = None,
     stream_interval: float = 0.05,
+    read_timeout: float = 30.0,
+    allowed_hosts: Sequence[str] = (),
+    cors_origins: Sequence[str] = (),
+    bound_host: str | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``model``. The decode loop starts and stops with the app's lifespan.
-    ``stream_interval`` is the shortest time between two events of one stream.
+    ``stream_interval`` is the shortest time between two events of one stream;
+    ``read_timeout`` the longest wait for a request's body. Requests must name the server in
+    ``Host`` (localhost, ``bound_host`` or one of ``allowed_hosts``) and come from its own page
+    or one of ``cors_origins`` (``guard.py``).
 
     >>> app = create_app(LanguageModel.from_pretrained("runs/poems"), "poems")  # doctest: +SKIP
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
@@ -82,6 +93,20 @@ def create_app(
         openapi_url=None,
     )
     app.state.batcher = batcher
+    # Added last = outermost: the guard refuses first; CORS answers the origins it let through.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(cors_origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
+    )
+    app.add_middleware(
+        RequestGuard,
+        allowed_hosts=tuple(allowed_hosts),
+        cors_origins=tuple(cors_origins),
+        bound_host=bound_host,
+    )
 
     # --- errors -------------------------------------------------------------------------------
 
@@ -133,17 +158,33 @@ def create_app(
             )
 
     async def read_json(request: Request) -> Any:
+        # A JSON content type is what makes a cross-site <form> or no-cors fetch impossible
+        # without a CORS preflight (issue #10); the playground and every client send it.
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media != "application/json":
+            raise APIError(415, "send the body as JSON, with 'Content-Type: application/json'")
+        too_big = f"request body is larger than {limits.max_body_bytes} bytes"
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-            raise APIError(413, f"request body is larger than {limits.max_body_bytes} bytes")
-        data = bytearray()
-        async for part in request.stream():
-            data += part
-            if len(data) > limits.max_body_bytes:
-                raise APIError(413, f"request body is larger than {limits.max_body_bytes} bytes")
+            raise APIError(413, too_big)
+
+        async def body() -> bytearray:
+            data = bytearray()
+            async for part in request.stream():
+                data += part
+                if len(data) > limits.max_body_bytes:
+                    raise APIError(413, too_big)
+            return data
+
+        try:  # a body that never comes ends the wait (asyncio.timeout needs Python 3.11)
+            data = await asyncio.wait_for(body(), read_timeout)
+        except asyncio.TimeoutError:
+            raise APIError(408, f"the request body took longer than {read_timeout:g} s") from None
         try:
             return json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except RecursionError:  # "[[[[..." thousands deep
+            raise APIError(400, "the request body's JSON is nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, bad UTF-8, an int of > 4300 digits
             raise APIError(400, f"malformed JSON in the request body: {exc}") from None
 
     def encode_prompt(prompt: str | list[int], unknown: str) -> list[int]:
@@ -200,8 +241,13 @@ def create_app(
         # The page holds no data and no key; it asks for the key when the server needs one.
         return HTMLResponse(page)
 
-    @app.get("/health", dependencies=[Depends(authorize)])
-    async def health() -> dict[str, Any]:
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        # Public, for load balancers and probes; the load is for those with the key.
+        try:
+            await authorize(request)
+        except APIError:
+            return {"status": "ok"}
         return {
             "status": "ok",
             "model": model_name,
@@ -277,7 +323,12 @@ def create_app(
             prompt if isinstance(prompt, str) and not req.echo else tok.decode(ids)
             for prompt, ids in zip(req.prompts, prompt_ids, strict=True)
         ]
-        settings = RowSettings(req.temperature, req.top_k, req.top_p, req.repetition_penalty)
+        settings = RowSettings(
+            effective_temperature(req.temperature),
+            req.top_k,
+            effective_top_p(req.top_p),
+            req.repetition_penalty,
+        )
         specs = []
         for p, ids in enumerate(prompt_ids):
             for j in range(req.n):
@@ -314,9 +365,12 @@ def create_app(
 
         if not req.stream:
             try:
-                texts, tokens, finish = await _collect(queue, len(specs), usage)
+                result = await _unless_disconnected(request, _collect(queue, len(specs), usage))
             finally:
-                job.cancel()
+                job.cancel()  # done, or the client left: free the batch rows at once
+            if result is None:
+                return Response(status_code=499)  # nobody reads it; nginx's "client closed"
+            texts, tokens, finish = result
             choices = []
             for i in range(len(specs)):
                 echo, einfo = head(i)
@@ -478,6 +532,31 @@ async def _collect(
                 usage["completion_tokens"] += c.generated
                 left -= 1
     return texts, tokens, finish
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """``await work``, or None as soon as the client disconnects (the work is then cancelled).
+
+    Once the body is read, the server's next ASGI message for this request is
+    ``http.disconnect``: it comes when the client closes the connection, or after the response
+    is sent. A non-streaming request that waited for its result alone kept its rows generating
+    until the end (issue #10: 40 dropped requests held 63 rows for over a minute)."""
+    task = asyncio.ensure_future(work)
+
+    async def gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.done() or task.cancelled():
+        return None
+    return task.result()
 
 
 def _message(exc: LstmgenError) -> str:

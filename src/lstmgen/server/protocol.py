@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import GenerationConfig
+from ..config import MIN_REPETITION_PENALTY, GenerationConfig
 
 MAX_STOP = 4  # as OpenAI
 MAX_LOGPROBS = 5  # as OpenAI
@@ -32,11 +32,14 @@ class APIError(Exception):
         code: str | None = None,
         type: str = "invalid_request_error",
     ):
+        # The message and param may quote the request (a field name, a prompt); a lone surrogate
+        # in them would make the error response itself fail to encode as UTF-8 (a 500, #10).
+        message = _utf8(message)
         super().__init__(message)
         self.status, self.message, self.param, self.code, self.type = (
             status,
             message,
-            param,
+            None if param is None else _utf8(param),
             code,
             type,
         )
@@ -50,6 +53,11 @@ class APIError(Exception):
                 "code": self.code,
             }
         }
+
+
+def _utf8(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode (lone surrogates) replaced by '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -252,7 +260,7 @@ def parse_completion(
         top_p=_number(body, "top_p", defaults.top_p, 0.0, 1.0, open_low=True),
         top_k=top_k,
         repetition_penalty=_number(
-            body, "repetition_penalty", defaults.repetition_penalty, 0.0, 10.0, open_low=True
+            body, "repetition_penalty", defaults.repetition_penalty, MIN_REPETITION_PENALTY, 10.0
         ),
         n=n,
         stop=stop if stop is not None else tuple(defaults.stop),
