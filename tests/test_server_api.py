@@ -458,3 +458,10 @@ def test_word_model_completions_space_words_like_the_cli():
             echo = c.post("/v1/completions", json={**req, "prompt": prompt, "echo": True}).json()
             # The echo is the decoded prompt ("the cat " loses its space), spaced from its text.
             assert echo["choices"][0]["text"] == prompt + text
+        # Unseen words become <unk> by default, as in `lstmgen generate` and `eval`; an explicit
+        # "unknown": "error" still refuses them (#10: word models failed on ordinary prompts).
+        unseen = {**req, "prompt": "the zebra"}
+        assert c.post("/v1/completions", json=unseen).status_code == 200
+        r = c.post("/v1/completions", json={**unseen, "unknown": "error"})
+        assert r.status_code == 400 and "zebra" in r.json()["error"]["message"]
+        assert c.post("/v1/score", json={"text": "the zebra sat"}).status_code == 200

@@ -37,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import LstmgenError
 from ..sampling import effective_temperature, effective_top_p
-from ..tokenizers import UnknownTextError
+from ..tokenizers import UnknownTextError, unknown_policy
 from .batcher import Batcher, BatcherClosed, Chunk, SequenceSpec, TokenInfo, token_text
 from .guard import RequestGuard
 from .protocol import APIError, Limits, parse_completion, parse_score
@@ -187,7 +187,7 @@ def create_app(
         except ValueError as exc:  # JSONDecodeError, bad UTF-8, an int of > 4300 digits
             raise APIError(400, f"malformed JSON in the request body: {exc}") from None
 
-    def encode_prompt(prompt: str | list[int], unknown: str) -> list[int]:
+    def encode_prompt(prompt: str | list[int], unknown: str | None) -> list[int]:
         if isinstance(prompt, list):
             bad = [t for t in prompt if not 0 <= t < tok.vocab_size]
             if bad:
@@ -197,7 +197,7 @@ def create_app(
             ids = prompt
         else:
             try:
-                ids = tok.encode(prompt, unknown=unknown)
+                ids = tok.encode(prompt, unknown=unknown_policy(tok, unknown))
             except LstmgenError as exc:
                 raise APIError(400, _message(exc), "prompt", "unencodable_prompt") from None
         if len(ids) > limits.max_prompt_tokens:
@@ -284,7 +284,7 @@ def create_app(
     async def score(request: Request) -> dict[str, Any]:
         req = parse_score(await read_json(request), model_name)
         try:
-            ids = tok.encode(req.text, unknown=req.unknown)
+            ids = tok.encode(req.text, unknown=unknown_policy(tok, req.unknown))
         except LstmgenError as exc:
             raise APIError(400, _message(exc), "text", "unencodable_prompt") from None
         if not ids:

@@ -86,13 +86,13 @@ class CompletionRequest:
     include_usage: bool
     echo: bool
     logprobs: int | None
-    unknown: str
+    unknown: str | None
 
 
 @dataclass
 class ScoreRequest:
     text: str
-    unknown: str
+    unknown: str | None
     logprobs: int  # top alternatives per position (0 = only the scored token)
 
 
@@ -135,9 +135,11 @@ def _boolean(body: dict, name: str) -> bool:
     return v
 
 
-def _unknown_policy(body: dict) -> str:
-    v = body.get("unknown", "error")
-    if v not in UNKNOWN_POLICIES:
+def _unknown_policy(body: dict) -> str | None:
+    """The request's policy; None when absent (the model's default: ``<unk>`` for a word model
+    that has it, else an error)."""
+    v = body.get("unknown")
+    if v is not None and v not in UNKNOWN_POLICIES:
         raise _bad(f"unknown must be one of {', '.join(UNKNOWN_POLICIES)}", "unknown")
     return v
 
