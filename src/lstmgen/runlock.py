@@ -42,7 +42,7 @@ class RunLock:
     @classmethod
     def acquire(cls, run_dir: str | Path) -> RunLock:
         """Lock ``run_dir`` (created if missing) or raise ``TrainingError`` naming the holder."""
-        run_dir = Path(run_dir).resolve()
+        shown, run_dir = run_dir, Path(run_dir).resolve()
         if run_dir in _held:
             f, count = _held[run_dir]
             _held[run_dir] = (f, count + 1)
@@ -58,7 +58,7 @@ class RunLock:
                 pid = f.read().strip() or "unknown"
                 f.close()
                 raise TrainingError(
-                    f"{run_dir} is being trained by another process (pid {pid})"
+                    f"{shown} is being trained by another process (pid {pid})"
                 ) from None
         f.seek(0)
         f.truncate()

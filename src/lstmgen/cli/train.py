@@ -110,8 +110,8 @@ class ProgressCallback(Callback):
             self.post["step"] = summary["step"]
             self.bar.set_postfix(self.post, refresh=False)
             # A run that used its whole budget shows a full bar, not 98 % of it.
-            done = self.bar.total if summary["reason"] == "max_time" else summary["elapsed"]
-            self.bar.n = int(min(done, self.bar.total))
+            full = summary["reason"] == "max_time"
+            self.bar.n = self.bar.total if full else int(min(summary["elapsed"], self.bar.total))
         else:
             self.bar.n = summary["step"]
         self.bar.close()  # draws the final state once (leave=True)
