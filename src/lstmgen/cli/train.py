@@ -161,13 +161,18 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
-@click.option("--warmup-steps", type=int)
+@click.option("--warmup-steps", type=int, help="At most 10% of the run's steps or time [100].")
 @click.option("--grad-clip", type=float)
 @click.option("--max-steps", type=int)
 @click.option("--epochs", type=float)
-@click.option("--max-time", type=float, help="Seconds of training.")
+@click.option("--max-time", type=float, help="Seconds of wall-clock time, evaluations included.")
 @click.option("--eval-every", type=int, help="Steps between evaluations.")
-@click.option("--eval-tokens", type=int, help="Validation tokens per periodic eval (0 = all).")
+@click.option(
+    "--eval-tokens",
+    type=int,
+    help="Validation tokens per evaluation, the final one too (0 = all); a full pass "
+    "afterwards: lstmgen eval RUN --split valid.",
+)
 @click.option("--patience", type=int, help="Early stop after N evals without improvement.")
 @click.option("--sample-tokens", type=int, help="Tokens of sample at each eval (0 = none).")
 @click.option("--log-every", type=int, help="Steps between progress updates.")
