@@ -132,14 +132,14 @@ def test_gpu_fast_preset_from_the_cli(run_cli, corpus_file, tmp_path):
     assert cfg.precision == "fp32" and cfg.lr == PRESETS["gpu-fast"]["train"]["lr"]
 
 
-def test_max_time_counts_wall_clock_outside_evaluation(tmp_path, corpus_file):
+def test_max_time_counts_wall_clock_including_evaluation(tmp_path, corpus_file):
     slow_eval = []
 
     class Slow(Callback):
         def on_eval(self, trainer, metrics, sample):
             import time
 
-            time.sleep(0.3)  # evaluation-side time must not count as training
+            time.sleep(0.3)  # evaluation time counts against --max-time too (issue #10)
             slow_eval.append(metrics["elapsed"])
 
     cfg = TrainConfig(**{**TINY_TRAIN, "eval_every": 20}, max_time=0.6)
@@ -147,8 +147,8 @@ def test_max_time_counts_wall_clock_outside_evaluation(tmp_path, corpus_file):
     trainer.callbacks.append(Slow())
     summary = trainer.fit()
     assert summary["reason"] == "max_time"
-    assert 0.6 <= summary["elapsed"] < 0.6 + 0.25
-    assert len(slow_eval) >= 2  # several 0.3 s evaluations fell inside a 0.6 s budget
+    assert summary["elapsed"] < 0.6 + 0.35  # with its 0.3 s evaluations, not on top of them
+    assert len(slow_eval) >= 1
     assert trainer.tokens_seen() == pytest.approx(
         summary["step"] * cfg.batch_size * cfg.seq_len, rel=0.1
     )

@@ -10,6 +10,7 @@ pass over the whole text.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,6 +19,11 @@ import torch.nn.functional as F
 
 from .data import TokenFile
 from .errors import NumericalError
+
+
+class EvaluationStopped(Exception):
+    """``should_stop`` returned true between two windows: there is no score (a part of the
+    tokens scores differently from all of them, so it is never reported as one)."""
 
 
 @dataclass
@@ -55,8 +61,13 @@ def evaluate_tokens(
     seq_len: int = 256,
     warmup: int = 256,
     max_tokens: int = 0,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
-    """Score ``data`` (optionally only its first ``max_tokens``) under ``model``."""
+    """Score ``data`` (optionally only its first ``max_tokens``) under ``model``.
+
+    ``should_stop`` is asked between windows; when it says yes, ``EvaluationStopped`` is raised
+    (the trainer passes its Ctrl-C flag, so a full validation pass is no longer uninterruptible).
+    """
     was_training = model.training
     model.eval()
     tokens = np.asarray(data.tokens[: max_tokens or None], dtype=np.int64)
@@ -76,6 +87,9 @@ def evaluate_tokens(
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
     for t in range(0, width, seq_len):
+        if should_stop is not None and should_stop():
+            model.train(was_training)
+            raise EvaluationStopped
         xb = torch.from_numpy(x[:, t : t + seq_len]).to(device)
         yb = torch.from_numpy(y[:, t : t + seq_len]).to(device)
         mb = torch.from_numpy(scored[:, t : t + seq_len]).to(device)

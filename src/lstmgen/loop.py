@@ -12,6 +12,9 @@ from typing import Any
 from .config import TrainConfig
 from .errors import TrainingError
 
+# Warmup takes at most this fraction of a run (of its steps, or of --max-time).
+WARMUP_FRACTION = 0.1
+
 
 @dataclass
 class Position:
@@ -20,10 +23,15 @@ class Position:
     step: int = 0
     epoch: int = 0
     window: int = 0
-    elapsed: float = 0.0  # seconds of training (not counting evaluation) across resumes
+    # Wall-clock seconds of the run across resumes, evaluations included: --max-time bounds the
+    # whole run, not just its steps (issue #10: --max-time 90 took 205 s with evaluations).
+    elapsed: float = 0.0
     best_val: float = math.inf
     best_step: int = -1
     bad_evals: int = 0  # evaluations since the last improvement
+    best_tokens: int = 0  # validation tokens behind best_val (0: unknown, from an older run)
+    eval_pending: bool = False  # the evaluation at ``step`` was interrupted: redo it on resume
+    warmup: int = -1  # warmup steps, fixed when the run starts (-1: an older run, planned anew)
 
 
 class RunSchedule:
@@ -35,6 +43,8 @@ class RunSchedule:
     windows_per_epoch: int
     stop_requested: bool
     out_dir: Path
+    # Seconds kept free at the end of a --max-time budget for the final evaluation.
+    eval_reserve: float = 0.0
 
     def horizon_steps(self) -> int:
         """Steps the run will take, when step or epoch limits fix it (0 if time-limited only)."""
@@ -53,10 +63,28 @@ class RunSchedule:
             fractions.append(self.pos.elapsed / self.config.max_time)
         return min(1.0, max(fractions)) if fractions else 0.0
 
+    def planned_warmup(self) -> int:
+        """Warmup steps: ``warmup_steps``, capped at ``WARMUP_FRACTION`` of the run's steps when
+        step or epoch limits fix them. A fixed 100-step warmup left a 60-step run at 17 % of
+        its learning rate (issue #10). Depends on the config only, so a resume repeats it."""
+        horizon = self.horizon_steps()
+        cap = math.ceil(WARMUP_FRACTION * horizon) if horizon else self.config.warmup_steps
+        return min(self.config.warmup_steps, cap)
+
+    def warmup_steps(self) -> int:
+        """The run's warmup, as fixed at its start (raising --max-steps on resume keeps it)."""
+        return self.pos.warmup if self.pos.warmup >= 0 else self.planned_warmup()
+
     def lr_at(self) -> float:
-        """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` over the run."""
+        """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` over the run.
+
+        Under ``max_time`` the warmup also ends by ``WARMUP_FRACTION`` of the time budget
+        (whichever comes first); time is not reproducible, so neither is such a schedule."""
         c = self.config
-        warm = min(1.0, (self.pos.step + 1) / c.warmup_steps) if c.warmup_steps else 1.0
+        steps = self.warmup_steps()
+        warm = min(1.0, (self.pos.step + 1) / steps) if steps else 1.0
+        if c.max_time and warm < 1.0:
+            warm = max(warm, min(1.0, self.pos.elapsed / (WARMUP_FRACTION * c.max_time)))
         cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
         return c.lr * warm * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
 
@@ -68,7 +96,7 @@ class RunSchedule:
             return "max_steps"
         if c.epochs and self.pos.step >= c.epochs * self.windows_per_epoch:
             return "epochs"
-        if c.max_time and self.pos.elapsed >= c.max_time:
+        if c.max_time and self.pos.elapsed + self.eval_reserve >= c.max_time:
             return "max_time"
         if c.patience and self.pos.bad_evals >= c.patience:
             return "early_stop"

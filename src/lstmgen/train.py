@@ -11,6 +11,7 @@ checkpoint.py) plus::
     metrics.jsonl              one JSON object per log line and per evaluation
     loss.png                   train and validation loss curves, written at the end
     data/                      the memmapped token cache
+    train.lock                 held (flock) by the one process training the run (runlock.py)
 
 Resuming restores everything in ``trainer/state.safetensors``, so on CPU a run stopped and
 resumed ends with bit-identical weights to an uninterrupted one (unless ``max_time`` drives the
@@ -30,6 +31,7 @@ import json
 import shutil
 import time
 import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -48,10 +50,11 @@ from .checkpoint import (
 from .config import GenerationConfig, ModelConfig, TrainConfig
 from .corpus import Corpus, load_run_corpus, prepare_corpus, read_run_config, write_run_config
 from .data import batchify, get_window, num_windows
-from .errors import CheckpointError, ConfigError, NumericalError
-from .evaluate import evaluate_tokens
+from .errors import CheckpointError, ConfigError, NumericalError, TrainingError
+from .evaluate import EvaluationStopped, evaluate_tokens
 from .loop import Position, RunSchedule
 from .model import LanguageModel
+from .runlock import RunLock, remove_stale_temp_files
 from .tokenizers import load_tokenizer
 
 STATE_FILE = Path("trainer") / "state.safetensors"
@@ -76,6 +79,7 @@ class Callback:
     """Receives progress. Override what you need; every method is a no-op by default."""
 
     def on_start(self, trainer: Trainer) -> None: ...
+    def on_step(self, trainer: Trainer) -> None: ...  # every step: keep it cheap, no host sync
     def on_log(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
     def on_eval(self, trainer: Trainer, metrics: dict[str, Any], sample: str) -> None: ...
     def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
@@ -219,6 +223,32 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> None:
         torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm, foreach=True)
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator failure: ``torch.OutOfMemoryError`` on CUDA, the
+    RuntimeError of PyTorch's CPU allocator (``DefaultCPUAllocator: can't allocate memory``),
+    or MPS's."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text
+    )
+
+
+@contextlib.contextmanager
+def memory_hint(config: TrainConfig, hidden_size: int) -> Iterator[None]:
+    """Turn running out of memory into one line naming the settings that size memory."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
+            raise
+        raise TrainingError(
+            f"out of memory on {config.device} (batch {config.batch_size}x{config.seq_len}, "
+            f"hidden size {hidden_size}): lower --batch-size, --seq-len or --hidden-size"
+        ) from None
+
+
 def _detach(state: Any) -> Any:
     return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
@@ -251,6 +281,9 @@ class Trainer(RunSchedule):
         self.pos = Position()
         self.hidden: Any = None  # state carried between windows (detached)
         self.stop_requested = False
+        self.lock: RunLock | None = None  # held from create/resume to the end of fit
+        self.eval_seconds: float | None = None  # how long the last evaluation took
+        self._clock = (0.0, time.perf_counter())  # (pos.elapsed, perf_counter) at fit's start
         self.streams = batchify(corpus.train.tokens, config.batch_size)  # (B, n)
         self.windows_per_epoch = num_windows(self.streams, config.seq_len)
         self.windows = Windows(self.streams, config.seq_len, self.device)
@@ -291,18 +324,24 @@ class Trainer(RunSchedule):
         """Start a new run: tokenize the corpus, build the model, write the run directory."""
         config = config or TrainConfig()
         out_dir = Path(out_dir)
-        if (out_dir / STATE_FILE).exists():
-            raise ConfigError(f"{out_dir} already holds a run: use --resume, or another --output")
         resolve_precision(config.precision, resolve_device(config.device))  # errors come first
         fresh = not out_dir.exists()
+        lock = RunLock.acquire(out_dir)  # before anything in the folder is written or cleaned
         try:
+            if (out_dir / STATE_FILE).exists():
+                raise ConfigError(
+                    f"{out_dir} already holds a run: use --resume, or another --output"
+                )
+            remove_stale_temp_files(out_dir)
             corpus = prepare_corpus(out_dir, config, train, valid, test)
             model_config = (model_config or ModelConfig()).replace(
                 vocab_size=corpus.tokenizer.vocab_size
             )
-            torch.manual_seed(config.seed)
-            model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
-            trainer = cls(model, config, corpus, out_dir, callbacks)
+            with memory_hint(config, model_config.hidden_size):
+                torch.manual_seed(config.seed)
+                model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
+                trainer = cls(model, config, corpus, out_dir, callbacks)
+            trainer.pos.warmup = trainer.planned_warmup()
             write_run_config(out_dir, config, corpus.sources)
             save_model(model, out_dir)
             (out_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -310,7 +349,9 @@ class Trainer(RunSchedule):
         except BaseException:
             if fresh:  # a half-made run directory would pass for a run later: leave nothing
                 shutil.rmtree(out_dir, ignore_errors=True)
+            lock.release()
             raise
+        trainer._hold(lock)
         return trainer
 
     @classmethod
@@ -336,15 +377,45 @@ class Trainer(RunSchedule):
                 f"{', '.join(sorted(RESUMABLE))})"
             )
         config = saved.replace(**{k: v for k, v in changes.items() if k in RESUMABLE})
-        corpus = load_run_corpus(
-            out_dir, config, sources, load_tokenizer(out_dir / "tokenizer.json")
-        )
-        write_run_config(out_dir, config, sources)  # raised limits hold for later resumes too
-        model = LanguageModel.from_pretrained(out_dir)  # best weights; replaced by the latest below
-        trainer = cls(model, config, corpus, out_dir, callbacks)
-        trainer.load_state()
-        trainer._forget_log_after(trainer.pos.step)
+        lock = RunLock.acquire(out_dir)  # before anything in the folder is written or cleaned
+        try:
+            remove_stale_temp_files(out_dir)
+            corpus = load_run_corpus(
+                out_dir, config, sources, load_tokenizer(out_dir / "tokenizer.json")
+            )
+            write_run_config(out_dir, config, sources)  # raised limits hold for later resumes
+            model = LanguageModel.from_pretrained(out_dir)  # best weights; the latest come below
+            trainer = cls(model, config, corpus, out_dir, callbacks)
+            trainer.load_state()
+            trainer._forget_log_after(trainer.pos.step)
+            # A best score from another --eval-tokens budget is not comparable: score it again.
+            recorded = trainer.pos.best_tokens or trainer.eval_token_count(saved.eval_tokens)
+            if trainer.pos.best_step >= 0 and recorded != trainer.eval_token_count():
+                trainer.rescore_best()
+        except BaseException:
+            lock.release()
+            raise
+        trainer._hold(lock)
         return trainer
+
+    def _hold(self, lock: RunLock) -> None:
+        """Keep ``lock`` until ``fit`` ends, or until this trainer is garbage-collected."""
+        self.lock = lock
+        weakref.finalize(self, lock.release)
+
+    def eval_token_count(self, eval_tokens: int | None = None) -> int:
+        """Validation tokens an evaluation with ``eval_tokens`` (default: the run's) scores."""
+        budget = self.config.eval_tokens if eval_tokens is None else eval_tokens
+        n = len(self.corpus.valid)
+        return min(budget, n) if budget else n
+
+    def rescore_best(self) -> None:
+        """Score the saved best model on the current ``eval_tokens`` budget (a resume that
+        changed it), so later evaluations are compared with a score of the same budget."""
+        with torch.random.fork_rng(devices=[]):  # building a model draws from the CPU RNG
+            best = LanguageModel.from_pretrained(self.out_dir).to(self.device)
+        metrics = self.evaluate(self.config.eval_tokens, model=best)
+        self.pos.best_val, self.pos.best_tokens = metrics["val_loss"], metrics["val_tokens"]
 
     # --- state ------------------------------------------------------------------------------
 
@@ -423,17 +494,20 @@ class Trainer(RunSchedule):
             self.pos.epoch * per_epoch + min(self.pos.window * self.config.seq_len, per_epoch)
         )
 
-    def evaluate(self, max_tokens: int = 0) -> dict[str, Any]:
+    def evaluate(self, max_tokens: int = 0, model: LanguageModel | None = None) -> dict[str, Any]:
+        """Validation metrics of ``model`` (default: the one training) on the first
+        ``max_tokens`` (0: all). A stop request ends it early: ``EvaluationStopped``."""
         with (
             tf32(self._tf32()),
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
         ):
             try:
                 result = evaluate_tokens(
-                    self.model,
+                    model or self.model,
                     self.corpus.valid,
                     seq_len=self.config.seq_len,
                     max_tokens=max_tokens,
+                    should_stop=lambda: self.stop_requested,
                 )
             except NumericalError as exc:  # evaluate_tokens returns finite losses only
                 raise self._diverged("validation loss", exc.value) from None
@@ -445,18 +519,32 @@ class Trainer(RunSchedule):
         }
 
     def _eval_and_checkpoint(self, max_tokens: int) -> None:
-        metrics = {
-            "step": self.pos.step,
-            "epoch": self.pos.step / self.windows_per_epoch,
-            "elapsed": round(self.pos.elapsed, 3),
-            **self.evaluate(max_tokens),
-        }
+        """Evaluate on ``max_tokens`` (the run's --eval-tokens), keep the model if it is the
+        best, save the trainer state.
+
+        Its time counts against ``max_time`` and is remembered (``eval_seconds``) so that the
+        loop stops early enough for the final evaluation to end within the budget. Interrupted
+        (Ctrl-C), it saves the state with ``eval_pending`` set: the resumed run evaluates this
+        step first, so stopping never changes which checkpoint is kept."""
+        began = time.perf_counter()
+        self._tick()
+        metrics = {"step": self.pos.step, "epoch": self.pos.step / self.windows_per_epoch}
+        try:
+            metrics.update(self.evaluate(max_tokens))
+        except EvaluationStopped:
+            self.pos.eval_pending = True
+            self._tick()
+            self.save_state()
+            return
+        self.pos.eval_pending = False
+        metrics["elapsed"] = round(self.pos.elapsed, 3)
         if metrics["val_loss"] < self.pos.best_val:
             self.pos.best_val, self.pos.best_step, self.pos.bad_evals = (
                 metrics["val_loss"],
                 self.pos.step,
                 0,
             )
+            self.pos.best_tokens = metrics["val_tokens"]
             save_model(self.model, self.out_dir)
         else:
             self.pos.bad_evals += 1
@@ -475,7 +563,16 @@ class Trainer(RunSchedule):
             )
         for cb in self.callbacks:
             cb.on_eval(self, metrics, sample)
+        self.eval_seconds = time.perf_counter() - began
+        self.eval_reserve = self.eval_seconds
+        self._tick()
         self.save_state()
+
+    def _tick(self) -> None:
+        """Bring ``pos.elapsed`` up to now: wall-clock time since fit started, on top of what
+        earlier sessions of the run used."""
+        base, started = self._clock
+        self.pos.elapsed = base + time.perf_counter() - started
 
     def _tf32(self) -> bool:
         return self.device.type == "cuda" and self.precision == "fp32"
@@ -485,33 +582,52 @@ class Trainer(RunSchedule):
         c = self.config
         if not (c.max_steps or c.epochs or c.max_time):
             raise ConfigError("no stopping rule: set max_steps, epochs or max_time")
+        if self.lock is None:  # a second fit of the same trainer
+            self._hold(RunLock.acquire(self.out_dir))
+        try:
+            with memory_hint(c, self.model.config.hidden_size):
+                return self._fit()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def _fit(self) -> dict[str, Any]:
+        c = self.config
         for cb in self.callbacks:
             cb.on_start(self)
         start = self.pos.step
+        self._clock = (self.pos.elapsed, time.perf_counter())
         with tf32(self._tf32()):
+            if self.pos.eval_pending:  # a resume after a stop that cut an evaluation short
+                self._eval_and_checkpoint(c.eval_tokens)
             reason = self._loop()
             if self.pos.step == start:  # resumed at a limit already reached: nothing to redo
                 return self._summary(reason, new_steps=0)
             if reason != "interrupted" and self.pos.step % c.eval_every != 0:
-                self._eval_and_checkpoint(0)
-            elif self.pos.best_step < 0:
+                # The final evaluation has the periodic ones' budget (--eval-tokens), so its
+                # time is known and reserved; a full pass is `lstmgen eval RUN --split valid`.
+                self._eval_and_checkpoint(c.eval_tokens)
+                if self.stop_requested:
+                    reason = "interrupted"
+            if self.pos.best_step < 0:
                 # Stopped before any evaluation: the model directory would still hold the
                 # initial weights, so it gets the latest ones until an evaluation picks a best.
                 save_model(self.model, self.out_dir)
+            self._tick()
             self.save_state()
         self.plot()
         return self._summary(reason, new_steps=self.pos.step - start)
 
     def _loop(self) -> str | None:
-        """The step loop. ``pos.elapsed`` is wall-clock time outside evaluation: on CUDA the
+        """The step loop. ``pos.elapsed`` is wall-clock time, evaluations included: on CUDA the
         loop runs ahead of the GPU, so it waits for the queued steps before each evaluation
-        and at the end, and those waits count as training time."""
+        and at the end."""
         c, pos = self.config, self.pos
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         tokens_since, steps_since = 0, 0
-        base, started = pos.elapsed, time.perf_counter()
-        last_log = started
+        last_log = time.perf_counter()
         reason = self._finished()
         while reason is None:
             if pos.window >= self.windows_per_epoch:
@@ -524,13 +640,18 @@ class Trainer(RunSchedule):
                 train_loss = loss_sum.item() / steps_since
                 self._check_finite("training loss", train_loss)
                 now = time.perf_counter()
-                pos.elapsed = base + now - started
+                self._tick()
+                tokens_per_s = tokens_since / max(now - last_log, 1e-9)
+                if self.eval_seconds is None:
+                    # Until one is timed, guess the final evaluation from the training speed:
+                    # a forward pass is about a third of a training step's work.
+                    self.eval_reserve = self.eval_token_count() / max(3 * tokens_per_s, 1e-9)
                 record = {
                     "step": pos.step,
                     "epoch": pos.step / self.windows_per_epoch,
                     "train_loss": train_loss,
                     "lr": self.lr_at(),
-                    "tokens_per_s": tokens_since / max(now - last_log, 1e-9),
+                    "tokens_per_s": tokens_per_s,
                     "elapsed": round(pos.elapsed, 3),
                 }
                 self._log(record)
@@ -539,17 +660,17 @@ class Trainer(RunSchedule):
                 loss_sum.zero_()
                 steps_since, tokens_since, last_log = 0, 0, now
             else:
-                pos.elapsed = base + time.perf_counter() - started
+                self._tick()
+            for cb in self.callbacks:
+                cb.on_step(self)
             reason = self._finished()
             if pos.step % c.eval_every == 0 and reason != "interrupted":
                 synchronize(self.device)
-                pos.elapsed = base + time.perf_counter() - started
                 self._eval_and_checkpoint(c.eval_tokens)
                 reason = self._finished()
-                base, started = pos.elapsed, time.perf_counter()
-                last_log = started
+                last_log = time.perf_counter()  # tokens_per_s leaves the evaluation out
         synchronize(self.device)
-        pos.elapsed = base + time.perf_counter() - started
+        self._tick()
         return reason
 
     def plot(self) -> Path | None:

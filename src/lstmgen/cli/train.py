@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -14,6 +15,7 @@ import click
 from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..modeldir import read_model_config
+from ..runlock import LOCK_FILE
 from .defaults import preset_defaults
 
 if TYPE_CHECKING:  # torch: imported by train_command, not for --help
@@ -22,12 +24,19 @@ if TYPE_CHECKING:  # torch: imported by train_command, not for --help
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "dropout", "tie_weights")
 
 
-class ProgressCallback:  # a train.Callback (which imports torch) by its four methods
-    """A tqdm bar with loss, tokens/s and ETA; evaluation lines and samples above it."""
+class ProgressCallback:  # a train.Callback (which imports torch) by its methods
+    """A tqdm bar with loss, tokens/s and ETA; evaluation lines and samples above it.
+
+    It counts steps, or seconds of the --max-time budget when time alone ends the run. It
+    moves every step (``on_step``: no host sync, tqdm redraws at most every 0.1 s), so it shows
+    progress before the first loss is logged, and ``on_end`` sets it to the true final count
+    before closing it: one bar, ending where the run ended."""
 
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
         self.bar: Any = None
+        self.by_time = False
+        self.post: dict[str, Any] = {}  # the bar's postfix: loss, tok/s (and step, by time)
 
     def on_start(self, trainer: Trainer) -> None:
         from tqdm import tqdm
@@ -42,25 +51,47 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its four me
             err=True,
         )
         if not self.quiet:
-            total = trainer.horizon_steps() or None
+            self.by_time = bool(c.max_time) and not trainer.horizon_steps()
+            if self.by_time:  # seconds of the budget; the step count goes in the postfix
+                bar = {
+                    "total": c.max_time,
+                    "initial": int(min(trainer.pos.elapsed, c.max_time)),
+                    "unit": "s",
+                    "bar_format": "{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}{postfix}]",
+                }
+            else:
+                bar = {"total": trainer.horizon_steps() or None, "initial": trainer.pos.step}
+                bar["unit"] = "step"
+            self.post = {"step": trainer.pos.step} if self.by_time else {}
             self.bar = tqdm(
-                total=total,
-                initial=trainer.pos.step,
-                unit="step",
-                file=sys.stderr,
-                dynamic_ncols=True,
-                leave=True,
+                file=sys.stderr, dynamic_ncols=True, leave=True, postfix=self.post, **bar
             )
+
+    def _advance(self, trainer: Trainer) -> None:
+        """Move the bar to where the trainer is (tqdm redraws at most every 0.1 s). It stops
+        one short of its total: only ``on_end`` draws the final state, so it is drawn once."""
+        if self.by_time:
+            self.post["step"] = trainer.pos.step
+            self.bar.set_postfix(self.post, refresh=False)
+            now = int(trainer.pos.elapsed)  # whole seconds of the budget
+        else:
+            now = trainer.pos.step
+        if self.bar.total:
+            now = min(now, math.ceil(self.bar.total) - 1)
+        if now > self.bar.n:
+            self.bar.update(now - self.bar.n)
+
+    def on_step(self, trainer: Trainer) -> None:
+        if self.bar is not None:
+            self._advance(trainer)
 
     def on_log(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
         if self.bar is None:
             return
-        self.bar.update(metrics["step"] - self.bar.n)
-        post = {"loss": f"{metrics['train_loss']:.3f}", "tok/s": f"{metrics['tokens_per_s']:,.0f}"}
-        c = trainer.config
-        if c.max_time and not self.bar.total:
-            post["left"] = f"{max(0.0, c.max_time - trainer.pos.elapsed):.0f}s"
-        self.bar.set_postfix(post, refresh=False)
+        self.post["loss"] = f"{metrics['train_loss']:.3f}"
+        self.post["tok/s"] = f"{metrics['tokens_per_s']:,.0f}"
+        self.bar.set_postfix(self.post, refresh=False)
+        self._advance(trainer)
 
     def on_eval(self, trainer: Trainer, metrics: dict[str, Any], sample: str) -> None:
         line = (
@@ -76,8 +107,18 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its four me
             click.echo(text, err=True)
 
     def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if self.bar is None:
+            return
+        if self.by_time:
+            self.post["step"] = summary["step"]
+            self.bar.set_postfix(self.post, refresh=False)
+            # A run that used its whole budget shows a full bar, not 98 % of it.
+            full = summary["reason"] == "max_time"
+            self.bar.n = self.bar.total if full else int(min(summary["elapsed"], self.bar.total))
+        else:
+            self.bar.n = summary["step"]
+        self.bar.close()  # draws the final state once (leave=True)
+        self.bar = None
 
 
 def _install_stop_handlers(trainer: Trainer) -> None:
@@ -87,7 +128,9 @@ def _install_stop_handlers(trainer: Trainer) -> None:
         if trainer.stop_requested:
             raise KeyboardInterrupt
         trainer.request_stop()
-        click.echo("\nstopping: saving a checkpoint (press Ctrl-C again to abort)", err=True)
+        from tqdm import tqdm  # tqdm.write keeps an open bar whole (click.echo would split it)
+
+        tqdm.write("stopping: saving a checkpoint (press Ctrl-C again to abort)", file=sys.stderr)
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
@@ -129,13 +172,22 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
-@click.option("--warmup-steps", type=int)
+@click.option("--warmup-steps", type=int, help="At most 10% of the run's steps or time.")
 @click.option("--grad-clip", type=float)
 @click.option("--max-steps", type=int, help="Steps of training (0 = no limit).")
 @click.option("--epochs", type=float)
-@click.option("--max-time", type=float, help="Seconds of training (0 = no limit).")
+@click.option(
+    "--max-time",
+    type=float,
+    help="Seconds of wall-clock time, evaluations included (0 = no limit).",
+)
 @click.option("--eval-every", type=int, help="Steps between evaluations.")
-@click.option("--eval-tokens", type=int, help="Validation tokens per periodic eval (0 = all).")
+@click.option(
+    "--eval-tokens",
+    type=int,
+    help="Validation tokens per evaluation, the final one too (0 = all); a full pass "
+    "afterwards: lstmgen eval RUN --split valid.",
+)
 @click.option("--patience", type=int, help="Early stop after N evals without improvement.")
 @click.option("--sample-tokens", type=int, help="Tokens of sample at each eval (0 = none).")
 @click.option("--log-every", type=int, help="Steps between progress updates.")
@@ -220,7 +272,8 @@ def train_command(
             if output
             else Path("runs") / (Path(all_train[0]).stem if all_train else "shakespeare")
         )
-        if out.exists() and any(out.iterdir()) and not (out / "data").exists():
+        others = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.exists() else []
+        if others and not (out / "data").exists():  # a run being created has its lock only
             raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
         t0 = time.perf_counter()
         trainer = trainer_class.create(
