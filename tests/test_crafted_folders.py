@@ -10,8 +10,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,32 +40,44 @@ def tiny_model_dir(path, tokenizer):
     return path
 
 
+# Run in a separate process: a reader blocked in safetensors' open holds the GIL, so a thread
+# of the test could not unblock it. Whenever a reader waits on the FIFO it opens it for writing
+# (the reader then sees an empty file); whenever a writer waits, it opens it for reading and
+# closes it (the writer gets EPIPE). Either way it records the wait in the marker file.
+UNBLOCKER = """
+import errno, os, sys, time
+fifo, marker = sys.argv[1], sys.argv[2]
+while True:
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # ENXIO unless a reader waits
+        open(marker, "a").write("reader\\n")
+    except OSError:
+        pass
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a waiting writer's open completes
+    time.sleep(0.05)
+    try:
+        if os.read(fd, 1 << 16):
+            open(marker, "a").write("writer\\n")
+    except BlockingIOError:  # a writer is there, with nothing written yet
+        open(marker, "a").write("writer\\n")
+    os.close(fd)
+"""
+
+
 @contextmanager
 def fifo_at(path: Path):
-    """Replace ``path`` by a FIFO. A helper thread opens it for writing whenever a reader is
-    blocked on it (then closes it: the reader sees an empty file), so a reader that opens it
-    cannot hang the test; ``blocked`` says whether one ever did."""
+    """Replace ``path`` by a FIFO that cannot hang the test (see UNBLOCKER); on leaving, assert
+    that nothing ever blocked on it."""
     path.unlink(missing_ok=True)
     os.mkfifo(path)
-    state = {"blocked": False, "stop": False}
-
-    def unblock():
-        while not state["stop"]:
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO unless a reader waits
-            except OSError:
-                time.sleep(0.05)
-                continue
-            state["blocked"] = True
-            os.close(fd)
-
-    thread = threading.Thread(target=unblock, daemon=True)
-    thread.start()
+    marker = path.parent.parent / f"{path.name}.blocked"
+    helper = subprocess.Popen([sys.executable, "-c", UNBLOCKER, str(path), str(marker)])
     try:
-        yield state
+        yield
     finally:
-        state["stop"] = True
-        thread.join()
+        helper.kill()
+        helper.wait()
+    assert not marker.exists(), f"something blocked on the FIFO {path}"
 
 
 # --- 1. special files, size limits, nesting --------------------------------------------------
@@ -110,14 +120,13 @@ def test_a_json_file_linked_to_a_device_is_refused_unread(tmp_path, device):
 def test_a_fifo_in_a_model_folder_never_blocks(tmp_path, tiny_run, run_cli, name):  # noqa: F811
     run = copy_of(tiny_run, tmp_path)
     message = f"{run / name} is not a regular file (a FIFO)"
-    with fifo_at(run / name) as fifo:
+    with fifo_at(run / name):
         with pytest.raises(CheckpointError) as err:
             LanguageModel.from_pretrained(run)
         assert str(err.value) == message
         assert_one_line_error(run_cli("info", run), 1, message)
         numpy = run_cli("generate", run, "--backend", "numpy", "--max-new-tokens", "3")
         assert_one_line_error(numpy, 1, message)
-    assert not fifo["blocked"]
 
 
 @pytest.mark.parametrize("name", [STATE, "train_config.json", "metrics.jsonl"])
@@ -129,10 +138,9 @@ def test_a_fifo_in_a_run_folder_never_blocks_info_or_resume(
 ):
     run = copy_of(tiny_run, tmp_path)
     message = f"{run / name} is not a regular file (a FIFO)"
-    with fifo_at(run / name) as fifo:
+    with fifo_at(run / name):
         assert_one_line_error(run_cli("info", run), 1, message)
         assert_one_line_error(run_cli("train", "--resume", run, "--max-steps", "8"), 1, message)
-    assert not fifo["blocked"]
 
 
 def test_oversize_files_are_refused_before_reading(tmp_path, tiny_run, monkeypatch):  # noqa: F811
