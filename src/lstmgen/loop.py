@@ -134,6 +134,7 @@ class RunSchedule:
 def _step_of(line: str) -> float:
     """The step of a metrics.jsonl line (a line cut short by a crash: past every step)."""
     try:
-        return json.loads(line)["step"]
+        step = json.loads(line)["step"]
     except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested deep
         return math.inf
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf
