@@ -21,6 +21,7 @@ from .modeldir import (  # noqa: F401  (re-exported)
     TOKENIZER,
     WEIGHTS,
     atomic_write,
+    check_regular_file,
     check_weights,
     check_weights_file,
     non_finite,
@@ -42,8 +43,7 @@ def save_tensors_atomic(
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file, refusing NaN/inf (``modeldir.non_finite``)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"missing file {path}")
+    check_regular_file(path)  # a FIFO would block safetensors' open forever
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:

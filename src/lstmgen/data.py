@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, TokenizerError
+from .errors import CheckpointError, DataError, TokenizerError
+from .modeldir import read_json, write_json_atomic
 from .tokenizers import CharTokenizer, Tokenizer, WordTokenizer, unseen_words_message
 
 READ_BLOCK = 1 << 20  # bytes per read: memory stays bounded whatever the corpus size
@@ -269,6 +270,8 @@ def _cache_problem(out: Path, meta: dict, dtype: np.dtype, vocab_size: int) -> s
     tokens, kind = meta.get("tokens"), meta.get("dtype")
     if not isinstance(tokens, int) or kind != dtype.name:
         return "it predates token counts" if tokens is None else "its record is corrupt"
+    if not out.is_file():  # a FIFO would block the memmap below
+        return "it is not a regular file"
     size = out.stat().st_size
     if size != tokens * dtype.itemsize:
         return f"{size:,} bytes where its record says {tokens:,} tokens of {dtype.name}"
@@ -303,7 +306,7 @@ def tokenize_to_file(
     changed = False
     if out.exists() and meta_path.exists():
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = read_json(meta_path)  # bounded: a FIFO or /dev/zero is a broken record
             if meta.get("fingerprint") == fp:
                 problem = _cache_problem(out, meta, dtype, tokenizer.vocab_size)
                 if problem is None:
@@ -312,7 +315,7 @@ def tokenize_to_file(
                     warnings.warn(f"{out} is damaged ({problem}): rebuilding it", stacklevel=2)
             else:
                 changed = True
-        except (OSError, ValueError, KeyError, AttributeError):
+        except (OSError, ValueError, KeyError, AttributeError, CheckpointError):
             pass  # a broken record: rebuild the cache
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -360,7 +363,7 @@ def tokenize_to_file(
         "dtype": dtype.name,
     }
     with _writing(meta_path):
-        meta_path.write_text(json.dumps(record))
+        write_json_atomic(meta_path, record)  # renamed over: never written into a planted FIFO
     return _open_token_file(out, dtype, chars, nbytes)
 
 
@@ -387,10 +390,10 @@ def open_token_cache(out: Path, tokenizer: Tokenizer) -> TokenFile:
     match its record."""
     dtype = token_dtype(tokenizer.vocab_size)
     try:
-        meta = json.loads(out.with_suffix(".json").read_text())
+        meta = read_json(out.with_suffix(".json"))
         problem = _cache_problem(out, meta, dtype, tokenizer.vocab_size)
         chars, nbytes = meta["chars"], meta["bytes"]
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, CheckpointError):
         problem = "it is missing or has no valid record"
     if problem is not None:
         raise DataError(f"cannot use the token cache {out}: {problem}")

@@ -11,6 +11,7 @@ from typing import Any
 
 from .config import TrainConfig
 from .errors import TrainingError
+from .modeldir import MAX_METRICS_BYTES, read_text
 
 # Warmup takes at most this fraction of a run (of its steps, or of --max-time).
 WARMUP_FRACTION = 0.1
@@ -146,7 +147,7 @@ class RunSchedule:
         path = self.out_dir / "metrics.jsonl"
         if not path.exists():
             return
-        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        lines = read_text(path, MAX_METRICS_BYTES).splitlines(keepends=True)  # a FIFO: an error
         kept = [line for line in lines if _step_of(line) <= step]
         if len(kept) < len(lines):
             tmp = path.with_suffix(".tmp")
@@ -161,6 +162,7 @@ class RunSchedule:
 def _step_of(line: str) -> float:
     """The step of a metrics.jsonl line (a line cut short by a crash: past every step)."""
     try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
+        step = json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested deep
         return math.inf
+    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf

@@ -204,7 +204,17 @@ class CharTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
-        return cls(data["chars"], data.get("replacement"))
+        _check_keys(data, {"chars", "replacement"}, "char")
+        chars = _strings(data, "chars", "char")
+        long = next((c for c in chars if len(c) != 1), None)
+        if long is not None:
+            raise _malformed("char", f"chars must be single characters, got {long!r}")
+        if len(set(chars)) != len(chars):
+            raise _malformed("char", "duplicate characters")
+        replacement = data.get("replacement")
+        if replacement is not None and replacement not in chars:
+            raise _malformed("char", f"replacement must be one of its chars, got {replacement!r}")
+        return cls(chars, replacement)
 
 
 class ByteTokenizer(Tokenizer):
@@ -232,6 +242,7 @@ class ByteTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ByteTokenizer:
+        _check_keys(data, set(), "byte")
         return cls()
 
 
@@ -320,7 +331,14 @@ class WordTokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WordTokenizer:
-        return cls(data["words"])
+        _check_keys(data, {"words"}, "word")
+        words = _strings(data, "words", "word")
+        bad = next((w for w in words if w.split() != [w]), None)
+        if bad is not None:  # encoding splits on whitespace: such a word could never be produced
+            raise _malformed("word", f"words must be non-empty, without whitespace, got {bad!r}")
+        if len(set(words)) != len(words):
+            raise _malformed("word", "duplicate words")
+        return cls(words)
 
 
 class WordStreamDecoder(StreamDecoder):
@@ -377,6 +395,8 @@ class BPETokenizer(Tokenizer):
         self.hf_json = hf_json
         alphabet = _byte_level_alphabet()
         vocab = self.hf.get_vocab()
+        if sorted(vocab.values()) != list(range(len(vocab))):  # a hand-edited tokenizer.json
+            raise TokenizerError("BPE tokenizer ids must be 0..N-1, each used once")
         self._bytes = [b""] * len(vocab)
         for token, i in vocab.items():
             self._bytes[i] = bytes(alphabet[c] for c in token if c in alphabet)
@@ -413,12 +433,36 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BPETokenizer:
+        _check_keys(data, {"hf"}, "bpe")
+        if not isinstance(data.get("hf"), dict):
+            raise _malformed("bpe", "hf must be a Hugging Face tokenizer (an object)")
         return cls(json.dumps(data["hf"]))
 
 
 TOKENIZER_CLASSES: dict[str, type[Tokenizer]] = {
     c.kind: c for c in (CharTokenizer, ByteTokenizer, WordTokenizer, BPETokenizer)
 }
+
+
+def _malformed(kind: str, detail: str) -> TokenizerError:
+    return TokenizerError(f"malformed {kind} tokenizer: {detail}")
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], kind: str) -> None:
+    unknown = sorted(set(data) - allowed - {"type"})
+    if unknown:
+        raise _malformed(kind, f"unknown key(s) {', '.join(unknown)}")
+
+
+def _strings(data: dict[str, Any], key: str, kind: str) -> list[str]:
+    """``data[key]``, which must be a list of strings (a tokenizer.json read back)."""
+    values = data.get(key)
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        shown = "missing" if values is None else f"a {type(values).__name__}"
+        if isinstance(values, list):
+            shown = f"holding {next(v for v in values if not isinstance(v, str))!r}"
+        raise _malformed(kind, f"{key} must be a list of strings, {shown}")
+    return values
 
 
 def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
@@ -433,9 +477,12 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    from .modeldir import read_json
+    from .modeldir import MAX_TOKENIZER_BYTES, read_json
 
-    return tokenizer_from_dict(read_json(path))
+    try:
+        return tokenizer_from_dict(read_json(path, MAX_TOKENIZER_BYTES))
+    except TokenizerError as exc:
+        raise TokenizerError(f"{path}: {exc}") from None
 
 
 def fit_tokenizer(kind: str, texts: Iterable[str], **options: Any) -> Tokenizer:

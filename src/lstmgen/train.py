@@ -54,7 +54,9 @@ from .errors import CheckpointError, ConfigError, NumericalError, TrainingError
 from .evaluate import EvaluationStopped, evaluate_tokens
 from .loop import Position, RunSchedule
 from .model import LanguageModel
+from .modeldir import MAX_METRICS_BYTES, parse_json, read_text
 from .runlock import RunLock, remove_stale_temp_files
+from .statefile import check_tensors, expected_tensors, read_param_groups, read_position
 from .tokenizers import load_tokenizer
 
 STATE_FILE = Path("trainer") / "state.safetensors"
@@ -446,11 +448,12 @@ class Trainer(RunSchedule):
 
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-        try:
-            self.pos = Position(**json.loads(meta["position"]))
-            groups = json.loads(meta["param_groups"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path} has no valid trainer metadata") from None
+        # every name, shape, dtype and field checked here, so nothing crashes later (statefile)
+        self.pos = read_position(path, meta, self.windows_per_epoch)
+        groups = read_param_groups(path, meta, self.optimizer)
+        check_tensors(
+            path, tensors, expected_tensors(self.model, self.optimizer, self.streams.shape[0])
+        )
         load_weights_into(
             self.model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path
         )
@@ -685,15 +688,31 @@ class Trainer(RunSchedule):
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl: objects with an integer ``step`` whose losses and times
+    are numbers. Other lines (one cut short by a crash, or hand-edited) are skipped."""
     if not path.exists():
         return []
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path, MAX_METRICS_BYTES).splitlines():
         try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a crash
+            row = parse_json(line, path)
+        except CheckpointError:
+            continue
+        if isinstance(row, dict) and _metrics_row(row):
+            rows.append(row)
     return rows
+
+
+def _metrics_row(row: dict[str, Any]) -> bool:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    step = row.get("step")
+    return (
+        isinstance(step, int)
+        and not isinstance(step, bool)
+        and all(number(row[k]) for k in ("train_loss", "val_loss", "elapsed") if k in row)
+    )
 
 
 def plot_metrics(metrics_path: Path, out: Path) -> Path | None:

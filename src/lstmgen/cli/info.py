@@ -9,6 +9,8 @@ from typing import Any
 import click
 
 from ..corpus import RUN_CONFIG, read_run_config
+from ..errors import CheckpointError
+from ..modeldir import check_regular_file, parse_json
 from .common import run_argument
 
 
@@ -19,12 +21,21 @@ def _position(run: Path) -> dict[str, Any] | None:
 
     from ..train import STATE_FILE
 
+    path = run / STATE_FILE
+    if not path.exists():
+        return None  # a plain model directory
+    check_regular_file(path)  # a FIFO would block safe_open forever
     try:
-        with safe_open(str(run / STATE_FILE), "numpy") as f:
-            pos = json.loads((f.metadata() or {})["position"])
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError):
-        return None  # a plain model directory, or a state that resume would refuse anyway
-    return pos if isinstance(pos, dict) else None
+        with safe_open(str(path), "numpy") as f:
+            pos = parse_json((f.metadata() or {})["position"], path)
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError, CheckpointError):
+        return None  # a state that resume would refuse anyway
+    if not isinstance(pos, dict):
+        return None
+    numbers = (pos.get("step"), pos.get("elapsed"))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        return None
+    return pos
 
 
 @click.command("info")

@@ -37,9 +37,8 @@ def read_model_dir(
     path = Path(path)
     config, tokenizer, gen = read_model_meta(path)
     weights_path = path / WEIGHTS
-    if not weights_path.is_file():
-        raise CheckpointError(f"missing file {weights_path}")
-    check_weights_file(weights_path, config)  # before reading what may not fit the config
+    # before reading what may not fit the config: names, shapes, dtypes, and a regular file
+    check_weights_file(weights_path, config)
     try:
         weights = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
