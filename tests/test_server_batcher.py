@@ -276,8 +276,7 @@ def test_chunked_priming_gives_the_tokens_of_unchunked_priming(model, monkeypatc
             batcher.submit([spec(model, "ROMEO:", 120, seed=1, temperature=1.0)], first)
             c = Collector(len(prompts))
             specs = [
-                spec(model, p, 40, index=i, seed=i, temperature=1.0)
-                for i, p in enumerate(prompts)
+                spec(model, p, 40, index=i, seed=i, temperature=1.0) for i, p in enumerate(prompts)
             ]
             batcher.submit(specs, c)
             return first.wait().text, c.wait().text
