@@ -334,3 +334,18 @@ def test_a_job_cancelled_while_its_prompt_is_primed_never_joins(model, batcher):
     other = Collector(1)
     batcher.submit([spec(model, "JULIET:", 5)], other)
     assert other.wait().finish == ["length"]
+
+
+def test_requests_with_stop_strings_over_the_limit_are_rejected():
+    # The limit bounds the hold-back of every row (issue #10: 900k-character stop strings).
+    from lstmgen.server.protocol import APIError, Limits, parse_completion
+
+    def parse(stop):
+        return parse_completion({"prompt": "a", "stop": stop}, "m", GenerationConfig(), Limits())
+
+    assert parse(["x" * 256] * 4).stop == ("x" * 256,) * 4
+    with pytest.raises(APIError, match="at most 256 characters, got 257") as err:
+        parse(["a", "x" * 257])
+    assert err.value.status == 400 and err.value.param == "stop"
+    with pytest.raises(APIError, match="at most 4 strings"):
+        parse(["a"] * 5)
