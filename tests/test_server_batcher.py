@@ -314,7 +314,17 @@ def test_a_long_prompt_does_not_stall_the_other_rows(model, batcher):
     waiting = Collector(len(prompts))
     steps = batcher.steps
     batcher.submit([spec(model, p, 5, index=i) for i, p in enumerate(prompts)], sink)
+    short_first: list[int] = []
+    short = Collector(1)
+
+    def short_sink(chunks):
+        short_first.append(batcher.steps)
+        short(chunks)
+
+    batcher.submit([spec(model, "NURSE:", 3)], short_sink)  # goes before the long prompts
     waiting.wait()
+    short.wait()
+    assert short_first[0] < min(first_step.values())
     # 4 prompts of 6 pieces each, primed one piece per step of the active row, which kept
     # decoding (before: all 24 pieces ran at once, between two of its steps).
     assert max(first_step.values()) - steps >= 4 * 6 - 2

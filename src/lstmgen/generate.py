@@ -51,9 +51,14 @@ class Primer:
         return self.pos >= self.ids.shape[1]
 
     @property
+    def remaining(self) -> int:
+        """Prompt tokens not primed yet."""
+        return self.ids.shape[1] - self.pos
+
+    @property
     def next_piece(self) -> int:
         """Tokens the next ``step()`` runs."""
-        return min(PRIME_CHUNK, self.ids.shape[1] - self.pos)
+        return min(PRIME_CHUNK, self.remaining)
 
     @torch.inference_mode()
     def step(self) -> int:

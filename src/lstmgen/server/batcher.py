@@ -165,7 +165,7 @@ class Batcher:
         self._stepper = make_stepper(model, 1)
         # Decode-loop state: touched only by the loop thread.
         self._rows: list[_Row] = []
-        self._priming: deque[_Priming] = deque()  # admitted, prompt not fully primed yet
+        self._priming: list[_Priming] = []  # admitted, prompt not fully primed yet
         self._state: Any = None
         self._logits: torch.Tensor | None = None  # (B, V)
         self._seen: torch.Tensor | None = None  # (B, V) bool
@@ -278,24 +278,28 @@ class Batcher:
                     by_prompt.setdefault(spec.prompt_ids, []).append(row)
             if finished:
                 _deliver(job, finished)
-        self._priming.extend(_Priming(model, rows) for rows in by_prompt.values())
+        self._priming += [_Priming(model, rows) for rows in by_prompt.values()]
 
     def _prime(self) -> None:
-        """Prime up to ``prefill_tokens`` prompt tokens (at least one piece), oldest request
-        first; sequences whose prompt is done join the batch."""
+        """Prime up to ``prefill_tokens`` prompt tokens (at least one piece); sequences whose
+        prompt is done join the batch.
+
+        The prompt with the fewest tokens left goes first: a short prompt arriving behind
+        sixteen long ones starts decoding at the next step instead of seconds later, and the
+        long ones finish one after another rather than all at the end. A long prompt waits only
+        while shorter ones keep arriving faster than the batch frees room for them."""
         budget = self.prefill_tokens
+        self._priming = [p for p in self._priming if not p.cancelled]
         ready: list[_Priming] = []
         ran = 0
         while self._priming:
-            head = self._priming[0]
-            if head.cancelled:
-                self._priming.popleft()
-                continue
+            head = min(self._priming, key=lambda p: p.primer.remaining)
             if budget is not None and ran and ran + head.primer.next_piece > budget:
                 break
             ran += head.primer.step()
             if head.primer.done:
-                ready.append(self._priming.popleft())
+                self._priming.remove(head)
+                ready.append(head)
         if ready:
             self._join(ready)
 
