@@ -359,3 +359,13 @@ def test_requests_with_stop_strings_over_the_limit_are_rejected():
     assert err.value.status == 400 and err.value.param == "stop"
     with pytest.raises(APIError, match="at most 4 strings"):
         parse(["a"] * 5)
+
+
+def test_prompts_still_primed_when_the_decoding_rows_all_finish(model, batcher):
+    # Each prompt's row finishes before the next prompt is primed: the batch empties in between.
+    from lstmgen.generate import PRIME_CHUNK
+
+    prompts = long_prompts(3, 2 * PRIME_CHUNK)
+    c = Collector(len(prompts))
+    batcher.submit([spec(model, p, 1, index=i) for i, p in enumerate(prompts)], c)
+    assert c.wait().generated == [1, 1, 1]

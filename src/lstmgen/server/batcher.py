@@ -251,8 +251,12 @@ class Batcher:
         return {id(r.job): r.job for r in rows}
 
     def _reset(self) -> None:
+        """Drop every sequence: the decode batch and the prompts being primed."""
+        self._clear_batch()
+        self._priming = []
+
+    def _clear_batch(self) -> None:
         self._rows, self._state, self._logits, self._seen = [], None, None, None
-        self._priming.clear()
 
     def _admit(self) -> list[Job]:
         """Take pending jobs (whole) while the batch has room. Call with the lock held."""
@@ -372,8 +376,8 @@ class Batcher:
 
     def _keep(self, keep: list[int]) -> None:
         """Slice the batch down to rows ``keep``."""
-        if not keep:
-            self._reset()
+        if not keep:  # the prompts being primed stay
+            self._clear_batch()
             return
         idx = torch.tensor(keep, device=self.model.device)
         self._rows = [self._rows[b] for b in keep]
