@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import socket
 import subprocess
@@ -63,7 +64,10 @@ class ServerProcess:
     def __init__(self, run: Path, prefill: str, threads: int, stream_interval: float):
         cmd = [sys.executable, __file__, SERVE, str(run), prefill, str(threads),
                str(stream_interval)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+        # NumPy's BLAS threads as many as torch's: OpenBLAS threads left spinning after a decode
+        # step slow the priming piece that follows it ~2x on a busy 2-core machine.
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads)}
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
         self.url = ""
         ready = threading.Event()
 
@@ -181,6 +185,7 @@ async def phase(url: str, args: argparse.Namespace) -> dict:
         "attack_requests": len(attacks),
         "attack_prompt_tokens": sum(a["prompt_tokens"] for a in attacks),
         "attack_completion_tokens": sum(a["completion_tokens"] for a in attacks),
+        "attack_prompt_tokens_per_s": sum(a["prompt_tokens"] for a in attacks) / wall,
         "attack_request_s_mean": sum(a["seconds"] for a in attacks) / len(attacks)
         if attacks
         else None,
@@ -223,14 +228,17 @@ def main() -> None:
                 f"p99 {res['victim_gap_p99_s']:.3f}s max {res['victim_gap_max_s']:.3f}s  "
                 f"{res['victim_tokens_per_s']:.0f} tok/s  ttft max {res['victim_ttft_max_s']:.2f}s"
                 f"  attacks {res['attack_requests']} ({res['attack_prompt_tokens']} prompt "
-                f"tokens)  errors {res['errors']}",
+                f"tokens, {res['attack_prompt_tokens_per_s']:.0f}/s)  errors {res['errors']}",
                 flush=True,
             )
     old, new = results["all_at_once"], results["chunked"]
     payload = {
         "model": "LSTM 2x256, embedding 64, char vocabulary, random weights",
         "parameters": model.num_parameters(),
-        "settings": {k: v for k, v in vars(args).items() if k != "no_write"},
+        "settings": {
+            **{k: v for k, v in vars(args).items() if k != "no_write"},
+            "server_openblas_threads": args.threads,
+        },
         "attack": f"{args.choices} different prompts x {args.prompt_tokens} tokens, 4 stop "
         f"strings x 256 characters, max_tokens {args.attack_tokens}, back to back",
         "victim": f"streaming, prompt 'ROMEO:', max_tokens {args.victim_tokens}, back to back",

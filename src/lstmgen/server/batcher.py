@@ -17,9 +17,10 @@ hold-back as ``generate.stream_text``, so a seeded request gives the same text a
 Prompts are primed in pieces (chunked prefill, as LLM servers do): each iteration of the loop
 primes at most ``prefill_tokens`` prompt tokens of the waiting sequences, then runs one decode
 step of the active rows; a sequence joins the batch once its whole prompt is primed. So a
-request of 16 x 4,000-token prompts delays the other streams by ~10-30 ms per step instead of
-stalling them for seconds (issue #10; benchmarks/server_fairness.py). The pieces are
-``generate.Primer``'s, so priming gives the same state as ``generate.prime``, bit for bit.
+request of 16 x 4,096-token prompts delays the other streams by one piece per step instead of
+stalling them for seconds (issue #10: a stream's p99 gap between events 4.6 s -> 0.06 s,
+benchmarks/server_fairness.py). The pieces are ``generate.Primer``'s, so priming gives the same
+state as ``generate.prime``, bit for bit.
 
 The loop runs on one background thread. Callers ``submit`` a ``Job`` (a list of
 ``SequenceSpec``) with a ``sink``: a function the loop calls, on its own thread, with the new
@@ -89,7 +90,10 @@ Sink = Callable[[list[Chunk]], None]
 
 # Prompt tokens primed per loop iteration (a piece is generate.PRIME_CHUNK tokens; at least one
 # piece runs). Between two decode steps of the active rows there is then at most one piece of
-# priming: ~12-30 ms for a 2x256 LSTM on one CPU core (benchmarks/server_fairness.py).
+# priming: ~7-15 ms for a 2x256 LSTM on one CPU core. Priming in pieces costs ~10 % of its
+# throughput, but ~2x when NumPy's OpenBLAS has more threads than torch: its threads, left
+# spinning after each NumPy decode step, take the core from the piece that follows
+# (benchmarks/server_fairness.py runs the server with OPENBLAS_NUM_THREADS = --threads).
 PREFILL_TOKENS = PRIME_CHUNK
 
 
@@ -143,6 +147,9 @@ class Batcher:
 
     >>> batcher = Batcher(model, max_batch=64); batcher.start()  # doctest: +SKIP
     >>> job = batcher.submit([SequenceSpec((bos, *ids), 50, seed=1)], print)  # doctest: +SKIP
+
+    ``prefill_tokens``: prompt tokens primed between two decode steps (None: every waiting
+    prompt at once, the behaviour before issue #10, kept for benchmarks/server_fairness.py).
     """
 
     def __init__(
