@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-slow lint bench-quality bench-generation bench-throughput bench-server \
+	bench-fairness \
 	bench-gpu-tiny study clean
 
 demo: $(STAMP)
@@ -35,6 +36,9 @@ bench-gpu-tiny: $(STAMP)  # the GPU suite's steps at tiny sizes, on CPU
 
 bench-server: $(STAMP)
 	cd benchmarks && ../$(PY) load_server.py
+
+bench-fairness: $(STAMP)  # about 80 s: one stream's token gaps under the worst requests
+	cd benchmarks && ../$(PY) server_fairness.py
 
 study: $(STAMP)  # about 13 minutes on 2 cores
 	cd benchmarks && ../$(PY) study_longrange.py && ../$(PY) study_shakespeare.py \

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from conftest import benchmark_module, benchmark_result
 
 
@@ -71,3 +73,20 @@ def test_killed_runs_still_render():
     }
     table = benchmark_module("train_throughput").markdown(failed)
     assert "| word 2x4096 (PTB) | | failed: CUDA out of memory |" in table
+
+
+@pytest.mark.slow
+def test_server_fairness_small_runs_both_modes(tmp_path):
+    import json
+
+    from conftest import run_benchmark_script
+
+    run_benchmark_script(
+        "server_fairness.py", tmp_path, "--seconds", "3", "--prompt-tokens", "512",
+        "--choices", "4", "--attack-tokens", "2", "--victim-tokens", "40",
+    )  # fmt: skip
+    r = json.loads((tmp_path / "server_fairness.json").read_text())
+    assert r["total_errors"] == 0 and "cpu_model" in r["machine"]
+    for mode in ("all_at_once", "chunked"):
+        assert r["modes"][mode]["victim_requests"] >= 1 and r["modes"][mode]["attack_requests"] >= 1
+        assert r["victim_gap_p99_s"][mode] == r["modes"][mode]["victim_gap_p99_s"]

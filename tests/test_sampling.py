@@ -271,3 +271,118 @@ def test_a_vanishing_repetition_penalty_is_refused():
     model = make_model()
     with pytest.raises(ConfigError, match="repetition_penalty"):  # the library and the CLI
         model.complete("ab", max_new_tokens=5, repetition_penalty=1e-300)
+
+
+def reference_stream(pieces, stops):
+    """The hold-back rule written plainly (the pre-#10 code): after each piece, stop at the
+    earliest stop string in the unsent text, else send all but the longest suffix that is a
+    proper prefix of a stop string. -> (the texts sent, finish_reason)."""
+    text, sent, out = "", 0, []
+    for i, piece in enumerate(pieces):
+        last = i == len(pieces) - 1
+        text += piece
+        hits = [h for h in (text.find(s, sent) for s in stops) if h != -1]
+        if hits:
+            return out + [text[sent : min(hits)]], "stop"
+        held = max((n for s in stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
+        upto = len(text) if last else len(text) - held
+        if upto > sent or last:
+            out.append(text[sent:upto])
+            sent = upto
+    return out, "length"
+
+
+def stream(pieces, stops, alphabet="abc"):
+    """``pieces`` of text pushed through ``TextStreams`` with a character tokenizer."""
+    from lstmgen.textstream import TextStreams
+
+    tok = CharTokenizer.fit([alphabet])
+    streams, out, finish = TextStreams(tok, 1, stops), [], "length"
+    for i, piece in enumerate(pieces):
+        for ev in streams.push_block([tok.encode(piece)], last=i == len(pieces) - 1):
+            out.append(ev.text)
+            finish = ev.finish_reason
+        if streams.all_done:
+            break
+    return out, finish
+
+
+@pytest.mark.parametrize(
+    "pieces, stops, want",
+    [
+        (["a", "a", "a", "b", "c"], ["aab"], (["a", ""], "stop")),  # "aab" over "aaab"
+        (["aa", "ab", "c"], ["aab"], (["a"], "stop")),
+        (["xab", "a", "ac"], ["aab", "aac"], (["xab", ""], "stop")),  # split across pieces
+        (["ab", "ca", "b"], ["abcx", "cab"], (["ab", ""], "stop")),  # held for the longer
+        (["abca", "bc", "x"], ["cabx", "bcx"], (["ab", "ca", ""], "stop")),
+        (["abcd"], ["c", "abcd"], ([""], "stop")),  # the earliest start wins, not the first end
+        (["aaa", "aab", "aa"], ["aaaa"], ([""], "stop")),
+        (["ab", "ab", "c"], ["abac"], (["ab", "abc"], "length")),  # never completed
+    ],
+)
+def test_hold_back_on_overlapping_stop_strings(pieces, stops, want):
+    assert reference_stream(pieces, stops) == want
+    assert stream(pieces, stops, "abcdx") == want
+
+
+def test_hold_back_equals_a_simple_reference():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from lstmgen.textstream import held_back
+
+    text = st.text(alphabet="abc", max_size=8)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(text, min_size=1, max_size=8), st.lists(text.filter(bool), max_size=4))
+    def check(pieces, stops):
+        assert stream(pieces, stops) == reference_stream(pieces, stops)
+        whole = "".join(pieces)
+        naive = max(
+            (n for s in stops for n in range(1, len(s)) if whole.endswith(s[:n])), default=0
+        )
+        assert held_back(whole, stops) == naive
+
+    check()
+
+
+def test_hold_back_work_does_not_grow_with_the_text_or_the_stop_length():
+    # Issue #10: each token re-checked every suffix of the text against every prefix of each
+    # stop string (O(len(stop)^2) per token). Count the Python lines textstream runs per token
+    # (no timing): with a 100,000-character stop string it must stay a small constant.
+    import sys
+
+    import lstmgen.textstream as ts
+
+    tok = CharTokenizer.fit(["ab"])
+    streams = ts.TextStreams(tok, 1, ["a" * 100_000])  # its table is made once, here
+    tokens = 1000
+    budget = 100 * tokens  # measured: ~30 per token; before the fix ~1,000 here
+    lines = [0]
+
+    def local(frame, event, arg):
+        lines[0] += event == "line"
+        return local if lines[0] <= budget else None
+
+    def tracer(frame, event, arg):
+        if frame.f_code.co_filename == ts.__file__ and lines[0] <= budget:
+            return local
+        return None
+
+    sys.settrace(tracer)
+    try:
+        for i in range(tokens):
+            list(streams.push(tok.encode("ab"[i % 2]), last=False))
+    finally:
+        sys.settrace(None)
+    assert lines[0] <= budget, f"{lines[0]} lines for {tokens} tokens"
+    assert streams.texts[0] == "ab" * (tokens // 2)
+
+
+def test_stop_strings_are_limited_in_length():
+    from lstmgen import ConfigError
+    from lstmgen.config import MAX_STOP_CHARS
+
+    GenerationConfig().replace(stop=["x" * MAX_STOP_CHARS])  # as the CLI's --stop goes in
+    with pytest.raises(ConfigError, match="at most 256 characters"):
+        GenerationConfig().replace(stop=["x" * (MAX_STOP_CHARS + 1)])

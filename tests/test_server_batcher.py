@@ -252,3 +252,120 @@ def test_jobs_wait_when_the_batch_is_full(model):
             b.submit([spec(model, "a", 1, index=j) for j in range(3)], Collector(3))
     finally:
         b.close()
+
+
+def long_prompts(count: int, chars: int) -> list[str]:
+    """``count`` different play excerpts of ``chars`` characters: several priming pieces each."""
+    from conftest import make_play
+
+    play = make_play(400, seed=3)
+    return [play[i * 97 : i * 97 + chars] for i in range(count)]
+
+
+def test_chunked_priming_gives_the_tokens_of_unchunked_priming(model, monkeypatch):
+    # The batcher primes prompts in pieces between decode steps (and stream_text primes the same
+    # pieces); the tokens must be those of one model call over the whole prompt.
+    import lstmgen.generate
+
+    prompts = long_prompts(3, 300)
+
+    def run(batcher):
+        batcher.start()
+        try:
+            first = Collector(1)  # a row already decoding while the long prompts are primed
+            batcher.submit([spec(model, "ROMEO:", 120, seed=1, temperature=1.0)], first)
+            c = Collector(len(prompts))
+            specs = [
+                spec(model, p, 40, index=i, seed=i, temperature=1.0) for i, p in enumerate(prompts)
+            ]
+            batcher.submit(specs, c)
+            return first.wait().text, c.wait().text
+        finally:
+            batcher.close()
+
+    monkeypatch.setattr(lstmgen.generate, "PRIME_CHUNK", 10**9)
+    whole = run(Batcher(model, max_batch=8, prefill_tokens=None))
+    monkeypatch.setattr(lstmgen.generate, "PRIME_CHUNK", 16)
+    chunked = run(Batcher(model, max_batch=8, prefill_tokens=16))
+    assert chunked == whole
+    monkeypatch.undo()
+    want = [reference(model, p, 40, seed=i, temperature=1.0)[0] for i, p in enumerate(prompts)]
+    assert chunked[1] == want
+
+
+def test_a_long_prompt_does_not_stall_the_other_rows(model, batcher):
+    # Issue #10: 16 long prompts were primed on the decode thread in one piece, and every other
+    # stream stopped meanwhile. Now the active rows step once per piece of priming.
+    from lstmgen.generate import PRIME_CHUNK
+
+    active = Collector(1)
+    batcher.submit([spec(model, "ROMEO:", 3000, seed=1)], active)
+    deadline = time.time() + 10
+    while not active.chunks and time.time() < deadline:
+        time.sleep(0.001)
+    prompts = long_prompts(4, 5 * PRIME_CHUNK)
+    first_step: dict[int, int] = {}  # choice -> the decode step that brought its first text
+
+    def sink(chunks):
+        for ch in chunks:
+            first_step.setdefault(ch.index, batcher.steps)
+        waiting(chunks)
+
+    waiting = Collector(len(prompts))
+    steps = batcher.steps
+    batcher.submit([spec(model, p, 5, index=i) for i, p in enumerate(prompts)], sink)
+    short_first: list[int] = []
+    short = Collector(1)
+
+    def short_sink(chunks):
+        short_first.append(batcher.steps)
+        short(chunks)
+
+    batcher.submit([spec(model, "NURSE:", 3)], short_sink)  # goes before the long prompts
+    waiting.wait()
+    short.wait()
+    assert short_first[0] < min(first_step.values())
+    # 4 prompts of 6 pieces each, primed one piece per step of the active row, which kept
+    # decoding (before: all 24 pieces ran at once, between two of its steps).
+    assert max(first_step.values()) - steps >= 4 * 6 - 2
+    assert not active.done.is_set()
+
+
+def test_a_job_cancelled_while_its_prompt_is_primed_never_joins(model, batcher):
+    from lstmgen.generate import PRIME_CHUNK
+
+    c = Collector(1)
+    job = batcher.submit([spec(model, long_prompts(1, 40 * PRIME_CHUNK)[0], 50)], c)
+    job.cancel()
+    deadline = time.time() + 10
+    while batcher.active and time.time() < deadline:
+        time.sleep(0.005)
+    assert batcher.active == 0 and not c.chunks
+    other = Collector(1)
+    batcher.submit([spec(model, "JULIET:", 5)], other)
+    assert other.wait().finish == ["length"]
+
+
+def test_requests_with_stop_strings_over_the_limit_are_rejected():
+    # The limit bounds the hold-back of every row (issue #10: 900k-character stop strings).
+    from lstmgen.server.protocol import APIError, Limits, parse_completion
+
+    def parse(stop):
+        return parse_completion({"prompt": "a", "stop": stop}, "m", GenerationConfig(), Limits())
+
+    assert parse(["x" * 256] * 4).stop == ("x" * 256,) * 4
+    with pytest.raises(APIError, match="at most 256 characters, got 257") as err:
+        parse(["a", "x" * 257])
+    assert err.value.status == 400 and err.value.param == "stop"
+    with pytest.raises(APIError, match="at most 4 strings"):
+        parse(["a"] * 5)
+
+
+def test_prompts_still_primed_when_the_decoding_rows_all_finish(model, batcher):
+    # Each prompt's row finishes before the next prompt is primed: the batch empties in between.
+    from lstmgen.generate import PRIME_CHUNK
+
+    prompts = long_prompts(3, 2 * PRIME_CHUNK)
+    c = Collector(len(prompts))
+    batcher.submit([spec(model, p, 1, index=i) for i, p in enumerate(prompts)], c)
+    assert c.wait().generated == [1, 1, 1]

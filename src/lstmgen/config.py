@@ -226,6 +226,9 @@ class TrainConfig(_JsonConfig):
 GREEDY_BELOW = 1e-4
 MIN_TOP_P = 1e-8
 MIN_REPETITION_PENALTY = 1e-3
+# The longest stop string (characters), as the server's limit: generated text that may be the start
+# of one is held back, so a longer one delays the text and costs work per token (issue #10).
+MAX_STOP_CHARS = 256
 
 
 @dataclass
@@ -252,6 +255,10 @@ class GenerationConfig(_JsonConfig):
         _check(
             isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
             "stop must be a list of non-empty strings",
+        )
+        _check(
+            all(len(s) <= MAX_STOP_CHARS for s in self.stop),
+            f"stop strings may have at most {MAX_STOP_CHARS} characters",
         )
 
 

@@ -1,9 +1,9 @@
 """Request batching: one decode loop steps every active sequence of every request together.
 
 An LSTM's state per sequence is a fixed-size vector, so a batch can change between steps at
-the cost of a concatenation: a new sequence is primed on its prompt (as ``generate.prime``
-does) and its state is appended along the batch dimension; a finished or cancelled one is
-sliced out. Each step then runs the model once on the newest token of all B active sequences::
+the cost of a concatenation: a new sequence is primed on its prompt and its state is appended
+along the batch dimension; a finished or cancelled one is sliced out. Each step then runs the
+model once on the newest token of all B active sequences::
 
     rows      [r0 r1 r2 ...]          one per sequence (a request with n=3 brings 3)
     state     (L, B, H)  (h, c for an LSTM)     row b <-> rows[b]
@@ -13,6 +13,14 @@ sliced out. Each step then runs the model once on the newest token of all B acti
 Every sequence keeps its own sampling settings and its own seeded ``torch.Generator``
 (``rows.sample_rows``), and its text goes through the same incremental decoding and stop-string
 hold-back as ``generate.stream_text``, so a seeded request gives the same text alone or batched.
+
+Prompts are primed in pieces (chunked prefill, as LLM servers do): each iteration of the loop
+primes at most ``prefill_tokens`` prompt tokens of the waiting sequences, then runs one decode
+step of the active rows; a sequence joins the batch once its whole prompt is primed. So a
+request of 16 x 4,096-token prompts delays the other streams by one piece per step instead of
+stalling them for seconds (issue #10: a stream's p99 gap between events 4.6 s -> 0.06 s,
+benchmarks/server_fairness.py). The pieces are ``generate.Primer``'s, so priming gives the same
+state as ``generate.prime``, bit for bit.
 
 The loop runs on one background thread. Callers ``submit`` a ``Job`` (a list of
 ``SequenceSpec``) with a ``sink``: a function the loop calls, on its own thread, with the new
@@ -31,10 +39,10 @@ from typing import Any
 
 import torch
 
-from ..generate import prime
+from ..generate import PRIME_CHUNK, Primer
 from ..model import cat_states, index_state
 from ..steppers import make_stepper
-from ..textstream import find_stop, held_back
+from ..textstream import StopMatcher
 from .rows import RowSettings, sample_rows
 
 log = logging.getLogger("lstmgen.server")
@@ -80,6 +88,14 @@ class Chunk:
 
 Sink = Callable[[list[Chunk]], None]
 
+# Prompt tokens primed per loop iteration (a piece is generate.PRIME_CHUNK tokens; at least one
+# piece runs). Between two decode steps of the active rows there is then at most one piece of
+# priming: ~7-15 ms for a 2x256 LSTM on one CPU core. Priming in pieces costs ~10 % of its
+# throughput, but ~2x when NumPy's OpenBLAS has more threads than torch: its threads, left
+# spinning after each NumPy decode step, take the core from the piece that follows
+# (benchmarks/server_fairness.py runs the server with OPENBLAS_NUM_THREADS = --threads).
+PREFILL_TOKENS = PRIME_CHUNK
+
 
 class Job:
     """A submitted request: its sequences, where its chunks go, and whether it was cancelled."""
@@ -102,11 +118,24 @@ class _Row:
         seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**63)
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.decoder = tokenizer.stream_decoder(spec.after)
+        self.stops = StopMatcher(spec.stop)
         self.text = ""  # generated so far
         self.emitted = 0  # how much of it has been sent
         self.steps = 0  # tokens sampled
         self.tokens: deque[TokenInfo] = deque()  # not yet sent with a chunk
         self.done = False
+
+
+class _Priming:
+    """Sequences waiting for one prompt to be primed (identical prompts are primed once)."""
+
+    def __init__(self, model: Any, rows: list[_Row]):
+        self.rows = rows
+        self.primer = Primer(model, rows[0].spec.prompt_ids)
+
+    @property
+    def cancelled(self) -> bool:
+        return all(r.job.cancelled for r in self.rows)
 
 
 class BatcherClosed(RuntimeError):
@@ -118,13 +147,21 @@ class Batcher:
 
     >>> batcher = Batcher(model, max_batch=64); batcher.start()  # doctest: +SKIP
     >>> job = batcher.submit([SequenceSpec((bos, *ids), 50, seed=1)], print)  # doctest: +SKIP
+
+    ``prefill_tokens``: prompt tokens primed between two decode steps (None: every waiting
+    prompt at once, the behaviour before issue #10, kept for benchmarks/server_fairness.py).
     """
 
-    def __init__(self, model: Any, max_batch: int = 64):
+    def __init__(
+        self, model: Any, max_batch: int = 64, prefill_tokens: int | None = PREFILL_TOKENS
+    ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
+        if prefill_tokens is not None and prefill_tokens < 1:
+            raise ValueError("prefill_tokens must be >= 1 (None: no limit)")
         self.model = model
         self.max_batch = max_batch
+        self.prefill_tokens = prefill_tokens
         self._cond = threading.Condition()
         self._pending: deque[Job] = deque()
         self._closed = True
@@ -135,6 +172,7 @@ class Batcher:
         self._stepper = make_stepper(model, 1)
         # Decode-loop state: touched only by the loop thread.
         self._rows: list[_Row] = []
+        self._priming: list[_Priming] = []  # admitted, prompt not fully primed yet
         self._state: Any = None
         self._logits: torch.Tensor | None = None  # (B, V)
         self._seen: torch.Tensor | None = None  # (B, V) bool
@@ -175,7 +213,8 @@ class Batcher:
 
     @property
     def active(self) -> int:
-        return len(self._rows)
+        """Sequences admitted: decoding, or waiting for their prompt to be primed."""
+        return len(self._rows) + sum(len(p.rows) for p in list(self._priming))
 
     @property
     def queued(self) -> int:
@@ -188,17 +227,21 @@ class Batcher:
         with torch.inference_mode():
             while True:
                 with self._cond:
-                    while not self._closed and not self._pending and not self._rows:
+                    while (
+                        not self._closed and not self._pending and not self._rows
+                        and not self._priming
+                    ):  # fmt: skip
                         self._cond.wait()
                     if self._closed:
                         break
                     admitted = self._admit()
                 try:
-                    self._join(admitted)
+                    self._queue(admitted)
+                    self._prime()
                     self._step()
                 except Exception:  # a bug: fail the jobs in flight, keep serving
                     log.exception("decode loop failed")
-                    jobs = {id(r.job): r.job for r in self._rows}
+                    jobs = self._jobs_in_flight()
                     jobs.update({id(j): j for j in admitted})
                     self._reset()
                     for job in jobs.values():
@@ -206,16 +249,25 @@ class Batcher:
         with self._cond:
             left = list(self._pending)
             self._pending.clear()
-        for job in left + list({id(r.job): r.job for r in self._rows}.values()):
+        for job in left + list(self._jobs_in_flight().values()):
             _deliver(job, [Chunk(0, "", error="the server is shutting down")])
         self._reset()
 
+    def _jobs_in_flight(self) -> dict[int, Job]:
+        rows = self._rows + [r for p in self._priming for r in p.rows]
+        return {id(r.job): r.job for r in rows}
+
     def _reset(self) -> None:
+        """Drop every sequence: the decode batch and the prompts being primed."""
+        self._clear_batch()
+        self._priming = []
+
+    def _clear_batch(self) -> None:
         self._rows, self._state, self._logits, self._seen = [], None, None, None
 
     def _admit(self) -> list[Job]:
         """Take pending jobs (whole) while the batch has room. Call with the lock held."""
-        admitted, room = [], self.max_batch - len(self._rows)
+        admitted, room = [], self.max_batch - self.active
         while self._pending and (self._pending[0].cancelled or len(self._pending[0].specs) <= room):
             job = self._pending.popleft()
             if not job.cancelled:
@@ -223,32 +275,67 @@ class Batcher:
                 room -= len(job.specs)
         return admitted
 
-    def _join(self, jobs: list[Job]) -> None:
-        """Prime the new sequences and append their rows to the batch."""
+    def _queue(self, jobs: list[Job]) -> None:
+        """Queue the new sequences for priming; identical prompts are primed once."""
         model, tok = self.model, self.model.tokenizer
-        new: list[_Row] = []
+        by_prompt: dict[tuple[int, ...], list[_Row]] = {}
         for job in jobs:
             finished = []
             for spec in job.specs:
                 if spec.max_new_tokens <= 0:  # nothing to generate (stream_text does the same)
                     finished.append(Chunk(spec.index, "", "length"))
                 else:
-                    new.append(_Row(spec, job, tok, model.device))
+                    row = _Row(spec, job, tok, model.device)
+                    by_prompt.setdefault(spec.prompt_ids, []).append(row)
             if finished:
                 _deliver(job, finished)
-        if not new:
-            return
-        logits, state = prime(model, [r.spec.prompt_ids for r in new])  # (b, V), (L, b, H)
+        self._priming += [_Priming(model, rows) for rows in by_prompt.values()]
+
+    def _prime(self) -> None:
+        """Prime up to ``prefill_tokens`` prompt tokens (at least one piece); sequences whose
+        prompt is done join the batch.
+
+        The prompt with the fewest tokens left goes first: a short prompt arriving behind
+        sixteen long ones starts decoding at the next step instead of seconds later, and the
+        long ones finish one after another rather than all at the end. A long prompt waits only
+        while shorter ones keep arriving faster than the batch frees room for them."""
+        budget = self.prefill_tokens
+        self._priming = [p for p in self._priming if not p.cancelled]
+        ready: list[_Priming] = []
+        ran = 0
+        while self._priming:
+            head = min(self._priming, key=lambda p: p.primer.remaining)
+            if budget is not None and ran and ran + head.primer.next_piece > budget:
+                break
+            ran += head.primer.step()
+            if head.primer.done:
+                self._priming.remove(head)
+                ready.append(head)
+        if ready:
+            self._join(ready)
+
+    def _join(self, ready: list[_Priming]) -> None:
+        """Append the rows of primed prompts to the batch."""
+        model = self.model
+        logits, states, new = [], [], []
+        for p in ready:
+            k = len(p.rows)
+            copies = torch.zeros(k, dtype=torch.long, device=model.device)  # (k,)
+            logits.append(p.primer.logits[copies])  # (k, V)
+            states.append(index_state(p.primer.state, copies))  # (L, k, H)
+            new += p.rows
         seen = torch.zeros(len(new), model.config.vocab_size, dtype=torch.bool, device=model.device)
         for b, r in enumerate(new):
             if r.spec.settings.repetition_penalty != 1.0:
                 seen[b, list(r.spec.prompt_ids[1:])] = True
         if self._rows:
-            self._state = cat_states([self._state, state])
-            self._logits = torch.cat([self._logits, logits])
+            self._state = cat_states([self._state, *states])
+            logits = [self._logits, *logits]
             self._seen = torch.cat([self._seen, seen])
         else:
-            self._state, self._logits, self._seen = state, logits, seen
+            self._state = states[0] if len(states) == 1 else cat_states(states)
+            self._seen = seen
+        self._logits = torch.cat(logits)  # (B, V)
         self._rows += new
 
     def _step(self) -> None:
@@ -296,8 +383,8 @@ class Batcher:
 
     def _keep(self, keep: list[int]) -> None:
         """Slice the batch down to rows ``keep``."""
-        if not keep:
-            self._reset()
+        if not keep:  # the prompts being primed stay
+            self._clear_batch()
             return
         idx = torch.tensor(keep, device=self.model.device)
         self._rows = [self._rows[b] for b in keep]
@@ -333,12 +420,13 @@ class Batcher:
         last = r.steps == spec.max_new_tokens
         if spec.logprobs is not None:
             r.tokens.append(TokenInfo(self._token_text[token], logprob, len(r.text), top))
-        r.text += r.decoder.step(token) + (r.decoder.flush() if last else "")
-        hit = find_stop(r.text, spec.stop, r.emitted)
+        new = r.decoder.step(token) + (r.decoder.flush() if last else "")
+        r.text += new
+        hit = r.stops.feed(new)
         if hit is not None:
             r.done = True
             return self._chunk(r, hit, "stop")
-        upto = len(r.text) if last else len(r.text) - held_back(r.text, spec.stop)
+        upto = len(r.text) if last else len(r.text) - r.stops.held
         if last:
             r.done = True
             return self._chunk(r, upto, "length")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import MIN_REPETITION_PENALTY, GenerationConfig
+from ..config import MAX_STOP_CHARS, MIN_REPETITION_PENALTY, GenerationConfig
 
 MAX_STOP = 4  # as OpenAI
 MAX_LOGPROBS = 5  # as OpenAI
@@ -206,6 +206,11 @@ def _stop(v: Any) -> tuple[str, ...] | None:
         raise _bad("stop must be a non-empty string or a list of non-empty strings", "stop")
     if len(stops) > MAX_STOP:
         raise _bad(f"stop may have at most {MAX_STOP} strings, got {len(stops)}", "stop")
+    longest = max(map(len, stops), default=0)
+    if longest > MAX_STOP_CHARS:
+        raise _bad(
+            f"stop strings may have at most {MAX_STOP_CHARS} characters, got {longest}", "stop"
+        )
     return tuple(stops)
 
 
