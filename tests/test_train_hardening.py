@@ -215,3 +215,23 @@ def test_stale_temp_files_are_removed_when_a_run_resumes(tmp_path, corpus_file):
     Trainer.resume(run)
     assert [p for p in leftovers if p.exists()] == []
     assert (run / "model.safetensors").exists() and (run / "data" / "train.bin").exists()
+
+
+def test_the_final_evaluation_is_reserved_before_the_first_log_step(tmp_path, corpus_file):
+    # Slow steps with a short budget can end a run before its first log step; the guess of the
+    # final evaluation's time used to start there, so such a run reserved nothing and overran
+    # (seen: --max-time 20 on a busy machine, 4 steps, then a 30 s final evaluation).
+    class Reserve:
+        seen: list[float] = []
+
+        def on_step(self, trainer):
+            self.seen.append(trainer.eval_reserve)
+
+        def on_start(self, *a): ...
+        def on_log(self, *a): ...
+        def on_eval(self, *a): ...
+        def on_end(self, *a): ...
+
+    cb = Reserve()
+    tiny_run(tmp_path, corpus_file, callbacks=[cb], max_steps=3, log_every=1000).fit()
+    assert len(cb.seen) == 3 and all(r > 0 for r in cb.seen), cb.seen

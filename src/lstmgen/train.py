@@ -630,7 +630,8 @@ class Trainer(RunSchedule):
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         tokens_since, steps_since = 0, 0
-        last_log = time.perf_counter()
+        last_log = loop_start = time.perf_counter()
+        loop_tokens = 0
         reason = self._finished()
         while reason is None:
             if pos.window >= self.windows_per_epoch:
@@ -639,16 +640,13 @@ class Trainer(RunSchedule):
             loss_sum += self.train_step(xb, yb)
             pos.step, pos.window = pos.step + 1, pos.window + 1
             steps_since, tokens_since = steps_since + 1, tokens_since + xb.numel()
+            loop_tokens += xb.numel()
             if pos.step % c.log_every == 0:  # the only host sync of the step loop
                 train_loss = loss_sum.item() / steps_since
                 self._check_finite("training loss", train_loss)
                 now = time.perf_counter()
                 self._tick()
                 tokens_per_s = tokens_since / max(now - last_log, 1e-9)
-                if self.eval_seconds is None:
-                    # Until one is timed, guess the final evaluation from the training speed:
-                    # a forward pass is about a third of a training step's work.
-                    self.eval_reserve = self.eval_token_count() / max(3 * tokens_per_s, 1e-9)
                 record = {
                     "step": pos.step,
                     "epoch": pos.step / self.windows_per_epoch,
@@ -664,6 +662,13 @@ class Trainer(RunSchedule):
                 steps_since, tokens_since, last_log = 0, 0, now
             else:
                 self._tick()
+            if self.eval_seconds is None:
+                # Until an evaluation is timed, guess the final one from the training speed so
+                # far (a forward pass is about a third of a training step's work), from the
+                # first step on: a run whose budget ends before its first log step must still
+                # leave room for it. On CUDA the rate is exact at log steps (they sync).
+                rate = loop_tokens / max(time.perf_counter() - loop_start, 1e-9)
+                self.eval_reserve = self.eval_token_count() / max(3 * rate, 1e-9)
             for cb in self.callbacks:
                 cb.on_step(self)
             reason = self._finished()
