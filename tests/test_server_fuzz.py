@@ -55,6 +55,8 @@ def test_the_bodies_that_gave_500s_are_400s(client):
             r = client.post(path, content=body, headers=JSON)
             assert r.status_code == 400, (path, body[:40], r.text)
             assert set(r.json()["error"]) == {"message", "type", "param", "code"}
+    r = client.post(PATHS[0], content=huge, headers=JSON)
+    assert r.json()["error"]["message"] == "a number in the request body has too many digits"
 
 
 # Text with every kind of code point, lone surrogates included (hypothesis leaves them out of

@@ -185,6 +185,8 @@ def create_app(
         except RecursionError:  # "[[[[..." thousands deep
             raise APIError(400, "the request body's JSON is nested too deeply") from None
         except ValueError as exc:  # JSONDecodeError, bad UTF-8, an int of > 4300 digits
+            if "integer string conversion" in str(exc):  # Python's words, not the client's
+                raise APIError(400, "a number in the request body has too many digits") from None
             raise APIError(400, f"malformed JSON in the request body: {exc}") from None
 
     def encode_prompt(prompt: str | list[int], unknown: str | None) -> list[int]:
