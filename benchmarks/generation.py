@@ -77,7 +77,7 @@ def lstmgen_tokens_per_s(
 def graph_loop_tokens_per_s(model: LanguageModel, batch: int, steps: int, fused: bool) -> float:
     """The decode loop alone on CUDA: replays + one token copy per block, capture excluded."""
     from lstmgen.cudagraph import GraphDecoder
-    from lstmgen.generate import BLOCK, model_step, prime
+    from lstmgen.decode import BLOCK, model_step, prime
     from lstmgen.steppers import TorchStepper
 
     dev, K = model.device, BLOCK["cuda"]

@@ -9,7 +9,8 @@ import torch
 
 from lstmgen import GenerationConfig, LanguageModel, ModelConfig
 from lstmgen.cudagraph import GraphDecoder
-from lstmgen.generate import decode_block, model_step, prime, stream_text
+from lstmgen.decode import decode_block, model_step, prime
+from lstmgen.generate import stream_text
 from lstmgen.sampling import uniforms
 from lstmgen.steppers import TorchStepper
 from lstmgen.tokenizers import CharTokenizer

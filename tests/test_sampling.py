@@ -130,11 +130,11 @@ def test_small_and_large_batches_decode_alike():
     ],
 )
 def test_fast_steps_sample_exactly_like_eager_nn_lstm_steps(options, monkeypatch):
-    import lstmgen.generate
+    import lstmgen.decode
 
     model = make_model().double()  # float64: both paths agree far below any sampling boundary
     fast = model.complete("abc", n=4, max_new_tokens=60, seed=11, **options)
-    monkeypatch.setattr(lstmgen.generate, "make_stepper", lambda model, batch: None)
+    monkeypatch.setattr(lstmgen.decode, "make_stepper", lambda model, batch: None)
     eager = model.complete("abc", n=4, max_new_tokens=60, seed=11, **options)
     assert fast == eager and len(set(fast)) > 1
 
@@ -191,11 +191,11 @@ def test_blocks_of_tokens_decode_like_single_steps(block, options, monkeypatch):
     # CUDA decodes blocks of K tokens (one graph replay, one host copy each); on CPU the same
     # loop runs with K = 1. Uniforms drawn K rows at a time are the same stream of numbers, so
     # the text must not depend on K, including a last block cut short and a stop string.
-    import lstmgen.generate
+    import lstmgen.decode
 
     model = make_model().double()
     one = model.complete("abc", n=3, seed=5, **options)
-    monkeypatch.setitem(lstmgen.generate.BLOCK, "cpu", block)
+    monkeypatch.setitem(lstmgen.decode.BLOCK, "cpu", block)
     blocked = model.complete("abc", n=3, seed=5, **options)
     assert blocked == one
     if "stop" not in options:

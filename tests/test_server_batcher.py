@@ -265,7 +265,7 @@ def long_prompts(count: int, chars: int) -> list[str]:
 def test_chunked_priming_gives_the_tokens_of_unchunked_priming(model, monkeypatch):
     # The batcher primes prompts in pieces between decode steps (and stream_text primes the same
     # pieces); the tokens must be those of one model call over the whole prompt.
-    import lstmgen.generate
+    import lstmgen.decode
 
     prompts = long_prompts(3, 300)
 
@@ -283,9 +283,9 @@ def test_chunked_priming_gives_the_tokens_of_unchunked_priming(model, monkeypatc
         finally:
             batcher.close()
 
-    monkeypatch.setattr(lstmgen.generate, "PRIME_CHUNK", 10**9)
+    monkeypatch.setattr(lstmgen.decode, "PRIME_CHUNK", 10**9)
     whole = run(Batcher(model, max_batch=8, prefill_tokens=None))
-    monkeypatch.setattr(lstmgen.generate, "PRIME_CHUNK", 16)
+    monkeypatch.setattr(lstmgen.decode, "PRIME_CHUNK", 16)
     chunked = run(Batcher(model, max_batch=8, prefill_tokens=16))
     assert chunked == whole
     monkeypatch.undo()
@@ -296,7 +296,7 @@ def test_chunked_priming_gives_the_tokens_of_unchunked_priming(model, monkeypatc
 def test_a_long_prompt_does_not_stall_the_other_rows(model, batcher):
     # Issue #10: 16 long prompts were primed on the decode thread in one piece, and every other
     # stream stopped meanwhile. Now the active rows step once per piece of priming.
-    from lstmgen.generate import PRIME_CHUNK
+    from lstmgen.decode import PRIME_CHUNK
 
     active = Collector(1)
     batcher.submit([spec(model, "ROMEO:", 3000, seed=1)], active)
@@ -332,7 +332,7 @@ def test_a_long_prompt_does_not_stall_the_other_rows(model, batcher):
 
 
 def test_a_job_cancelled_while_its_prompt_is_primed_never_joins(model, batcher):
-    from lstmgen.generate import PRIME_CHUNK
+    from lstmgen.decode import PRIME_CHUNK
 
     c = Collector(1)
     job = batcher.submit([spec(model, long_prompts(1, 40 * PRIME_CHUNK)[0], 50)], c)
@@ -363,7 +363,7 @@ def test_requests_with_stop_strings_over_the_limit_are_rejected():
 
 def test_prompts_still_primed_when_the_decoding_rows_all_finish(model, batcher):
     # Each prompt's row finishes before the next prompt is primed: the batch empties in between.
-    from lstmgen.generate import PRIME_CHUNK
+    from lstmgen.decode import PRIME_CHUNK
 
     prompts = long_prompts(3, 2 * PRIME_CHUNK)
     c = Collector(len(prompts))

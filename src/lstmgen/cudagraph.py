@@ -2,7 +2,7 @@
 
 A batch-1 decoding step is a few dozen tiny kernels; launched one by one from Python the GPU
 waits on the CPU for each (eager ``nn.LSTM`` stepping reaches ~1,600 tokens/s on an H200).
-``GraphDecoder`` captures ``generate.decode_block`` — K times: sample (penalty, temperature,
+``GraphDecoder`` captures ``decode.decode_block`` — K times: sample (penalty, temperature,
 top-k, top-p, inverse-CDF draw), embedding, recurrent layers, decoder — into one CUDA graph
 (Nvidia, "Getting started with CUDA Graphs", 2019; PyTorch ``torch.cuda.graph``). A replay
 launches the whole block at once; the host then copies the K tokens back in one transfer.
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .config import GenerationConfig
-from .generate import decode_block
+from .decode import decode_block
 
 
 def _clone(state: Any) -> Any:
@@ -84,8 +84,9 @@ class GraphDecoder:
             _copy_into(self.state, state_out)
         torch.cuda.current_stream().wait_stream(stream)
 
-    def run(self, generator: torch.Generator) -> torch.Tensor:
-        """Decode the next block; returns the tokens (B, K), valid until the next call."""
+    def run(self, generator: torch.Generator, left: int | None = None) -> torch.Tensor:
+        """Decode the next block; returns the tokens (B, K), valid until the next call. A drop-in
+        for ``decode.EagerDecoder.run``: ``left`` is ignored, a replay is always K steps."""
         self.u.uniform_(generator=generator)  # same draws as sampling.uniforms((K, B), ...)
         with torch.cuda.device(self.u.device):
             self.graph.replay()

@@ -121,6 +121,45 @@ class StopMatcher:
         return best
 
 
+class TextStream:
+    """One sample's ids -> text: incremental decoding (a multi-byte character is never split),
+    the stop-string search, and the hold-back of text that may yet become a stop string. The one
+    implementation behind ``TextStreams`` (the generators) and the server's batcher rows.
+
+    ``after`` is the text it continues (a word model's first word is spaced from a prompt that
+    ends mid-line).
+
+    >>> s = TextStream(tokenizer, ["\\n\\n"])  # doctest: +SKIP
+    >>> s.push([id_a, id_b], last=False)  # ("ab", None); None while held  # doctest: +SKIP
+    """
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], after: str = ""):
+        self.decoder = tokenizer.stream_decoder(after)
+        self.matcher = StopMatcher(stops)
+        self.text = ""  # generated text so far
+        self.emitted = 0  # how much of it has been sent
+        self.done = False
+
+    def push(self, ids: Sequence[int], last: bool) -> tuple[str, str | None] | None:
+        """Add new ``ids``; ``last`` when no more will come (max_new_tokens reached). Returns the
+        text to send now and the finish reason ("stop" | "length" | None), or None when all new
+        text is held back. The text is what pushing the ids one at a time gives: a stop string
+        ends it at its first occurrence, whichever id completed it."""
+        new = self.decoder.steps(ids) + (self.decoder.flush() if last else "")
+        self.text += new
+        sent = self.emitted
+        hit = self.matcher.feed(new)
+        if hit is not None:
+            self.done, self.emitted = True, hit
+            return self.text[sent:hit], "stop"
+        upto = len(self.text) if last else len(self.text) - self.matcher.held
+        self.done = last
+        if upto > sent or last:
+            self.emitted = upto
+            return self.text[sent:upto], "length" if last else None
+        return None
+
+
 class TextStreams:
     """The text side of B samples decoded together; ``prompts`` (B) are the texts they continue.
 
@@ -131,48 +170,35 @@ class TextStreams:
     def __init__(
         self, tokenizer: Any, batch: int, stops: Sequence[str], prompts: Sequence[str] = ()
     ):
-        self.stops = list(stops)
-        # A word model's first word is spaced from a prompt that ends mid-line.
         after = list(prompts) or [""] * batch
-        self.decoders = [tokenizer.stream_decoder(a) for a in after]
-        self.texts = [""] * batch  # generated text so far, per sample
-        self.emitted = [0] * batch  # how much of it has been sent
-        self.done = [False] * batch
-        self.matchers = [StopMatcher(self.stops) for _ in range(batch)]
+        self.streams = [TextStream(tokenizer, stops, a) for a in after]
 
     @property
     def all_done(self) -> bool:
-        return all(self.done)
+        return all(s.done for s in self.streams)
+
+    @property
+    def texts(self) -> list[str]:
+        """Generated text so far, per sample."""
+        return [s.text for s in self.streams]
 
     def push(self, ids: Sequence[int], last: bool) -> Iterator[Event]:
         """One new id per sample; ``last`` when no more will come (max_new_tokens reached)."""
         return self.push_block([(t,) for t in ids], last)
 
     def push_block(self, rows: Sequence[Sequence[int]], last: bool) -> Iterator[Event]:
-        """Several new ids per sample (``rows[b]`` for sample b) as one event per sample. The
-        text is what pushing them one at a time gives: a stop string ends it at its first
-        occurrence whichever id completed it."""
+        """Several new ids per sample (``rows[b]`` for sample b) as one event per sample."""
         for b, ids in enumerate(rows):
-            if self.done[b]:
+            stream = self.streams[b]
+            if stream.done:
                 continue
-            dec = self.decoders[b]
-            new = dec.steps(ids) + (dec.flush() if last else "")
-            self.texts[b] += new
-            text, sent = self.texts[b], self.emitted[b]
-            hit = self.matchers[b].feed(new)
-            if hit is not None:
-                self.done[b] = True
-                yield Event(b, text[sent:hit], "stop")
-                continue
-            upto = len(text) if last else len(text) - self.matchers[b].held
-            if upto > sent or last:
-                yield Event(b, text[sent:upto], "length" if last else None)
-                self.emitted[b] = upto
-            self.done[b] = last
+            out = stream.push(ids, last)
+            if out is not None:
+                yield Event(b, *out)
 
     def close(self) -> Iterator[Event]:
         """End samples that never got a token (max_new_tokens == 0)."""
-        for b, done in enumerate(self.done):
-            if not done:
-                self.done[b] = True
+        for b, stream in enumerate(self.streams):
+            if not stream.done:
+                stream.done = True
                 yield Event(b, "", "length")

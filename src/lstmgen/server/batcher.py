@@ -12,15 +12,18 @@ model once on the newest token of all B active sequences::
 
 Every sequence keeps its own sampling settings and its own seeded ``torch.Generator``
 (``rows.sample_rows``), and its text goes through the same incremental decoding and stop-string
-hold-back as ``generate.stream_text``, so a seeded request gives the same text alone or batched.
+hold-back as ``generate.stream_text`` (``textstream.TextStream``), so a seeded request gives the
+same text alone or batched.
 
 Prompts are primed in pieces (chunked prefill, as LLM servers do): each iteration of the loop
 primes at most ``prefill_tokens`` prompt tokens of the waiting sequences, then runs one decode
 step of the active rows; a sequence joins the batch once its whole prompt is primed. So a
 request of 16 x 4,096-token prompts delays the other streams by one piece per step instead of
 stalling them for seconds (issue #10: a stream's p99 gap between events 4.6 s -> 0.06 s,
-benchmarks/server_fairness.py). The pieces are ``generate.Primer``'s, so priming gives the same
-state as ``generate.prime``, bit for bit.
+benchmarks/server_fairness.py). The pieces are ``decode.Primer``'s, so priming gives the same
+state as ``decode.prime``, bit for bit. Each loop iteration is a block of one token: the rows
+sample (each with its own settings), the finished rows leave, and ``decode.Step`` steps the
+rest.
 
 The loop runs on one background thread. Callers ``submit`` a ``Job`` (a list of
 ``SequenceSpec``) with a ``sink``: a function the loop calls, on its own thread, with the new
@@ -39,10 +42,9 @@ from typing import Any
 
 import torch
 
-from ..generate import PRIME_CHUNK, Primer
+from ..decode import PRIME_CHUNK, Primer, Step, mark_seen, seen_mask
 from ..model import cat_states, index_state
-from ..steppers import make_stepper
-from ..textstream import StopMatcher
+from ..textstream import TextStream
 from .rows import RowSettings, sample_rows
 
 log = logging.getLogger("lstmgen.server")
@@ -88,7 +90,7 @@ class Chunk:
 
 Sink = Callable[[list[Chunk]], None]
 
-# Prompt tokens primed per loop iteration (a piece is generate.PRIME_CHUNK tokens; at least one
+# Prompt tokens primed per loop iteration (a piece is decode.PRIME_CHUNK tokens; at least one
 # piece runs). Between two decode steps of the active rows there is then at most one piece of
 # priming: ~7-15 ms for a 2x256 LSTM on one CPU core. Priming in pieces costs ~10 % of its
 # throughput, but ~2x when NumPy's OpenBLAS has more threads than torch: its threads, left
@@ -117,10 +119,7 @@ class _Row:
         self.spec, self.job = spec, job
         seed = spec.seed if spec.seed is not None else random.SystemRandom().randrange(2**63)
         self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.decoder = tokenizer.stream_decoder(spec.after)
-        self.stops = StopMatcher(spec.stop)
-        self.text = ""  # generated so far
-        self.emitted = 0  # how much of it has been sent
+        self.stream = TextStream(tokenizer, spec.stop, spec.after)
         self.steps = 0  # tokens sampled
         self.tokens: deque[TokenInfo] = deque()  # not yet sent with a chunk
         self.done = False
@@ -168,8 +167,9 @@ class Batcher:
         self._thread: threading.Thread | None = None
         tok = model.tokenizer
         self._token_text = [token_text(tok.token_bytes(i)) for i in range(tok.vocab_size)]
-        # Small CPU batches step faster through fused matmuls (steppers.py); None on GPU.
-        self._stepper = make_stepper(model, 1)
+        # Small CPU batches step faster through fused matmuls (steppers.py), large ones and
+        # GPUs through model.forward; Step picks per call, as the batch changes.
+        self._step_fn = Step(model, 1)
         # Decode-loop state: touched only by the loop thread.
         self._rows: list[_Row] = []
         self._priming: list[_Priming] = []  # admitted, prompt not fully primed yet
@@ -324,10 +324,12 @@ class Batcher:
             logits.append(p.primer.logits[copies])  # (k, V)
             states.append(index_state(p.primer.state, copies))  # (L, k, H)
             new += p.rows
-        seen = torch.zeros(len(new), model.config.vocab_size, dtype=torch.bool, device=model.device)
-        for b, r in enumerate(new):
-            if r.spec.settings.repetition_penalty != 1.0:
-                seen[b, list(r.spec.prompt_ids[1:])] = True
+        seen = seen_mask(
+            [r.spec.prompt_ids for r in new],
+            model.config.vocab_size,
+            model.device,
+            [r.spec.settings.repetition_penalty != 1.0 for r in new],
+        )  # (k, V)
         if self._rows:
             self._state = cat_states([self._state, *states])
             logits = [self._logits, *logits]
@@ -356,8 +358,7 @@ class Batcher:
         nxt = sample_rows(
             logits, [r.spec.settings for r in rows], [r.generator for r in rows], seen
         )  # (B,)
-        if use_seen:
-            seen[torch.arange(B, device=seen.device), nxt] = True
+        mark_seen(seen if use_seen else None, nxt)
         chosen_lp, top = self._logprobs(logits, nxt, rows)
         out: dict[int, tuple[Job, list[Chunk]]] = {}
         ids = nxt.tolist()
@@ -375,11 +376,7 @@ class Batcher:
             if not keep:
                 return
             nxt = nxt[torch.tensor(keep, device=nxt.device)]
-        if self._stepper is not None and len(nxt) < self._stepper.batch_below:
-            self._logits, self._state = self._stepper(nxt, self._state)  # (B', V)
-            return
-        out_logits, self._state = self.model(nxt[:, None], self._state)  # (B', 1, V)
-        self._logits = out_logits[:, -1]  # (B', V)
+        self._logits, self._state = self._step_fn(nxt, self._state)  # (B', V)
 
     def _keep(self, keep: list[int]) -> None:
         """Slice the batch down to rows ``keep``."""
@@ -419,29 +416,21 @@ class Batcher:
         r.steps += 1
         last = r.steps == spec.max_new_tokens
         if spec.logprobs is not None:
-            r.tokens.append(TokenInfo(self._token_text[token], logprob, len(r.text), top))
-        new = r.decoder.step(token) + (r.decoder.flush() if last else "")
-        r.text += new
-        hit = r.stops.feed(new)
-        if hit is not None:
-            r.done = True
-            return self._chunk(r, hit, "stop")
-        upto = len(r.text) if last else len(r.text) - r.stops.held
-        if last:
-            r.done = True
-            return self._chunk(r, upto, "length")
-        if upto > r.emitted:
-            return self._chunk(r, upto, None)
-        return None
+            offset = len(r.stream.text)
+            r.tokens.append(TokenInfo(self._token_text[token], logprob, offset, top))
+        out = r.stream.push((token,), last)
+        r.done = r.stream.done
+        return None if out is None else self._chunk(r, *out)
 
-    def _chunk(self, r: _Row, upto: int, finish: str | None) -> Chunk:
+    def _chunk(self, r: _Row, text: str, finish: str | None) -> Chunk:
+        """The chunk of ``text`` just released by ``r.stream``, with the tokens it holds."""
+        upto = r.stream.emitted
         tokens = []
         while r.tokens and (r.tokens[0].offset < upto or finish == "length"):
             tokens.append(r.tokens.popleft())
-        chunk = Chunk(r.spec.index, r.text[r.emitted : upto], finish, tokens)
+        chunk = Chunk(r.spec.index, text, finish, tokens)
         if finish:
             chunk.generated = r.steps
-        r.emitted = upto
         return chunk
 
 
