@@ -445,33 +445,14 @@ class Trainer(RunSchedule):
             steps_since, tokens_since = steps_since + 1, tokens_since + xb.numel()
             loop_tokens += xb.numel()
             if pos.step % c.log_every == 0:  # the only host sync of the step loop
-                train_loss = loss_sum.item() / steps_since
-                self._check_finite("training loss", train_loss)
-                now = time.perf_counter()
-                self._tick()
-                tokens_per_s = tokens_since / max(now - last_log, 1e-9)
-                record = {
-                    "step": pos.step,
-                    "epoch": pos.step / self.windows_per_epoch,
-                    "train_loss": train_loss,
-                    "lr": self.lr_at(),
-                    "tokens_per_s": tokens_per_s,
-                    "elapsed": round(pos.elapsed, 3),
-                }
-                self._log(record)
-                for cb in self.callbacks:
-                    cb.on_log(self, record)
+                train_loss, now = loss_sum.item() / steps_since, time.perf_counter()
+                self._log_progress(train_loss, tokens_since / max(now - last_log, 1e-9))
                 loss_sum.zero_()
                 steps_since, tokens_since, last_log = 0, 0, now
             else:
                 self._tick()
             if self.eval_seconds is None:
-                # Until an evaluation is timed, guess the final one from the training speed so
-                # far (a forward pass is about a third of a training step's work), from the
-                # first step on: a run whose budget ends before its first log step must still
-                # leave room for it. On CUDA the rate is exact at log steps (they sync).
-                rate = loop_tokens / max(time.perf_counter() - loop_start, 1e-9)
-                self.eval_reserve = self.eval_token_count() / max(3 * rate, 1e-9)
+                self._reserve_final_eval(loop_tokens / max(time.perf_counter() - loop_start, 1e-9))
             for cb in self.callbacks:
                 cb.on_step(self)
             reason = self._finished()
@@ -483,6 +464,30 @@ class Trainer(RunSchedule):
         synchronize(self.device)
         self._tick()
         return reason
+
+    def _log_progress(self, train_loss: float, tokens_per_s: float) -> None:
+        """A log step: check the loss, write the metrics row, tell the callbacks."""
+        self._check_finite("training loss", train_loss)
+        self._tick()
+        pos = self.pos
+        record = {
+            "step": pos.step,
+            "epoch": pos.step / self.windows_per_epoch,
+            "train_loss": train_loss,
+            "lr": self.lr_at(),
+            "tokens_per_s": tokens_per_s,
+            "elapsed": round(pos.elapsed, 3),
+        }
+        self._log(record)
+        for cb in self.callbacks:
+            cb.on_log(self, record)
+
+    def _reserve_final_eval(self, tokens_per_s: float) -> None:
+        """Until an evaluation is timed, guess the final one from the training speed so far (a
+        forward pass is about a third of a training step's work), from the first step on: a run
+        whose budget ends before its first log step must still leave room for it. On CUDA the
+        rate is exact at log steps (they sync)."""
+        self.eval_reserve = self.eval_token_count() / max(3 * tokens_per_s, 1e-9)
 
     def plot(self) -> Path | None:
         """Write loss.png from metrics.jsonl (a warning, not an error, if it cannot be drawn)."""
