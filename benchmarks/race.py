@@ -33,7 +33,7 @@ from common import SHARED_DATA, measured, write_result
 
 from lstmgen import Callback, LstmgenError, ModelConfig, TrainConfig, Trainer
 from lstmgen.config import PRESETS
-from lstmgen.train import resolve_device
+from lstmgen.runtime import resolve_device
 
 # Best validation loss (nats/char) of other recipes on this split, measured on the same machine
 # types (issue 5 for the GPU, the core issue for the CPU), and when they reached it.

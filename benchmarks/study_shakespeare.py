@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from common import ROOT, SHARED_DATA, write_result
 
 from lstmgen import LanguageModel, ModelConfig, TrainConfig, Trainer
-from lstmgen.train import read_metrics
+from lstmgen.rundir import read_metrics
 
 CELLS = ("rnn", "gru", "lstm")
 COLORS = {"rnn": "tab:red", "gru": "tab:green", "lstm": "tab:blue"}

@@ -41,9 +41,9 @@ from common import SHARED_DATA, measured, write_result
 
 from lstmgen import Callback, LstmgenError, ModelConfig, TrainConfig, Trainer
 from lstmgen.corpus import Corpus, prepare_corpus
-from lstmgen.data import batchify, num_windows
+from lstmgen.data import batchify, get_window, num_windows
 from lstmgen.model import LanguageModel
-from lstmgen.train import fused_adamw, resolve_device, synchronize, tf32, window_tensors
+from lstmgen.runtime import fused_adamw, resolve_device, synchronize, tf32
 
 
 @dataclass
@@ -203,7 +203,7 @@ def raw_steps(
     nw = num_windows(streams, bench.seq_len)
     on_device = torch.from_numpy(np.ascontiguousarray(streams, dtype=np.int64)).to(device)
     windows = [  # (B, T') inputs and targets, contiguous, on the device
-        tuple(t.contiguous() for t in window_tensors(on_device, k, bench.seq_len))
+        tuple(t.contiguous() for t in get_window(on_device, k, bench.seq_len))
         for k in range(nw)
     ]
     autocast = precision == "bf16"

@@ -187,7 +187,7 @@ def test_warnings_are_one_line(tmp_path, corpus_file_module, run_cli, monkeypatc
     def no_matplotlib(*args):
         raise ImportError("No module named 'matplotlib'")
 
-    monkeypatch.setattr("lstmgen.train.plot_metrics", no_matplotlib)
+    monkeypatch.setattr("lstmgen.rundir.plot_metrics", no_matplotlib)
     run = tmp_path / "run"
     r = run_cli("train", corpus_file_module, "-o", run, "-q", *tiny_train_args(max_steps=3))
     assert r.code == 0, r.err

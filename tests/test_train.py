@@ -76,7 +76,7 @@ def test_a_plot_that_cannot_be_drawn_does_not_fail_the_run(tmp_path, corpus_file
     def no_matplotlib(*args):
         raise ImportError("No module named 'matplotlib'")
 
-    monkeypatch.setattr("lstmgen.train.plot_metrics", no_matplotlib)
+    monkeypatch.setattr("lstmgen.rundir.plot_metrics", no_matplotlib)
     cfg = TrainConfig(**TINY_TRAIN, max_steps=3)
     trainer = Trainer.create(tmp_path / "r", [corpus_file], cfg, ModelConfig(**TINY_MODEL))
     with pytest.warns(UserWarning, match="loss.png not written: No module named 'matplotlib'"):

@@ -75,13 +75,13 @@ def test_the_final_evaluation_obeys_eval_tokens(tmp_path, corpus_file):
 
 
 def test_evaluation_time_counts_against_max_time(tmp_path, corpus_file, monkeypatch):
-    import lstmgen.train
+    import lstmgen.training.trainer
 
     def slow_evaluation(*args, **kwargs):
         time.sleep(0.25)
         return evaluate_tokens(*args, **kwargs)
 
-    monkeypatch.setattr(lstmgen.train, "evaluate_tokens", slow_evaluation)
+    monkeypatch.setattr(lstmgen.training.trainer, "evaluate_tokens", slow_evaluation)
     # loss.png is drawn after the run is saved, outside the budget (matplotlib's import alone
     # takes a second on a busy machine): this test times the run itself.
     monkeypatch.setattr(Trainer, "plot", lambda self: None)

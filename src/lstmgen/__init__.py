@@ -35,8 +35,8 @@ _LAZY = {
     "evaluate_tokens": ".evaluate",
     "stream_text": ".generate",
     "LanguageModel": ".model",
-    "Callback": ".train",
-    "Trainer": ".train",
+    "Callback": ".training.trainer",
+    "Trainer": ".training.trainer",
 }
 
 

@@ -170,7 +170,7 @@ class TrainConfig(_JsonConfig):
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # auto = bf16 autocast on CUDA, fp32 elsewhere; fp32 on CUDA lets matmuls and cuDNN use TF32
-    # (see train.py: resolve_precision). bf16 needs CUDA.
+    # (see runtime.py: resolve_precision). bf16 needs CUDA.
     precision: str = "auto"
     log_every: int = 10  # steps between progress updates (the only host syncs in the loop)
 

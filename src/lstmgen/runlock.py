@@ -1,5 +1,5 @@
-"""One writer per run folder: an exclusive OS lock on ``RUN/train.lock``, and the clean-up of
-temporary files that a killed writer left behind.
+"""One writer per run folder: an exclusive OS lock on ``RUN/train.lock`` (the name and the
+clean-up of temporary files a killed writer left behind are rundir.py's).
 
 Two ``lstmgen train`` processes writing into the same folder used to finish "successfully" with
 one run's weights and the other's metrics interleaved (issue #10). Training (create and resume)
@@ -24,14 +24,13 @@ try:
 except ImportError:  # Windows: no flock; training runs unlocked there
     fcntl = None  # type: ignore[assignment]
 
-LOCK_FILE = "train.lock"
 _held: dict[Path, tuple[IO[str], int]] = {}  # folder -> (open lock file, holders in this process)
 
 
 class RunLock:
     """The exclusive lock on one run folder; ``release`` is idempotent.
 
-    >>> lock = RunLock.acquire("runs/poems")  # doctest: +SKIP
+    >>> lock = RunLock.acquire("runs/poems", "train.lock")  # doctest: +SKIP
     >>> lock.release()  # doctest: +SKIP
     """
 
@@ -40,8 +39,9 @@ class RunLock:
         self.held = True
 
     @classmethod
-    def acquire(cls, run_dir: str | Path) -> RunLock:
-        """Lock ``run_dir`` (created if missing) or raise ``TrainingError`` naming the holder."""
+    def acquire(cls, run_dir: str | Path, lock_file: str) -> RunLock:
+        """Lock ``run_dir`` (created if missing) through its file ``lock_file``, or raise
+        ``TrainingError`` naming the holder."""
         shown, run_dir = run_dir, Path(run_dir).resolve()
         if run_dir in _held:
             f, count = _held[run_dir]
@@ -49,7 +49,7 @@ class RunLock:
             return cls(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         # No O_TRUNC: the holder's pid must survive a failed attempt to take the lock.
-        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(run_dir / lock_file, os.O_RDWR | os.O_CREAT, 0o666)
         f = os.fdopen(fd, "r+", encoding="utf-8")
         if fcntl is not None:
             try:
@@ -77,21 +77,3 @@ class RunLock:
         else:
             f.close()  # closing the descriptor drops the flock
 
-
-def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
-    """Delete the temporary files that a writer killed mid-write left in a run folder.
-
-    Every writer uses a ``*.tmp`` name beside its target (``modeldir.atomic_write``:
-    ``.NAME.XXXX.tmp``; the token cache: ``data/SPLIT.tmp``; the metrics rewrite:
-    ``metrics.tmp``), so with the lock held every ``*.tmp`` there is a leftover: a full-size
-    trainer state can be one. Returns what was removed."""
-    run_dir = Path(run_dir)
-    removed = []
-    for folder in (run_dir, run_dir / "trainer", run_dir / "data"):
-        if not folder.is_dir():
-            continue
-        for path in folder.glob("*.tmp"):  # pathlib's * matches dot-files too
-            if path.is_file():
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    return removed

@@ -19,8 +19,8 @@ import torch
 
 from .checkpoint import weights_of
 from .errors import CheckpointError
-from .loop import Position
 from .modeldir import parse_json
+from .training.schedule import Position
 
 Expected = dict[str, tuple[tuple[int, ...], tuple[torch.dtype, ...]]]
 

@@ -27,6 +27,6 @@ unknown_option = click.option(
 
 def load_run(run: str, device: str) -> LanguageModel:
     from ..model import LanguageModel
-    from ..train import resolve_device
+    from ..runtime import resolve_device
 
     return LanguageModel.from_pretrained(run, device=resolve_device(device))

@@ -9,9 +9,10 @@ from pathlib import Path
 import click
 
 from ..config import TrainConfig
-from ..corpus import RUN_CONFIG, load_run_corpus, read_run_config
+from ..corpus import load_run_corpus
 from ..data import resolve_sources, tokenize_to_file
 from ..errors import LstmgenError
+from ..rundir import RunDir
 from ..tokenizers import unknown_policy
 from .common import device_option, load_run, run_argument, unknown_option
 
@@ -98,14 +99,14 @@ def eval_command(
 def _run_config(run: str) -> TrainConfig:
     """The run's TrainConfig, for how it read text; the defaults for a bare model directory
     (no train_config.json) or one whose train config is unreadable (files need none of it)."""
-    if not (Path(run) / RUN_CONFIG).exists():
+    if not RunDir(run).has_config():
         return TrainConfig()
     try:
-        return read_run_config(run)[0]
+        return RunDir(run).read_config()[0]
     except LstmgenError:
         return TrainConfig()
 
 
 def _run_split(run: str, split: str, tokenizer):
-    config, sources = read_run_config(run)
+    config, sources = RunDir(run).read_config()
     return load_run_corpus(run, config, sources, tokenizer).split(split)

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from ..corpus import RUN_CONFIG, read_run_config
 from ..errors import CheckpointError
 from ..modeldir import check_regular_file, parse_json
+from ..rundir import RunDir
 from .common import run_argument
 
 
@@ -19,9 +19,7 @@ def _position(run: Path) -> dict[str, Any] | None:
     metrics.jsonl lags it: it logs every few steps, and Ctrl-C saves between two logs."""
     from safetensors import SafetensorError, safe_open
 
-    from ..train import STATE_FILE
-
-    path = run / STATE_FILE
+    path = RunDir(run).state_file
     if not path.exists():
         return None  # a plain model directory
     check_regular_file(path)  # a FIFO would block safe_open forever
@@ -44,15 +42,14 @@ def _position(run: Path) -> dict[str, Any] | None:
 def info_command(run: str, as_json: bool) -> None:
     """Show the config, parameter count, tokenizer and training history of RUN."""
     from ..model import LanguageModel
-    from ..train import read_metrics
-
     model = LanguageModel.from_pretrained(run)
     tok = model.tokenizer
     train_cfg = None
-    if (Path(run) / RUN_CONFIG).exists():
-        config, sources = read_run_config(run)
+    run_dir = RunDir(run)
+    if run_dir.has_config():
+        config, sources = run_dir.read_config()
         train_cfg = {**config.to_dict(), "sources": sources}
-    rows = read_metrics(Path(run) / "metrics.jsonl")
+    rows = run_dir.read_metrics()
     evals = [r for r in rows if "val_loss" in r]
     logs = [r for r in rows if "train_loss" in r]
     pos = _position(Path(run)) or {}

@@ -15,7 +15,7 @@ import click
 from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..modeldir import read_model_config
-from ..runlock import LOCK_FILE
+from ..rundir import LOCK_FILE, RunDir
 from .defaults import preset_defaults
 
 if TYPE_CHECKING:  # torch: imported by train_command, not for --help
@@ -273,7 +273,7 @@ def train_command(
             else Path("runs") / (Path(all_train[0]).stem if all_train else "shakespeare")
         )
         others = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.exists() else []
-        if others and not (out / "data").exists():  # a run being created has its lock only
+        if others and not RunDir(out).data_dir.exists():  # a run being created has its lock only
             raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
         t0 = time.perf_counter()
         trainer = trainer_class.create(
@@ -306,9 +306,7 @@ def train_command(
         err=True,
     )
     if backend == "numpy":
-        from ..train import plot_metrics
-
-        plot_metrics(trainer.out_dir / "metrics.jsonl", trainer.out_dir / "loss.png")
+        trainer.run.plot()
         if summary["reason"] == "interrupted":
             click.echo("(a numpy run cannot be resumed: its best model is kept)", err=True)
     elif summary["reason"] == "interrupted":

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..config import GenerationConfig, ModelConfig, TrainConfig
-from ..corpus import write_run_config
 from ..data import TokenFile, batchify, get_window, num_windows
 from ..errors import ConfigError
-from ..loop import Position, RunSchedule
+from ..rundir import RunDir
+from ..training.schedule import Position, RunSchedule
 from .layers import Adam, clip_grad_norm, log_softmax
 from .model import LanguageModel
 
@@ -93,6 +93,7 @@ class Trainer(RunSchedule):
         config.validate()
         self.model, self.config, self.corpus = model, config, corpus
         self.out_dir = Path(out_dir)
+        self.run = RunDir(self.out_dir)
         self.callbacks = list(callbacks)
         self.pos = Position()
         self.hidden: Any = None
@@ -121,8 +122,8 @@ class Trainer(RunSchedule):
         )  # imported here: corpus.py imports torch (via checkpoint)
 
         config = config or TrainConfig()
-        out_dir = Path(out_dir)
-        if (out_dir / "trainer" / "state.safetensors").exists():
+        run = RunDir(out_dir)
+        if run.has_state():
             raise ConfigError(f"{out_dir} already holds a PyTorch run: choose another --output")
         corpus = prepare_corpus(out_dir, config, train, valid, test)
         model_config = (model_config or ModelConfig()).replace(
@@ -131,9 +132,9 @@ class Trainer(RunSchedule):
         model = LanguageModel.init(
             model_config, config.seed, np.float32, corpus.tokenizer, GenerationConfig()
         )
-        write_run_config(out_dir, config, corpus.sources)
-        model.save_pretrained(out_dir)
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+        run.write_config(config, corpus.sources)
+        run.save_model(model)
+        run.clear_metrics()
         return cls(model, config, corpus, out_dir, callbacks)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -162,7 +163,7 @@ class Trainer(RunSchedule):
         self._check_finite("validation loss", metrics["val_loss"])
         if metrics["val_loss"] < pos.best_val:
             pos.best_val, pos.best_step, pos.bad_evals = metrics["val_loss"], pos.step, 0
-            self.model.save_pretrained(self.out_dir)
+            self.run.save_model(self.model)
         else:
             pos.bad_evals += 1
         metrics["best_val_loss"] = pos.best_val
@@ -221,5 +222,5 @@ class Trainer(RunSchedule):
         if reason != "interrupted" and pos.step % c.eval_every != 0:
             self._eval_and_checkpoint(0)
         elif pos.best_step < 0:  # stopped before any evaluation: keep the latest weights
-            self.model.save_pretrained(self.out_dir)
+            self.run.save_model(self.model)
         return self._summary(reason, new_steps=pos.step)

@@ -1,17 +1,16 @@
-"""What both trainers (PyTorch ``train.py`` and NumPy ``reference/train.py``) share, torch-free:
-where a run is, its learning-rate schedule, its stopping rules and its metrics log."""
+"""What both trainers (PyTorch ``training/trainer.py`` and NumPy ``reference/train.py``) share,
+torch-free: where a run is, its learning-rate schedule and its stopping rules."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import TrainConfig
-from .errors import TrainingError
-from .modeldir import MAX_METRICS_BYTES, read_text
+from ..config import TrainConfig
+from ..errors import TrainingError
+from ..rundir import RunDir
 
 # Warmup takes at most this fraction of a run (of its steps, or of --max-time).
 WARMUP_FRACTION = 0.1
@@ -36,10 +35,11 @@ class Position:
 
 
 class RunSchedule:
-    """Mixin for a trainer with ``config``, ``pos``, ``windows_per_epoch``, ``stop_requested``
-    and ``out_dir``."""
+    """Mixin for a trainer with ``config``, ``pos``, ``windows_per_epoch``, ``stop_requested``,
+    ``out_dir`` and ``run`` (its ``RunDir``, where the metrics go)."""
 
     config: TrainConfig
+    run: RunDir
     pos: Position
     windows_per_epoch: int
     stop_requested: bool
@@ -142,27 +142,7 @@ class RunSchedule:
         return summary
 
     def _forget_log_after(self, step: int) -> None:
-        """Drop metrics rows past ``step``: a run that crashed after its last checkpoint logged
-        steps that its resume takes again (and would log twice)."""
-        path = self.out_dir / "metrics.jsonl"
-        if not path.exists():
-            return
-        lines = read_text(path, MAX_METRICS_BYTES).splitlines(keepends=True)  # a FIFO: an error
-        kept = [line for line in lines if _step_of(line) <= step]
-        if len(kept) < len(lines):
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text("".join(kept), encoding="utf-8")
-            tmp.replace(path)
+        self.run.forget_metrics_after(step)
 
     def _log(self, record: dict[str, Any]) -> None:
-        with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-def _step_of(line: str) -> float:
-    """The step of a metrics.jsonl line (a line cut short by a crash: past every step)."""
-    try:
-        step = json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: nested deep
-        return math.inf
-    return step if isinstance(step, (int, float)) and not isinstance(step, bool) else math.inf
+        self.run.append_metrics(record)

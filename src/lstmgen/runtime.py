@@ -1,0 +1,106 @@
+"""Where and how tensors run: device and precision resolution, TF32, synchronisation, and the
+device-level facts the trainer and the generator ask about (fused AdamW, out-of-memory errors).
+
+Generation and serving import this to place a model; none of it imports the trainer, so
+``lstmgen generate`` and ``lstmgen serve`` load no training code (issue #11).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from .errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """The device for a ``--device`` value: auto (CUDA, then MPS, then CPU), cpu, cuda[:N], mps.
+    A device that is asked for but missing is a ``ConfigError``."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (auto, cpu, cuda, cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but no CUDA GPU is available")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("--device mps requested but MPS is not available")
+    return device
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``"bf16"`` or ``"fp32"`` for a TrainConfig ``precision`` on ``device``.
+
+    auto: bf16 on CUDA, fp32 elsewhere. bf16 means ``torch.autocast(dtype=torch.bfloat16)``
+    around the forward pass and loss (weights, gradients and optimizer stay fp32); note that
+    under any autocast PyTorch runs cuDNN RNNs in fp16 (ATen's cudnn/AutocastRNN.cpp), the
+    embedding lookup and decoder in bf16. fp32 on CUDA lets matmuls and cuDNN (the LSTM) use
+    TF32 tensor cores (``torch.backends.cuda.matmul.allow_tf32`` and
+    ``torch.backends.cudnn.allow_tf32``) while the trainer runs; see ``tf32``. bf16 elsewhere
+    is refused: PyTorch's CPU (oneDNN) LSTM has no bf16 kernel on most processors.
+
+    ``torch.backends.cudnn.benchmark`` is left alone: it autotunes convolution algorithms
+    only; cuDNN RNNs get their algorithm from fixed heuristics, so it would change nothing."""
+    if name == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if name == "bf16" and device.type != "cuda":
+        raise ConfigError(
+            f"precision bf16 needs a CUDA device (this run is on {device.type}):"
+            " use --precision auto or fp32"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def tf32(enabled: bool) -> Iterator[None]:
+    """Let fp32 matmuls and cuDNN use TF32 inside the block; restore the flags after it.
+
+    Uses the legacy ``allow_tf32`` flags, which set PyTorch's newer ``fp32_precision`` settings
+    too (setting them also repairs a state where the two APIs disagree)."""
+    if not enabled:
+        yield
+        return
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    try:
+        saved: tuple[bool, bool] | None = (matmul.allow_tf32, cudnn.allow_tf32)
+    except RuntimeError:  # flags set through a mix of old and new APIs: leave ours set after
+        saved = None
+    matmul.allow_tf32 = cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        if saved is not None:
+            matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on ``device`` (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def fused_adamw(device: torch.device) -> bool | None:
+    """Whether AdamW runs fused here: on CUDA and CPU, where one kernel updates every tensor (on
+    CPU about 3x faster than the default foreach step: benchmarks/train_throughput.py)."""
+    return device.type in ("cuda", "cpu") or None
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocator failure: ``torch.OutOfMemoryError`` on CUDA, the
+    RuntimeError of PyTorch's CPU allocator (``DefaultCPUAllocator: can't allocate memory``),
+    or MPS's."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "can't allocate memory" in text or "out of memory" in text
+    )

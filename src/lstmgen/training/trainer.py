@@ -1,0 +1,494 @@
+"""The training loop: TBPTT with carried state, evaluation, best-checkpoint keeping, early
+stopping and exact resume. The schedule and stopping rules are schedule.py's, the optimizer
+optim.py's, the state file's contents state.py's, and every file of the run folder rundir.py's.
+
+No argparse and no printing here: progress goes to ``Callback``s (the CLI draws a progress bar
+from them).
+
+Resuming restores everything in ``trainer/state.safetensors``, so on CPU a run stopped and
+resumed ends with bit-identical weights to an uninterrupted one (unless ``max_time`` drives the
+schedule, since wall-clock time is not reproducible).
+
+On CUDA the step loop never waits for the GPU except every ``log_every`` steps (to read the
+loss) and at evaluations: windows are sliced from streams kept on the GPU (``Windows``),
+AdamW is fused, gradient clipping uses foreach kernels and keeps its norm on the device, the
+learning rate is a Python float, and the loss is summed on the device. ``precision`` (see
+``runtime.resolve_precision``) picks bf16 autocast or fp32 with TF32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..config import GenerationConfig, ModelConfig, TrainConfig
+from ..corpus import Corpus, load_run_corpus, prepare_corpus
+from ..data import batchify, num_windows
+from ..errors import CheckpointError, ConfigError, NumericalError, TrainingError
+from ..evaluate import EvaluationStopped, evaluate_tokens
+from ..model import LanguageModel
+from ..modeldir import TOKENIZER
+from ..rundir import STATE_FILE, NoLock, RunDir
+from ..runlock import RunLock
+from ..runtime import is_out_of_memory, resolve_device, resolve_precision, synchronize, tf32
+from ..tokenizers import load_tokenizer
+from . import state as trainer_state
+from .optim import adamw, clip_gradients, decay_groups
+from .schedule import Position, RunSchedule
+from .windows import Windows
+
+# Settings that may change on --resume without breaking the data order or the optimizer.
+RESUMABLE = {
+    "max_steps",
+    "epochs",
+    "max_time",
+    "eval_every",
+    "eval_tokens",
+    "patience",
+    "sample_tokens",
+    "device",
+    "log_every",
+    "precision",
+}
+
+
+class Callback:
+    """Receives progress. Override what you need; every method is a no-op by default."""
+
+    def on_start(self, trainer: Trainer) -> None: ...
+    def on_step(self, trainer: Trainer) -> None: ...  # every step: keep it cheap, no host sync
+    def on_log(self, trainer: Trainer, metrics: dict[str, Any]) -> None: ...
+    def on_eval(self, trainer: Trainer, metrics: dict[str, Any], sample: str) -> None: ...
+    def on_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
+
+
+@contextlib.contextmanager
+def memory_hint(config: TrainConfig, hidden_size: int) -> Iterator[None]:
+    """Turn running out of memory into one line naming the settings that size memory."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        if not (isinstance(exc, MemoryError) or is_out_of_memory(exc)):
+            raise
+        raise TrainingError(
+            f"out of memory on {config.device} (batch {config.batch_size}x{config.seq_len}, "
+            f"hidden size {hidden_size}): lower --batch-size, --seq-len or --hidden-size"
+        ) from None
+
+
+def _detach(state: Any) -> Any:
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
+
+
+class Trainer(RunSchedule):
+    """Train a ``LanguageModel`` on a ``Corpus`` into ``out_dir``.
+
+    >>> cfg = TrainConfig(max_steps=200)
+    >>> trainer = Trainer.create("runs/poems", ["poems.txt"], cfg)  # doctest: +SKIP
+    >>> summary = trainer.fit()  # doctest: +SKIP
+    >>> Trainer.resume("runs/poems", max_steps=400).fit()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        config: TrainConfig,
+        corpus: Corpus,
+        out_dir: str | Path,
+        callbacks: Sequence[Callback] = (),
+    ):
+        config.validate()
+        self.config = config
+        self.corpus = corpus
+        self.out_dir = Path(out_dir)
+        self.run = RunDir(self.out_dir)
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        self.model = model.to(self.device)
+        self.pos = Position()
+        self.hidden: Any = None  # state carried between windows (detached)
+        self.stop_requested = False
+        self.lock: RunLock | NoLock | None = None  # held from create/resume to the end of fit
+        self.eval_seconds: float | None = None  # how long the last evaluation took
+        self._clock = (0.0, time.perf_counter())  # (pos.elapsed, perf_counter) at fit's start
+        self.streams = batchify(corpus.train.tokens, config.batch_size)  # (B, n)
+        self.windows_per_epoch = num_windows(self.streams, config.seq_len)
+        self.windows = Windows(self.streams, config.seq_len, self.device)  # x, y = windows(k)
+        B, n = self.streams.shape
+        if n - 1 < config.seq_len:
+            warnings.warn(
+                f"the training text makes {B} streams of {n - 1:,} tokens, shorter than seq_len "
+                f"{config.seq_len:,}: every window is {n - 1:,} tokens (lower --batch-size or "
+                "--seq-len)",
+                stacklevel=2,
+            )
+        self.optimizer = self.configure_optimizer()
+        self.autocast = self.precision == "bf16"
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups: weight decay on matrices only (optim.decay_groups).
+        Override to fine-tune: leave parameters out to freeze them, give a group its own
+        ``weight_decay``. The groups are part of the trainer state: a resumed run must
+        make the same ones."""
+        return decay_groups(self.model, self.config.weight_decay)
+
+    def configure_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over ``param_groups()`` (AdamW; the schedule sets its ``lr``)."""
+        return adamw(self.param_groups(), self.config, self.device)
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        out_dir: str | Path,
+        train: Sequence[str | Path] = (),
+        config: TrainConfig | None = None,
+        model_config: ModelConfig | None = None,
+        valid: Sequence[str | Path] = (),
+        test: Sequence[str | Path] = (),
+        callbacks: Sequence[Callback] = (),
+    ) -> Trainer:
+        """Start a new run: tokenize the corpus, build the model, write the run directory."""
+        config = config or TrainConfig()
+        run = RunDir(out_dir)
+        resolve_precision(config.precision, resolve_device(config.device))  # errors come first
+        fresh = not run.path.exists()
+        lock = run.lock()  # before anything in the folder is written or cleaned
+        try:
+            if run.has_state():
+                raise ConfigError(
+                    f"{out_dir} already holds a run: use --resume, or another --output"
+                )
+            run.remove_stale_temp_files()
+            corpus = prepare_corpus(out_dir, config, train, valid, test)
+            model_config = (model_config or ModelConfig()).replace(
+                vocab_size=corpus.tokenizer.vocab_size
+            )
+            with memory_hint(config, model_config.hidden_size):
+                torch.manual_seed(config.seed)
+                model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
+                trainer = cls(model, config, corpus, out_dir, callbacks)
+            trainer.pos.warmup = trainer.planned_warmup()
+            run.write_config(config, corpus.sources)
+            run.save_model(model)
+            run.clear_metrics()
+            trainer.save_state()
+        except BaseException:
+            if fresh:  # a half-made run directory would pass for a run later: leave nothing
+                run.discard()
+            lock.release()
+            raise
+        trainer._hold(lock)
+        return trainer
+
+    @classmethod
+    def resume(
+        cls, out_dir: str | Path, callbacks: Sequence[Callback] = (), **overrides: Any
+    ) -> Trainer:
+        """Continue a run exactly where it stopped; ``overrides`` may change limits only."""
+        run = RunDir(out_dir)
+        if not run.has_state():
+            raise CheckpointError(f"{out_dir} has no trainer state to resume ({STATE_FILE})")
+        saved, sources = run.read_config()
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(changes) - set(TrainConfig.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(
+                f"cannot change {', '.join(unknown)} when resuming: not a training option (the "
+                "model's shape is fixed)"
+            )
+        bad = sorted(k for k, v in changes.items() if k not in RESUMABLE and getattr(saved, k) != v)
+        if bad:
+            raise ConfigError(
+                f"cannot change {', '.join(bad)} when resuming (only "
+                f"{', '.join(sorted(RESUMABLE))})"
+            )
+        config = saved.replace(**{k: v for k, v in changes.items() if k in RESUMABLE})
+        lock = run.lock()  # before anything in the folder is written or cleaned
+        try:
+            run.remove_stale_temp_files()
+            corpus = load_run_corpus(
+                out_dir, config, sources, load_tokenizer(run.path / TOKENIZER)
+            )
+            run.write_config(config, sources)  # raised limits hold for later resumes
+            model = LanguageModel.from_pretrained(out_dir)  # best weights; the latest come below
+            trainer = cls(model, config, corpus, out_dir, callbacks)
+            trainer.load_state()
+            trainer._forget_log_after(trainer.pos.step)
+            # A best score from another --eval-tokens budget is not comparable: score it again.
+            recorded = trainer.pos.best_tokens or trainer.eval_token_count(saved.eval_tokens)
+            if trainer.pos.best_step >= 0 and recorded != trainer.eval_token_count():
+                trainer.rescore_best()
+        except BaseException:
+            lock.release()
+            raise
+        trainer._hold(lock)
+        return trainer
+
+    def _hold(self, lock: RunLock | NoLock) -> None:
+        """Keep ``lock`` until ``fit`` ends, or until this trainer is garbage-collected."""
+        self.lock = lock
+        weakref.finalize(self, lock.release)
+
+    def eval_token_count(self, eval_tokens: int | None = None) -> int:
+        """Validation tokens an evaluation with ``eval_tokens`` (default: the run's) scores."""
+        budget = self.config.eval_tokens if eval_tokens is None else eval_tokens
+        n = len(self.corpus.valid)
+        return min(budget, n) if budget else n
+
+    def rescore_best(self) -> None:
+        """Score the saved best model on the current ``eval_tokens`` budget (a resume that
+        changed it), so later evaluations are compared with a score of the same budget."""
+        with torch.random.fork_rng(devices=[]):  # building a model draws from the CPU RNG
+            best = LanguageModel.from_pretrained(self.out_dir).to(self.device)
+        metrics = self.evaluate(self.config.eval_tokens, model=best)
+        self.pos.best_val, self.pos.best_tokens = metrics["val_loss"], metrics["val_tokens"]
+
+    # --- state ------------------------------------------------------------------------------
+
+    def save_state(self) -> None:
+        """Latest weights, optimizer, hidden state, RNG and position in one atomic file."""
+        self.run.save_state(
+            *trainer_state.pack(self.model, self.optimizer, self.hidden, self.pos, self.device)
+        )
+
+    def load_state(self) -> None:
+        tensors, meta = self.run.load_state()
+        self.pos, self.hidden = trainer_state.unpack(
+            self.run.state_file,
+            tensors,
+            meta,
+            self.model,
+            self.optimizer,
+            self.device,
+            self.windows_per_epoch,
+            batch=self.streams.shape[0],
+            fp32=not self.autocast,
+        )
+
+    # --- the loop ---------------------------------------------------------------------------
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            logits, hidden = self.model(x, self.hidden)  # (B, T, V)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip:
+            clip_gradients(self.model, self.config.grad_clip)
+        self.optimizer.step()
+        self.hidden = _detach(hidden)
+        return loss.detach()
+
+    def tokens_seen(self) -> int:
+        """Training tokens read by the steps taken so far (an epoch's last window may be short)."""
+        B, n = self.streams.shape
+        per_epoch = n - 1  # every column but the last is an input once per epoch
+        return B * (
+            self.pos.epoch * per_epoch + min(self.pos.window * self.config.seq_len, per_epoch)
+        )
+
+    def evaluate(self, max_tokens: int = 0, model: LanguageModel | None = None) -> dict[str, Any]:
+        """Validation metrics of ``model`` (default: the one training) on the first
+        ``max_tokens`` (0: all). A stop request ends it early: ``EvaluationStopped``."""
+        with (
+            tf32(self._tf32()),
+            torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
+        ):
+            try:
+                result = evaluate_tokens(
+                    model or self.model,
+                    self.corpus.valid,
+                    seq_len=self.config.seq_len,
+                    max_tokens=max_tokens,
+                    should_stop=lambda: self.stop_requested,
+                )
+            except NumericalError as exc:  # evaluate_tokens returns finite losses only
+                raise self._diverged("validation loss", exc.value) from None
+        return {
+            "val_loss": result.loss,
+            "val_perplexity": result.perplexity,
+            "val_bits_per_char": result.bits_per_char,
+            "val_tokens": result.tokens,
+        }
+
+    def _eval_and_checkpoint(self, max_tokens: int) -> None:
+        """Evaluate on ``max_tokens`` (the run's --eval-tokens), keep the model if it is the
+        best, save the trainer state.
+
+        Its time counts against ``max_time`` and is remembered (``eval_seconds``) so that the
+        loop stops early enough for the final evaluation to end within the budget. Interrupted
+        (Ctrl-C), it saves the state with ``eval_pending`` set: the resumed run evaluates this
+        step first, so stopping never changes which checkpoint is kept."""
+        began = time.perf_counter()
+        self._tick()
+        metrics = {"step": self.pos.step, "epoch": self.pos.step / self.windows_per_epoch}
+        try:
+            metrics.update(self.evaluate(max_tokens))
+        except EvaluationStopped:
+            self.pos.eval_pending = True
+            self._tick()
+            self.save_state()
+            return
+        self.pos.eval_pending = False
+        metrics["elapsed"] = round(self.pos.elapsed, 3)
+        if metrics["val_loss"] < self.pos.best_val:
+            self.pos.best_val, self.pos.best_step, self.pos.bad_evals = (
+                metrics["val_loss"],
+                self.pos.step,
+                0,
+            )
+            self.pos.best_tokens = metrics["val_tokens"]
+            self.run.save_model(self.model)
+        else:
+            self.pos.bad_evals += 1
+        metrics["best_val_loss"] = self.pos.best_val
+        self._log(metrics)
+        sample = ""
+        if self.config.sample_tokens:
+            sample = "".join(
+                self.model.generate(
+                    "",
+                    max_new_tokens=self.config.sample_tokens,
+                    temperature=0.8,
+                    seed=self.pos.step,
+                    stop=[],
+                )
+            )
+        for cb in self.callbacks:
+            cb.on_eval(self, metrics, sample)
+        self.eval_seconds = time.perf_counter() - began
+        self.eval_reserve = self.eval_seconds
+        self._tick()
+        self.save_state()
+
+    def _tick(self) -> None:
+        """Bring ``pos.elapsed`` up to now: wall-clock time since fit started, on top of what
+        earlier sessions of the run used."""
+        base, started = self._clock
+        self.pos.elapsed = base + time.perf_counter() - started
+
+    def _tf32(self) -> bool:
+        return self.device.type == "cuda" and self.precision == "fp32"
+
+    def fit(self) -> dict[str, Any]:
+        """Train until a limit is reached or a stop is requested; return a summary."""
+        c = self.config
+        if not (c.max_steps or c.epochs or c.max_time):
+            raise ConfigError("no stopping rule: set max_steps, epochs or max_time")
+        if self.lock is None:  # a second fit of the same trainer
+            self._hold(self.run.lock())
+        try:
+            with memory_hint(c, self.model.config.hidden_size):
+                return self._fit()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def _fit(self) -> dict[str, Any]:
+        c = self.config
+        for cb in self.callbacks:
+            cb.on_start(self)
+        start = self.pos.step
+        self._clock = (self.pos.elapsed, time.perf_counter())
+        with tf32(self._tf32()):
+            if self.pos.eval_pending:  # a resume after a stop that cut an evaluation short
+                self._eval_and_checkpoint(c.eval_tokens)
+            reason = self._loop()
+            if self.pos.step == start:  # resumed at a limit already reached: nothing to redo
+                return self._summary(reason, new_steps=0)
+            if reason != "interrupted" and self.pos.step % c.eval_every != 0:
+                # The final evaluation has the periodic ones' budget (--eval-tokens), so its
+                # time is known and reserved; a full pass is `lstmgen eval RUN --split valid`.
+                self._eval_and_checkpoint(c.eval_tokens)
+                if self.stop_requested:
+                    reason = "interrupted"
+            if self.pos.best_step < 0:
+                # Stopped before any evaluation: the model directory would still hold the
+                # initial weights, so it gets the latest ones until an evaluation picks a best.
+                self.run.save_model(self.model)
+            self._tick()
+            self.save_state()
+        self.plot()
+        return self._summary(reason, new_steps=self.pos.step - start)
+
+    def _loop(self) -> str | None:
+        """The step loop. ``pos.elapsed`` is wall-clock time, evaluations included: on CUDA the
+        loop runs ahead of the GPU, so it waits for the queued steps before each evaluation
+        and at the end."""
+        c, pos = self.config, self.pos
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        tokens_since, steps_since = 0, 0
+        last_log = loop_start = time.perf_counter()
+        loop_tokens = 0
+        reason = self._finished()
+        while reason is None:
+            if pos.window >= self.windows_per_epoch:
+                pos.epoch, pos.window, self.hidden = pos.epoch + 1, 0, None
+            xb, yb = self.windows(pos.window)  # (B, T') each, on the device
+            loss_sum += self.train_step(xb, yb)
+            pos.step, pos.window = pos.step + 1, pos.window + 1
+            steps_since, tokens_since = steps_since + 1, tokens_since + xb.numel()
+            loop_tokens += xb.numel()
+            if pos.step % c.log_every == 0:  # the only host sync of the step loop
+                train_loss, now = loss_sum.item() / steps_since, time.perf_counter()
+                self._log_progress(train_loss, tokens_since / max(now - last_log, 1e-9))
+                loss_sum.zero_()
+                steps_since, tokens_since, last_log = 0, 0, now
+            else:
+                self._tick()
+            if self.eval_seconds is None:
+                self._reserve_final_eval(loop_tokens / max(time.perf_counter() - loop_start, 1e-9))
+            for cb in self.callbacks:
+                cb.on_step(self)
+            reason = self._finished()
+            if pos.step % c.eval_every == 0 and reason != "interrupted":
+                synchronize(self.device)
+                self._eval_and_checkpoint(c.eval_tokens)
+                reason = self._finished()
+                last_log = time.perf_counter()  # tokens_per_s leaves the evaluation out
+        synchronize(self.device)
+        self._tick()
+        return reason
+
+    def _log_progress(self, train_loss: float, tokens_per_s: float) -> None:
+        """A log step: check the loss, write the metrics row, tell the callbacks."""
+        self._check_finite("training loss", train_loss)
+        self._tick()
+        pos = self.pos
+        record = {
+            "step": pos.step,
+            "epoch": pos.step / self.windows_per_epoch,
+            "train_loss": train_loss,
+            "lr": self.lr_at(),
+            "tokens_per_s": tokens_per_s,
+            "elapsed": round(pos.elapsed, 3),
+        }
+        self._log(record)
+        for cb in self.callbacks:
+            cb.on_log(self, record)
+
+    def _reserve_final_eval(self, tokens_per_s: float) -> None:
+        """Until an evaluation is timed, guess the final one from the training speed so far (a
+        forward pass is about a third of a training step's work), from the first step on: a run
+        whose budget ends before its first log step must still leave room for it. On CUDA the
+        rate is exact at log steps (they sync)."""
+        self.eval_reserve = self.eval_token_count() / max(3 * tokens_per_s, 1e-9)
+
+    def plot(self) -> Path | None:
+        """Write loss.png from metrics.jsonl (a warning, not an error, if it cannot be drawn)."""
+        return self.run.plot()
