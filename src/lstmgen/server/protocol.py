@@ -148,12 +148,12 @@ def _setting(
             raise _bad(f"{param} must be an integer, got {type(v).__name__}", param)
     elif isinstance(v, bool) or not isinstance(v, int | float):
         raise _bad(f"{param} must be a number, got {type(v).__name__}", param)
-    value = v if integer else float(v)
-    if value <= cap:
+    if v <= cap:
         try:
+            value = v if integer else float(v)  # OverflowError: an int past float's range
             defaults.replace(**{field: value})
             return value
-        except ConfigError:
+        except (ConfigError, OverflowError):
             pass
     valid = SAMPLING_RANGES[field]
     within = (
