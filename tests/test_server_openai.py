@@ -123,3 +123,10 @@ def test_a_setting_generation_config_refuses_is_a_400_on_its_field(name, monkeyp
     with pytest.raises(APIError) as err:
         parse_completion({name: value}, "m", defaults.replace(**{name: low + 2}), Limits())
     assert err.value.param == name and f"{low + 2:g}" in err.value.message
+
+
+def test_a_number_past_floats_range_is_a_400():
+    for name in ("temperature", "top_p", "repetition_penalty"):
+        with pytest.raises(APIError) as err:
+            parse_completion({name: 10**400}, "m", GenerationConfig(), Limits())
+        assert err.value.status == 400 and err.value.param == name
