@@ -203,8 +203,7 @@ def raw_steps(
     nw = num_windows(streams, bench.seq_len)
     on_device = torch.from_numpy(np.ascontiguousarray(streams, dtype=np.int64)).to(device)
     windows = [  # (B, T') inputs and targets, contiguous, on the device
-        tuple(t.contiguous() for t in get_window(on_device, k, bench.seq_len))
-        for k in range(nw)
+        tuple(t.contiguous() for t in get_window(on_device, k, bench.seq_len)) for k in range(nw)
     ]
     autocast = precision == "bf16"
     state = None

@@ -386,3 +386,23 @@ def test_stop_strings_are_limited_in_length():
     GenerationConfig().replace(stop=["x" * MAX_STOP_CHARS])  # as the CLI's --stop goes in
     with pytest.raises(ConfigError, match="at most 256 characters"):
         GenerationConfig().replace(stop=["x" * (MAX_STOP_CHARS + 1)])
+
+
+def test_filters_take_one_setting_per_row_exactly_as_row_by_row():
+    # The server's batcher gives each row its own settings (server/rows.py); the filters take a
+    # value per row, and row b must come out as the filter with row b's value alone.
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(5, 9, generator=g).round(decimals=1)  # ties too
+    seen = torch.rand(5, 9, generator=g) < 0.4
+    ks, ps, pens = [0, 1, 3, 9, 4], [1.0, 0.5, 0.9, 1e-50, 0.2], [1.0, 1.5, 0.5, 2.0, 1.0]
+    by_row = [
+        (filter_top_k(logits, ks), filter_top_k, ks),
+        (filter_top_p(logits, ps), filter_top_p, ps),
+    ]
+    for together, one, values in by_row:
+        for b, v in enumerate(values):
+            assert torch.equal(together[b : b + 1], one(logits[b : b + 1], v)), (one, b)
+    together = apply_repetition_penalty(logits, seen, pens)
+    for b, pen in enumerate(pens):
+        want = apply_repetition_penalty(logits[b : b + 1], seen[b : b + 1], pen)
+        assert torch.equal(together[b : b + 1], want)

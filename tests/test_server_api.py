@@ -306,7 +306,7 @@ def test_more_bad_requests(client):
 
 
 def test_a_bug_is_a_500_without_traceback(client, monkeypatch):
-    import lstmgen.server.app as app_module
+    import lstmgen.server.handlers as app_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret internals")

@@ -231,6 +231,37 @@ MIN_REPETITION_PENALTY = 1e-3
 MAX_STOP_CHARS = 256
 
 
+@dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric setting: ``low`` to ``high``, ``low`` itself excluded when
+    ``open_low``. ``GenerationConfig`` checks its settings against ``SAMPLING_RANGES``; the
+    server quotes the same range, with its own upper limit, when it refuses a request."""
+
+    low: float
+    high: float = math.inf
+    open_low: bool = False
+    note: str = ""  # what a boundary value means, for the message
+
+    def __contains__(self, value: float) -> bool:
+        return (value > self.low if self.open_low else value >= self.low) and value <= self.high
+
+    def text(self, high: float = math.inf) -> str:
+        """'>= 0.001', 'in (0, 1]', or with a caller's lower ``high``: 'in [0.001, 10]'."""
+        high = min(high, self.high)
+        if high == math.inf:
+            return f">= {self.low:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {high:g}]"
+
+
+SAMPLING_RANGES = {
+    "max_new_tokens": Range(0),
+    "temperature": Range(0.0, note=" (0 = greedy)"),
+    "top_k": Range(0, note=" (0 = off)"),
+    "top_p": Range(0.0, 1.0, open_low=True),
+    "repetition_penalty": Range(MIN_REPETITION_PENALTY),
+}
+
+
 @dataclass
 class GenerationConfig(_JsonConfig):
     """How to decode. ``temperature == 0`` means greedy."""
@@ -244,21 +275,16 @@ class GenerationConfig(_JsonConfig):
     seed: int | None = None
 
     def check_values(self) -> None:
-        _check(self.max_new_tokens >= 0, "max_new_tokens must be >= 0")
-        _check(self.temperature >= 0, "temperature must be >= 0 (0 = greedy)")
-        _check(self.top_k >= 0, "top_k must be >= 0 (0 = off)")
-        _check(0.0 < self.top_p <= 1.0, "top_p must be in (0, 1]")
-        _check(
-            self.repetition_penalty >= MIN_REPETITION_PENALTY,
-            f"repetition_penalty must be >= {MIN_REPETITION_PENALTY:g}",
-        )
+        for name, valid in SAMPLING_RANGES.items():
+            _check(getattr(self, name) in valid, f"{name} must be {valid.text()}{valid.note}")
         _check(
             isinstance(self.stop, list) and all(isinstance(s, str) and s for s in self.stop),
             "stop must be a list of non-empty strings",
         )
+        longest = max(map(len, self.stop), default=0)
         _check(
-            all(len(s) <= MAX_STOP_CHARS for s in self.stop),
-            f"stop strings may have at most {MAX_STOP_CHARS} characters",
+            longest <= MAX_STOP_CHARS,
+            f"stop strings may have at most {MAX_STOP_CHARS} characters, got {longest}",
         )
 
 

@@ -137,9 +137,7 @@ class RunDir:
         """The TrainConfig and the corpus sources saved by ``write_config``."""
         path = self.config_file
         if not path.exists():
-            raise DataError(
-                f"{self.path} has no {RUN_CONFIG}: it was not trained by lstmgen train"
-            )
+            raise DataError(f"{self.path} has no {RUN_CONFIG}: it was not trained by lstmgen train")
         saved = read_json(path)
         if not isinstance(saved, dict):
             raise CheckpointError(f"{path} is not a train config")

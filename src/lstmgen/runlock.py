@@ -76,4 +76,3 @@ class RunLock:
             _held[self.run_dir] = (f, count - 1)
         else:
             f.close()  # closing the descriptor drops the flock
-

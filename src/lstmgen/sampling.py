@@ -18,6 +18,7 @@ that token's probability, which is at least 1/V), and a repetition penalty below
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -25,6 +26,7 @@ from torch import Tensor
 from .config import GREEDY_BELOW, MIN_TOP_P, GenerationConfig
 
 LOG2E = math.log2(math.e)
+NUMBER = (int, float)  # a setting for every row, not a sequence of one per row
 
 
 def effective_temperature(temperature: float) -> float:
@@ -47,35 +49,82 @@ def softmax(logits: Tensor) -> Tensor:
     return e / e.sum(dim=-1, keepdim=True)
 
 
-def apply_repetition_penalty(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:
+def per_row(value: float | Sequence[float], like: Tensor) -> float | Tensor:
+    """A setting as the filters use it: one number for every row stays a number; one value per
+    row becomes a (B, 1) column of ``like``'s dtype, which broadcasts over the vocabulary. The
+    server's batcher (server/rows.py) passes a value per row: each row is another request."""
+    if isinstance(value, NUMBER):
+        return value
+    return torch.tensor(value, dtype=like.dtype, device=like.device)[:, None]  # (B, 1)
+
+
+# One setting for the whole batch is checked first and without building lists: next_token runs
+# once per generated token, and at batch 1 on a CPU a microsecond is a percent of a step.
+
+
+def apply_repetition_penalty(
+    logits: Tensor, seen: Tensor, penalty: float | Sequence[float]
+) -> Tensor:
     """CTRL's penalty (Keskar et al. 2019): tokens already in ``seen`` (B, V bool) become less
-    likely: positive logits are divided by ``penalty``, negative ones multiplied."""
-    if penalty == 1.0:
+    likely: positive logits are divided by ``penalty``, negative ones multiplied. ``penalty`` is
+    one value or one per row; a row with 1.0 is unchanged (x / 1 and x * 1 are exact)."""
+    if penalty == 1.0 if isinstance(penalty, NUMBER) else all(x == 1.0 for x in penalty):
         return logits
+    penalty = per_row(penalty, logits)
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalised, logits)
 
 
-def filter_top_k(logits: Tensor, k: int) -> Tensor:
-    """Keep the k largest logits of each row (ties at the k-th value are kept too)."""
-    if k <= 0 or k >= logits.shape[-1]:
-        return logits
-    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+def filter_top_k(logits: Tensor, k: int | Sequence[int]) -> Tensor:
+    """Keep the k largest logits of each row (ties at the k-th value are kept too). ``k`` is one
+    value or one per row; k <= 0 or k >= V keeps the row whole."""
+    V = logits.shape[-1]
+    if isinstance(k, int):
+        if not 0 < k < V:
+            return logits
+        kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    else:  # the k_b-th value of row b; rows without top-k compare with -inf and keep everything
+        on = [0 < x < V for x in k]
+        if not any(on):
+            return logits
+        top = torch.topk(logits, max(x for x, o in zip(k, on, strict=True) if o), dim=-1).values
+        index = torch.tensor([x - 1 if o else 0 for x, o in zip(k, on, strict=True)])
+        kth = top.gather(-1, index.to(logits.device)[:, None])  # (B, 1)
+        kth = torch.where(torch.tensor(on, device=kth.device)[:, None], kth, float("-inf"))
     return logits.masked_fill(logits < kth, float("-inf"))
 
 
-def filter_top_p(logits: Tensor, p: float) -> Tensor:
+def filter_top_p(logits: Tensor, p: float | Sequence[float]) -> Tensor:
     """Nucleus filtering (Holtzman et al. 2020): keep the smallest set of most likely tokens
-    whose probability reaches ``p``; the most likely token always stays."""
-    if p >= 1.0:
-        return logits
-    p = effective_top_p(p)
+    whose probability reaches ``p``; the most likely token always stays. ``p`` is one value or
+    one per row; p >= 1 keeps the row whole."""
+    if isinstance(p, NUMBER):
+        if p >= 1.0:
+            return logits
+        limit: float | Tensor = effective_top_p(p)
+    else:
+        if all(x >= 1.0 for x in p):
+            return logits
+        # A row without top-p gets 2, which nothing reaches: with 1, rounding in the cumulative
+        # sum could still drop a row's least likely tokens.
+        limit = per_row([effective_top_p(x) if x < 1.0 else 2.0 for x in p], logits)
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
     probs = softmax(sorted_logits)
     before = torch.cumsum(probs, dim=-1) - probs  # probability mass of strictly better tokens
-    drop_sorted = before >= p
+    drop_sorted = before >= limit
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
     return logits.masked_fill(drop, float("-inf"))
+
+
+def filter_logits(
+    logits: Tensor,
+    temperature: float | Sequence[float],
+    top_k: int | Sequence[int],
+    top_p: float | Sequence[float],
+) -> Tensor:
+    """Temperature, then top-k, then top-p: the logits a draw is made from. Each setting is one
+    value or one per row; a temperature here must not be 0 (greedy rows take the argmax)."""
+    return filter_top_p(filter_top_k(logits / per_row(temperature, logits), top_k), top_p)
 
 
 def uniforms(
@@ -117,6 +166,5 @@ def next_token(
     temperature = effective_temperature(config.temperature)
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_top_p(filter_top_k(logits / temperature, config.top_k), config.top_p)
-    probs = softmax(logits)  # (B, V)
+    probs = softmax(filter_logits(logits, temperature, config.top_k, config.top_p))  # (B, V)
     return draw(probs, uniforms(len(probs), generator, probs.device) if u is None else u)

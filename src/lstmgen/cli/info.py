@@ -42,6 +42,7 @@ def _position(run: Path) -> dict[str, Any] | None:
 def info_command(run: str, as_json: bool) -> None:
     """Show the config, parameter count, tokenizer and training history of RUN."""
     from ..model import LanguageModel
+
     model = LanguageModel.from_pretrained(run)
     tok = model.tokenizer
     train_cfg = None

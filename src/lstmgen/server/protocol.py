@@ -7,18 +7,29 @@ Every problem becomes an ``APIError`` carrying OpenAI's error shape::
 Unknown fields are errors (as everywhere in lstmgen). OpenAI fields lstmgen does not implement
 are accepted only at their neutral value (``frequency_penalty: 0``, ``best_of: 1``...), so a
 client never silently gets something other than what it asked for.
+
+Which sampling settings are valid is ``GenerationConfig``'s to say (the CLI and the API check
+the same way); this module checks their JSON types and the server's own upper limits, asks
+``GenerationConfig`` about the rest, and reports a refusal under the request's field name.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import MAX_STOP_CHARS, MIN_REPETITION_PENALTY, GenerationConfig
+from ..config import SAMPLING_RANGES, GenerationConfig
+from ..errors import ConfigError
 
 MAX_STOP = 4  # as OpenAI
 MAX_LOGPROBS = 5  # as OpenAI
 UNKNOWN_POLICIES = ("error", "drop", "replace")
+# The server's upper limits on settings GenerationConfig leaves open: OpenAI's for temperature, a
+# penalty past which nothing changes, and top_k within a C int.
+MAX_TEMPERATURE = 2.0
+MAX_REPETITION_PENALTY = 10.0
+MAX_TOP_K = 2**31 - 1
 
 
 class APIError(Exception):
@@ -100,19 +111,6 @@ def _bad(message: str, param: str | None = None, code: str | None = None) -> API
     return APIError(400, message, param, code)
 
 
-def _number(body: dict, name: str, default: float, low: float, high: float, open_low=False):
-    v = body.get(name)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise _bad(f"{name} must be a number, got {type(v).__name__}", name)
-    ok = (v > low if open_low else v >= low) and v <= high
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise _bad(f"{name} must be in {bracket}{low:g}, {high:g}], got {v}", name)
-    return float(v)
-
-
 def _integer(body: dict, name: str, default: int | None, low: int, high: int) -> int | None:
     v = body.get(name)
     if v is None:
@@ -124,6 +122,44 @@ def _integer(body: dict, name: str, default: int | None, low: int, high: int) ->
     if not low <= v <= high:
         raise _bad(f"{name} must be between {low} and {high}, got {v}", name)
     return v
+
+
+def _setting(
+    body: dict,
+    param: str,
+    defaults: GenerationConfig,
+    *,
+    cap: float = math.inf,
+    integer: bool = False,
+    field: str | None = None,
+    default: Any = None,
+) -> Any:
+    """The sampling setting ``param`` of the request (``field`` of ``GenerationConfig``), or
+    ``default`` (the model's default when None) if absent. Valid means: of the right JSON type,
+    at most the server's ``cap``, and accepted by ``GenerationConfig``."""
+    field = field or param
+    v = body.get(param)
+    if v is None:
+        return getattr(defaults, field) if default is None else default
+    if integer:
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise _bad(f"{param} must be an integer, got {type(v).__name__}", param)
+    elif isinstance(v, bool) or not isinstance(v, int | float):
+        raise _bad(f"{param} must be a number, got {type(v).__name__}", param)
+    if v <= cap:
+        try:
+            value = v if integer else float(v)  # OverflowError: an int past float's range
+            defaults.replace(**{field: value})
+            return value
+        except (ConfigError, OverflowError):
+            pass
+    valid = SAMPLING_RANGES[field]
+    within = (
+        f"between {int(valid.low)} and {int(min(cap, valid.high))}" if integer else valid.text(cap)
+    )
+    raise _bad(f"{param} must be {within}, got {v}", param)
 
 
 def _boolean(body: dict, name: str) -> bool:
@@ -198,19 +234,18 @@ def _prompts(v: Any) -> list[str | list[int]]:
     )
 
 
-def _stop(v: Any) -> tuple[str, ...] | None:
+def _stop(v: Any, defaults: GenerationConfig) -> tuple[str, ...]:
     if v is None:
-        return None
+        return tuple(defaults.stop)
     stops = [v] if isinstance(v, str) else v
-    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         raise _bad("stop must be a non-empty string or a list of non-empty strings", "stop")
     if len(stops) > MAX_STOP:
         raise _bad(f"stop may have at most {MAX_STOP} strings, got {len(stops)}", "stop")
-    longest = max(map(len, stops), default=0)
-    if longest > MAX_STOP_CHARS:
-        raise _bad(
-            f"stop strings may have at most {MAX_STOP_CHARS} characters, got {longest}", "stop"
-        )
+    try:  # empty strings, the longest string (config.MAX_STOP_CHARS)
+        defaults.replace(stop=stops)
+    except ConfigError as exc:
+        raise _bad(str(exc), "stop") from None
     return tuple(stops)
 
 
@@ -252,25 +287,26 @@ def parse_completion(
         if not isinstance(options, dict) or set(options) - {"include_usage"}:
             raise _bad("stream_options may only hold include_usage", "stream_options")
         include_usage = _boolean(options, "include_usage")
-    stop = _stop(body.get("stop"))
     seed = _integer(body, "seed", defaults.seed, -(2**63), 2**63 - 1 - limits.max_choices)
-    max_tokens = _integer(
-        body, "max_tokens", min(defaults.max_new_tokens, limits.max_tokens), 0, limits.max_tokens
-    )
-    assert max_tokens is not None
-    top_k = _integer(body, "top_k", defaults.top_k, 0, 2**31 - 1)
-    assert top_k is not None
     return CompletionRequest(
         prompts=prompts,
-        max_tokens=max_tokens,
-        temperature=_number(body, "temperature", defaults.temperature, 0.0, 2.0),
-        top_p=_number(body, "top_p", defaults.top_p, 0.0, 1.0, open_low=True),
-        top_k=top_k,
-        repetition_penalty=_number(
-            body, "repetition_penalty", defaults.repetition_penalty, MIN_REPETITION_PENALTY, 10.0
+        max_tokens=_setting(
+            body,
+            "max_tokens",
+            defaults,
+            cap=limits.max_tokens,
+            integer=True,
+            field="max_new_tokens",
+            default=min(defaults.max_new_tokens, limits.max_tokens),
+        ),
+        temperature=_setting(body, "temperature", defaults, cap=MAX_TEMPERATURE),
+        top_p=_setting(body, "top_p", defaults),
+        top_k=_setting(body, "top_k", defaults, cap=MAX_TOP_K, integer=True),
+        repetition_penalty=_setting(
+            body, "repetition_penalty", defaults, cap=MAX_REPETITION_PENALTY
         ),
         n=n,
-        stop=stop if stop is not None else tuple(defaults.stop),
+        stop=_stop(body.get("stop"), defaults),
         seed=seed,
         stream=stream,
         include_usage=include_usage,

@@ -64,9 +64,7 @@ def unpack(
     pos = read_position(path, meta, windows_per_epoch)
     groups = read_param_groups(path, meta, optimizer)
     check_tensors(path, tensors, expected_tensors(model, optimizer, batch))
-    load_weights_into(
-        model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path
-    )
+    load_weights_into(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
     state: dict[int, dict[str, torch.Tensor]] = {}
     for k, v in tensors.items():
         if k.startswith("opt."):

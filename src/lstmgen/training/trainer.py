@@ -217,9 +217,7 @@ class Trainer(RunSchedule):
         lock = run.lock()  # before anything in the folder is written or cleaned
         try:
             run.remove_stale_temp_files()
-            corpus = load_run_corpus(
-                out_dir, config, sources, load_tokenizer(run.path / TOKENIZER)
-            )
+            corpus = load_run_corpus(out_dir, config, sources, load_tokenizer(run.path / TOKENIZER))
             run.write_config(config, sources)  # raised limits hold for later resumes
             model = LanguageModel.from_pretrained(out_dir)  # best weights; the latest come below
             trainer = cls(model, config, corpus, out_dir, callbacks)
