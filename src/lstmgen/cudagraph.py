@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .config import GenerationConfig
-from .generate import decode_block
+from .decode import decode_block
 
 
 def _clone(state: Any) -> Any:

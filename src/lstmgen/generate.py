@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from .config import GenerationConfig
+from .decode import decode_block
 from .errors import NumericalError
-from .model import cat_states, index_state, rnn_kernels
-from .sampling import next_token, uniforms
-from .steppers import make_stepper
+from .sampling import uniforms
+from .state import cat_states, index_state
+from .steppers import make_stepper, rnn_kernels
 from .textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
 
 # Prompts are primed in pieces of this many tokens, at fixed offsets 0, C, 2C... The server
@@ -103,33 +104,6 @@ def block_size(device: torch.device, batch: int) -> int:
     if device.type == "cuda":
         return BLOCK["cuda"]
     return LARGE_BATCH_BLOCK if batch >= LARGE_BATCH else BLOCK.get(device.type, 1)
-
-
-def decode_block(
-    step: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]],
-    logits: torch.Tensor,
-    state: Any,
-    u: torch.Tensor,
-    cfg: GenerationConfig,
-    seen: torch.Tensor | None,
-    final: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, Any]:
-    """Sample a token from ``logits`` (B, V) with ``u[k]`` (B,), step the model on it, K times
-    for ``u`` (K, B). Returns the tokens (B, K), the logits and the state after the last one
-    (``final``: no step after the last token, whose logits nobody needs).
-
-    Device work only (no host syncs), so the same function runs eagerly or inside a CUDA graph
-    (cudagraph.py) with identical results. ``seen`` (B, V) is updated in place."""
-    tokens = []
-    K = u.shape[0]
-    for k in range(K):
-        nxt = next_token(logits, cfg, None, seen, u=u[k])  # (B,)
-        if seen is not None:
-            seen.scatter_(1, nxt[:, None], True)
-        tokens.append(nxt)
-        if not (final and k == K - 1):
-            logits, state = step(nxt, state)  # (B, V)
-    return torch.stack(tokens, dim=1), logits, state  # (B, K)
 
 
 def all_finite(t: torch.Tensor) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 from .config import TrainConfig
 from .errors import TrainingError
-from .modeldir import MAX_METRICS_BYTES, read_text
+from .files import MAX_METRICS_BYTES, read_text
 
 # Warmup takes at most this fraction of a run (of its steps, or of --max-time).
 WARMUP_FRACTION = 0.1

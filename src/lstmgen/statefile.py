@@ -19,8 +19,8 @@ import torch
 
 from .checkpoint import weights_of
 from .errors import CheckpointError
+from .files import parse_json
 from .loop import Position
-from .modeldir import parse_json
 
 Expected = dict[str, tuple[tuple[int, ...], tuple[torch.dtype, ...]]]
 

@@ -52,9 +52,9 @@ from .corpus import Corpus, load_run_corpus, prepare_corpus, read_run_config, wr
 from .data import batchify, get_window, num_windows
 from .errors import CheckpointError, ConfigError, NumericalError, TrainingError
 from .evaluate import EvaluationStopped, evaluate_tokens
+from .files import MAX_METRICS_BYTES, parse_json, read_text
 from .loop import Position, RunSchedule
 from .model import LanguageModel
-from .modeldir import MAX_METRICS_BYTES, parse_json, read_text
 from .runlock import RunLock, remove_stale_temp_files
 from .statefile import check_tensors, expected_tensors, read_param_groups, read_position
 from .tokenizers import load_tokenizer

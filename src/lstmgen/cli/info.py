@@ -10,7 +10,7 @@ import click
 
 from ..corpus import RUN_CONFIG, read_run_config
 from ..errors import CheckpointError
-from ..modeldir import check_regular_file, parse_json
+from ..files import check_regular_file, parse_json
 from .common import run_argument
 
 

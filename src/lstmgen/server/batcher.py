@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from ..generate import PRIME_CHUNK, Primer
-from ..model import cat_states, index_state
+from ..state import cat_states, index_state
 from ..steppers import make_stepper
 from ..textstream import StopMatcher
 from .rows import RowSettings, sample_rows
