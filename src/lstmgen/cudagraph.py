@@ -2,7 +2,7 @@
 
 A batch-1 decoding step is a few dozen tiny kernels; launched one by one from Python the GPU
 waits on the CPU for each (eager ``nn.LSTM`` stepping reaches ~1,600 tokens/s on an H200).
-``GraphDecoder`` captures ``generate.decode_block`` — K times: sample (penalty, temperature,
+``GraphDecoder`` captures ``decode.decode_block`` — K times: sample (penalty, temperature,
 top-k, top-p, inverse-CDF draw), embedding, recurrent layers, decoder — into one CUDA graph
 (Nvidia, "Getting started with CUDA Graphs", 2019; PyTorch ``torch.cuda.graph``). A replay
 launches the whole block at once; the host then copies the K tokens back in one transfer.

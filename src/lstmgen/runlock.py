@@ -81,7 +81,7 @@ class RunLock:
 def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
     """Delete the temporary files that a writer killed mid-write left in a run folder.
 
-    Every writer uses a ``*.tmp`` name beside its target (``modeldir.atomic_write``:
+    Every writer uses a ``*.tmp`` name beside its target (``files.atomic_write``:
     ``.NAME.XXXX.tmp``; the token cache: ``data/SPLIT.tmp``; the metrics rewrite:
     ``metrics.tmp``), so with the lock held every ``*.tmp`` there is a leftover: a full-size
     trainer state can be one. Returns what was removed."""
