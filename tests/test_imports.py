@@ -144,3 +144,11 @@ def test_the_cycle_finder_finds_cycles():
     )
     found = {x for node in module_level_imports(tree) for x in imported("lstmgen.m", False, node)}
     assert found == {"os", "lstmgen.x", "lstmgen.w.v"}
+
+
+def test_the_file_helpers_import_only_the_errors():
+    """files.py is a leaf (issue #11): everything may use it, so it may use nothing but
+    errors.py, which itself imports nothing from the package."""
+    graph = import_graph(all_imports)
+    assert graph["lstmgen.files"] <= {"lstmgen.errors"}
+    assert graph["lstmgen.errors"] == set()
