@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from conftest import TINY_MODEL
-from lstmgen import CheckpointError, LanguageModel, ModelConfig, modeldir
+from lstmgen import CheckpointError, LanguageModel, ModelConfig, files, modeldir
 from lstmgen.reference.checkpoint import read_model_dir
 from lstmgen.tokenizers import CharTokenizer, WordTokenizer
 from lstmgen.train import STATE_FILE, Trainer
@@ -146,7 +146,7 @@ def test_a_fifo_in_a_run_folder_never_blocks_info_or_resume(
 def test_oversize_files_are_refused_before_reading(tmp_path, tiny_run, monkeypatch):  # noqa: F811
     run = copy_of(tiny_run, tmp_path)
     config = (run / "config.json").read_text()
-    (run / "config.json").write_text(config + " " * modeldir.MAX_CONFIG_BYTES)
+    (run / "config.json").write_text(config + " " * files.MAX_CONFIG_BYTES)
     with pytest.raises(CheckpointError, match=r"config.json is too large \(over 4 MB\)"):
         LanguageModel.from_pretrained(run)
     (run / "config.json").write_text(config)
@@ -164,8 +164,8 @@ def test_deeply_nested_json_is_a_clear_error(tmp_path, tiny_run, run_cli):  # no
         LanguageModel.from_pretrained(run)
     assert str(err.value) == message
     assert_one_line_error(run_cli("info", run), 1, message)
-    assert modeldir.parse_json("[" * 64 + "]" * 64, "x")  # 64 levels are fine
-    assert modeldir.parse_json('["' + "[" * 100 + '"]', "x")  # brackets in strings are text
+    assert files.parse_json("[" * 64 + "]" * 64, "x")  # 64 levels are fine
+    assert files.parse_json('["' + "[" * 100 + '"]', "x")  # brackets in strings are text
 
 
 # --- 2. fields that load and crash later -----------------------------------------------------
@@ -428,7 +428,7 @@ def test_a_full_disk_oserror_is_one_error_and_keeps_the_old_file(tmp_path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with pytest.raises(CheckpointError) as err:
-        modeldir.atomic_write(target, full_disk)
+        files.atomic_write(target, full_disk)
     assert str(err.value) == f"cannot write {target}: no space left on device"
     assert target.read_text() == "{}" and [p.name for p in tmp_path.iterdir()] == ["config.json"]
 

@@ -47,7 +47,7 @@ def test_one_copy_of_stop_hold_back_and_of_the_decode_loop():
     assert files_matching(r"StopMatcher\(|(matcher|stops)\.held\b") == ["textstream.py"]
     assert files_matching(r"\.stream_decoder\((?!\))") == ["textstream.py"]
     assert files_matching(r"\.batch_below\b") == ["decode.py", "steppers.py"]
-    assert files_matching(r"rnn_kernels\(|PRIME_CHUNK\]") == ["decode.py", "model.py"]
+    assert files_matching(r"rnn_kernels\(|PRIME_CHUNK\]") == ["decode.py", "steppers.py"]
     assert files_matching(r"next_token\(") == ["decode.py", "sampling.py"]
 
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from conftest import tiny_train_args
-from lstmgen.checkpoint import load_model, load_tensors
+from lstmgen.checkpoint import load_tensors
+from lstmgen.model import load_model
 from lstmgen.train import STATE_FILE
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same single thread as the in-process runs

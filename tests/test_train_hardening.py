@@ -12,8 +12,8 @@ import torch
 
 from conftest import TINY_MODEL, TINY_TRAIN, tiny_train_args
 from lstmgen import ModelConfig, TrainConfig, Trainer
-from lstmgen.checkpoint import load_model
 from lstmgen.evaluate import evaluate_tokens
+from lstmgen.model import load_model
 
 
 def tiny_run(tmp_path, corpus_file, name="r", callbacks=(), **train):

@@ -8,7 +8,7 @@ import torch
 
 from conftest import TINY_MODEL, TINY_TRAIN, StopAt, tiny_train_args
 from lstmgen import ConfigError, ModelConfig, TrainConfig, Trainer, TrainingError
-from lstmgen.checkpoint import load_model
+from lstmgen.model import load_model
 
 
 def test_a_diverging_run_stops_with_one_error_and_keeps_its_best_model(tmp_path, corpus_file):

@@ -1,7 +1,8 @@
 """Model directories and trainer state with PyTorch tensors, read without unpickling.
 
 The format and the JSON parts live in modeldir.py (torch-free); this module adds the weights
-(safetensors) and builds ``LanguageModel``s. Re-exports the JSON helpers for convenience.
+(safetensors). It knows no model class (model.py builds ``LanguageModel``s with it), so that
+model.py can import it without a cycle.
 """
 
 from __future__ import annotations
@@ -14,23 +15,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
-from .modeldir import (  # noqa: F401  (re-exported)
-    CONFIG,
-    FORMAT,
-    GENERATION,
-    TOKENIZER,
-    WEIGHTS,
-    atomic_write,
-    check_regular_file,
-    check_weights,
-    check_weights_file,
-    non_finite,
-    read_json,
-    read_model_config,
-    read_model_meta,
-    write_json_atomic,
-    write_model_meta,
-)
+from .files import atomic_write, check_regular_file
+from .modeldir import FORMAT, WEIGHTS, check_weights, non_finite, write_model_meta
 
 
 def save_tensors_atomic(
@@ -74,15 +60,3 @@ def load_weights_into(
     expected = {k: tuple(v.shape) for k, v in weights_of(model).items()}
     check_weights(tensors, expected, source)
     model.load_state_dict(tensors, strict=False)
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> Any:
-    from .model import LanguageModel
-
-    path = Path(path)
-    config, tokenizer, gen = read_model_meta(path)
-    check_weights_file(path / WEIGHTS, config)
-    model = LanguageModel(config, tokenizer, gen)
-    load_weights_into(model, load_tensors(path / WEIGHTS), path / WEIGHTS)
-    model.eval()
-    return model.to(device)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .files import read_json
 
 T = TypeVar("T", bound="_JsonConfig")
 
@@ -102,8 +103,6 @@ class _JsonConfig:
 
     @classmethod
     def from_json_file(cls: type[T], path: str | Path) -> T:
-        from .modeldir import read_json  # local: modeldir imports config
-
         return cls.from_dict(read_json(path))
 
 

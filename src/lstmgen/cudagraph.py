@@ -17,13 +17,14 @@ one block to the next, the repetition-penalty mask and the uniforms.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from .config import GenerationConfig
-from .decode import decode_block
+from .decode import EagerDecoder, Step, block_size, decode_block
 
 
 def _clone(state: Any) -> Any:
@@ -91,3 +92,26 @@ class GraphDecoder:
         with torch.cuda.device(self.u.device):
             self.graph.replay()
         return self.tokens
+
+
+def block_decoder(
+    model: Any,
+    cfg: GenerationConfig,
+    logits: torch.Tensor,
+    state: Any,
+    seen: torch.Tensor | None,
+    cuda_graphs: bool = True,
+) -> Any:
+    """The decoder for B = ``len(logits)`` sequences primed to ``logits`` (B, V) and ``state``:
+    a ``GraphDecoder`` on CUDA (unless ``cuda_graphs`` is off, the run is shorter
+    than a block, or capture fails), else an ``EagerDecoder``. Both have ``run`` and ``logits``.
+    """
+    B, device = logits.shape[0], logits.device
+    step = Step(model, B)
+    K = block_size(device, B)
+    if device.type == "cuda" and cuda_graphs and cfg.max_new_tokens > K:
+        try:
+            return GraphDecoder(step, cfg, logits, state, seen, block=K)
+        except RuntimeError as err:  # a PyTorch/driver that cannot capture this step
+            warnings.warn(f"CUDA graph capture failed, decoding eagerly: {err}", stacklevel=3)
+    return EagerDecoder(step, cfg, logits, state, seen, block=K)

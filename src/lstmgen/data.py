@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .errors import CheckpointError, DataError, TokenizerError
-from .modeldir import read_json, write_json_atomic
+from .files import read_json, write_json_atomic
 from .tokenizers import CharTokenizer, Tokenizer, WordTokenizer, unseen_words_message
 
 READ_BLOCK = 1 << 20  # bytes per read: memory stays bounded whatever the corpus size

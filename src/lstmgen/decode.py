@@ -9,15 +9,14 @@ LSTM).
              -> ``decode_block``: K x (sample a token, mark it seen, ``Step`` the model on it)
              -> tokens (B, K)
 
-``EagerDecoder`` and ``cudagraph.GraphDecoder`` run ``decode_block`` behind the same ``run``, so
-``block_decoder`` hands ``generate.stream_text`` either one. The batcher samples each row with
-its own settings and steps only the rows that go on, so it uses ``Primer``, ``Step`` and
-``mark_seen`` directly (one token per loop iteration).
+``EagerDecoder`` and ``cudagraph.GraphDecoder`` run ``decode_block`` behind the same ``run``,
+so ``cudagraph.block_decoder`` hands ``generate.stream_text`` either one. The batcher samples
+each row with its own settings and steps only the rows that go on, so it uses ``Primer``,
+``Step`` and ``mark_seen`` directly (one token per loop iteration).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,7 +24,8 @@ import torch
 
 from .config import GenerationConfig
 from .sampling import next_token, uniforms
-from .steppers import make_stepper
+from .state import cat_states, index_state
+from .steppers import make_stepper, rnn_kernels
 
 StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
@@ -77,8 +77,6 @@ class Primer:
     @torch.inference_mode()
     def step(self) -> int:
         """Run the next piece; return its length."""
-        from .model import rnn_kernels  # model.py imports decoding lazily: no import cycle
-
         piece = self.ids[:, self.pos : self.pos + PRIME_CHUNK]  # (1, t)
         with rnn_kernels(self.model.device, steps=piece.shape[1]):
             out, self.state = self.model(piece, self.state)  # (1, t, V)
@@ -92,8 +90,6 @@ def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, A
     """Run each prompt once; return the last logits (B, V) and the state for all B prompts.
 
     Identical prompts are run once and their state is copied."""
-    from .model import cat_states, index_state
-
     unique: dict[tuple[int, ...], int] = {}
     for p in prompts:
         unique.setdefault(tuple(p), len(unique))
@@ -220,28 +216,3 @@ class EagerDecoder:
             self.step, self.logits, self.state, u, self.cfg, self.seen, final
         )
         return tokens
-
-
-def block_decoder(
-    model: Any,
-    cfg: GenerationConfig,
-    logits: torch.Tensor,
-    state: Any,
-    seen: torch.Tensor | None,
-    cuda_graphs: bool = True,
-) -> Any:
-    """The decoder for B = ``len(logits)`` sequences primed to ``logits`` (B, V) and ``state``:
-    a ``cudagraph.GraphDecoder`` on CUDA (unless ``cuda_graphs`` is off, the run is shorter
-    than a block, or capture fails), else an ``EagerDecoder``. Both have ``run`` and ``logits``.
-    """
-    B, device = logits.shape[0], logits.device
-    step = Step(model, B)
-    K = block_size(device, B)
-    if device.type == "cuda" and cuda_graphs and cfg.max_new_tokens > K:
-        from .cudagraph import GraphDecoder
-
-        try:
-            return GraphDecoder(step, cfg, logits, state, seen, block=K)
-        except RuntimeError as err:  # a PyTorch/driver that cannot capture this step
-            warnings.warn(f"CUDA graph capture failed, decoding eagerly: {err}", stacklevel=3)
-    return EagerDecoder(step, cfg, logits, state, seen, block=K)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from .config import GenerationConfig
-from .decode import block_decoder, prime, seen_mask
+from .cudagraph import block_decoder
+from .decode import prime, seen_mask
 from .errors import NumericalError
 from .textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
 

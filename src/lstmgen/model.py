@@ -12,60 +12,19 @@ the module, so one model serves any number of independent sequences.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .checkpoint import load_tensors, load_weights_into, save_model
 from .config import GenerationConfig, ModelConfig
-
-State = Tensor | tuple[Tensor, Tensor]
+from .modeldir import WEIGHTS, check_weights_file, read_model_meta
+from .state import State
 
 _RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-
-# Below this many time steps PyTorch's native CPU RNN kernel beats its oneDNN kernel (the
-# default), whose fixed cost is about 4 ms a call. 2x256 LSTM, batch 1, one thread, on a 2-core
-# AMD EPYC with torch 2.13, ms per call, oneDNN / native: 1 step 4.5 / 0.46, 8 steps 5.0 / 2.0,
-# 32 steps 5.0 / 6.5, 512 steps 38 / 63. (At batch 32, one step: 3.7 / 2.8.)
-NATIVE_RNN_BELOW = 24
-
-
-@contextlib.contextmanager
-def rnn_kernels(device: torch.device, steps: int, batch: int = 1) -> Iterator[None]:
-    """Run the next model call on the faster CPU RNN kernel for ``steps`` x ``batch`` tokens.
-
-    Both kernels compute the same function; only speed differs. Above ~24 tokens per call
-    (a long prompt, or a step of a large batch) oneDNN's fixed cost pays off and it is kept.
-    The switch is process-wide (``torch.backends.mkldnn.enabled``), held for one call only."""
-    if (
-        device.type != "cpu"
-        or steps * batch >= NATIVE_RNN_BELOW
-        or not torch.backends.mkldnn.enabled
-    ):
-        yield
-        return
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = True
-
-
-def cat_states(states: Sequence[State]) -> State:
-    """Join per-sequence states along the batch dimension: each (L, b_i, H) -> (L, sum b_i, H)."""
-    if isinstance(states[0], tuple):
-        return tuple(torch.cat([s[i] for s in states], dim=1) for i in range(2))  # type: ignore[return-value]
-    return torch.cat(states, dim=1)  # type: ignore[arg-type]
-
-
-def index_state(state: State, idx: Tensor) -> State:
-    """Rows ``idx`` of a state along the batch dimension: (L, B, H) -> (L, len(idx), H)."""
-    if isinstance(state, tuple):
-        return tuple(s.index_select(1, idx) for s in state)  # type: ignore[return-value]
-    return state.index_select(1, idx)
 
 
 class LanguageModel(nn.Module):
@@ -145,8 +104,6 @@ class LanguageModel(nn.Module):
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write config.json, tokenizer.json, generation_config.json and model.safetensors."""
-        from .checkpoint import save_model
-
         save_model(self, path)
 
     @classmethod
@@ -156,8 +113,6 @@ class LanguageModel(nn.Module):
         >>> model = LanguageModel.from_pretrained("runs/poems")  # doctest: +SKIP
         >>> print("".join(model.generate("ROMEO:", max_new_tokens=50, seed=1)))  # doctest: +SKIP
         """
-        from .checkpoint import load_model
-
         return load_model(path, device=device)
 
     # --- generation --------------------------------------------------------------------------
@@ -181,3 +136,15 @@ class LanguageModel(nn.Module):
         for event in stream_text(self, [prompt] * n, **options):
             texts[event.index] += event.text
         return texts
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> LanguageModel:
+    """``LanguageModel.from_pretrained``: the JSON parts and the weights' header are checked
+    before the model is built (modeldir.py), the tensors before they are loaded."""
+    path = Path(path)
+    config, tokenizer, gen = read_model_meta(path)
+    check_weights_file(path / WEIGHTS, config)
+    model = LanguageModel(config, tokenizer, gen)
+    load_weights_into(model, load_tensors(path / WEIGHTS), path / WEIGHTS)
+    model.eval()
+    return model.to(device)

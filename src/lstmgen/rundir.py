@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DataError
-from .modeldir import MAX_METRICS_BYTES, parse_json, read_json, read_text, write_json_atomic
+from .files import MAX_METRICS_BYTES, parse_json, read_json, read_text, write_json_atomic
 from .runlock import RunLock
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class RunDir:
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete the temporary files that a writer killed mid-write left in the folder.
 
-        Every writer uses a ``*.tmp`` name beside its target (``modeldir.atomic_write``:
+        Every writer uses a ``*.tmp`` name beside its target (``files.atomic_write``:
         ``.NAME.XXXX.tmp``; the token cache: ``data/SPLIT.tmp``; the metrics rewrite:
         ``metrics.tmp``), so with the lock held every ``*.tmp`` there is a leftover: a
         full-size trainer state can be one. Returns what was removed."""

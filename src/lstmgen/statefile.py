@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import weights_of
 from .errors import CheckpointError
-from .modeldir import parse_json
+from .files import parse_json
 from .training.schedule import Position
 
 Expected = dict[str, tuple[tuple[int, ...], tuple[torch.dtype, ...]]]

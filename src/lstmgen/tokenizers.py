@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TokenizerError
+from .files import MAX_TOKENIZER_BYTES, read_json, write_json_atomic
 
 UNKNOWN_POLICIES = ("error", "drop", "replace")
 
@@ -98,8 +99,6 @@ class Tokenizer:
         raise NotImplementedError
 
     def save(self, path: str | Path) -> None:
-        from .modeldir import write_json_atomic
-
         write_json_atomic(path, {"type": self.kind, **self.to_dict()})
 
 
@@ -477,8 +476,6 @@ def tokenizer_from_dict(data: dict[str, Any]) -> Tokenizer:
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    from .modeldir import MAX_TOKENIZER_BYTES, read_json
-
     try:
         return tokenizer_from_dict(read_json(path, MAX_TOKENIZER_BYTES))
     except TokenizerError as exc:

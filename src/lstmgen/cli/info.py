@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..errors import CheckpointError
-from ..modeldir import check_regular_file, parse_json
+from ..files import check_regular_file, parse_json
 from ..rundir import RunDir
 from .common import run_argument
 

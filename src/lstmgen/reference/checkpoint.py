@@ -14,10 +14,10 @@ import numpy as np
 
 from ..config import GenerationConfig, ModelConfig
 from ..errors import CheckpointError
+from ..files import atomic_write
 from ..modeldir import (  # noqa: F401  (check_weights re-exported for reference.model)
     FORMAT,
     WEIGHTS,
-    atomic_write,
     check_weights,
     check_weights_file,
     non_finite,

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from ..decode import PRIME_CHUNK, Primer, Step, mark_seen, seen_mask
-from ..model import cat_states, index_state
+from ..state import cat_states, index_state
 from ..textstream import TextStream
 from .rows import RowSettings, sample_rows
 
