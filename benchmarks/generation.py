@@ -78,7 +78,7 @@ def graph_loop_tokens_per_s(model: LanguageModel, batch: int, steps: int, fused:
     """The decode loop alone on CUDA: replays + one token copy per block, capture excluded."""
     from lstmgen.cudagraph import GraphDecoder
     from lstmgen.decode import BLOCK, model_step, prime
-    from lstmgen.steppers import TorchStepper
+    from lstmgen.models.recurrent_steppers import TorchStepper
 
     dev, K = model.device, BLOCK["cuda"]
     logits, state = prime(model, [[model.tokenizer.bos_id]] * batch)

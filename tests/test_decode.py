@@ -10,8 +10,8 @@ import torch
 
 from lstmgen import GenerationConfig, LanguageModel, ModelConfig
 from lstmgen.decode import EagerDecoder, Step, decode_block, model_step, prime
+from lstmgen.models.recurrent_steppers import NUMPY_BELOW
 from lstmgen.sampling import uniforms
-from lstmgen.steppers import NUMPY_BELOW
 from lstmgen.textstream import TextStream, TextStreams
 from lstmgen.tokenizers import CharTokenizer
 
@@ -46,8 +46,8 @@ def test_one_copy_of_stop_hold_back_and_of_the_decode_loop():
     # forward itself and mark seen tokens itself.
     assert files_matching(r"StopMatcher\(|(matcher|stops)\.held\b") == ["textstream.py"]
     assert files_matching(r"\.stream_decoder\((?!\))") == ["textstream.py"]
-    assert files_matching(r"\.batch_below\b") == ["decode.py", "steppers.py"]
-    assert files_matching(r"rnn_kernels\(|PRIME_CHUNK\]") == ["decode.py", "steppers.py"]
+    assert files_matching(r"\.batch_below\b") == ["decode.py", "models/recurrent_steppers.py"]
+    assert files_matching(r"rnn_kernels\(|PRIME_CHUNK\]") == ["decode.py", "runtime.py"]
     assert files_matching(r"next_token\(") == ["decode.py", "sampling.py"]
 
 

@@ -11,8 +11,8 @@ from lstmgen import GenerationConfig, LanguageModel, ModelConfig
 from lstmgen.cudagraph import GraphDecoder
 from lstmgen.decode import decode_block, model_step, prime
 from lstmgen.generate import stream_text
+from lstmgen.models.recurrent_steppers import TorchStepper
 from lstmgen.sampling import uniforms
-from lstmgen.steppers import TorchStepper
 from lstmgen.tokenizers import CharTokenizer
 
 pytestmark = pytest.mark.gpu

@@ -44,7 +44,7 @@ def test_shapes_and_explicit_state(cell):
     model = make_model(cell)
     logits, state = model(torch.zeros(4, 7, dtype=torch.long))
     assert logits.shape == (4, 7, 20)
-    hs = state if cell == "lstm" else (state,)
+    hs = tuple(state)  # a State: (h, c) for LSTM, (h,) for GRU and RNN
     assert all(h.shape == (2, 4, 12) for h in hs)
     assert not any(
         isinstance(v, torch.Tensor) and v.shape[:1] == (2,) for v in vars(model).values()
@@ -142,7 +142,7 @@ def test_loading_never_unpickles(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["torch", "numpy"])
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
 def test_stepper_equals_forward_on_one_token(cell, tie, E, kind, dtype, tol):
-    from lstmgen.steppers import NumpyStepper, TorchStepper
+    from lstmgen.models.recurrent_steppers import NumpyStepper, TorchStepper
 
     model = make_model(cell, tie=tie, E=E).to(dtype).eval()
     step = {"torch": TorchStepper, "numpy": NumpyStepper}[kind](model)
@@ -160,7 +160,12 @@ def test_stepper_equals_forward_on_one_token(cell, tie, E, kind, dtype, tol):
 
 
 def test_stepper_choice_follows_device_batch_and_dtype():
-    from lstmgen.steppers import NUMPY_BELOW, NumpyStepper, TorchStepper, make_stepper
+    from lstmgen.models.recurrent_steppers import (
+        NUMPY_BELOW,
+        NumpyStepper,
+        TorchStepper,
+        make_stepper,
+    )
 
     model = make_model("lstm").eval()
     assert isinstance(make_stepper(model, 1), NumpyStepper)
@@ -170,7 +175,7 @@ def test_stepper_choice_follows_device_batch_and_dtype():
 
 
 def test_numpy_stepper_does_not_touch_its_inputs():
-    from lstmgen.steppers import NumpyStepper
+    from lstmgen.models.recurrent_steppers import NumpyStepper
 
     model = make_model("lstm").eval()
     state = model.init_state(2)

@@ -112,7 +112,7 @@ def test_generation_never_reruns_the_prefix():
 
 
 def test_small_and_large_batches_decode_alike():
-    from lstmgen.steppers import NUMPY_BELOW
+    from lstmgen.models.recurrent_steppers import NUMPY_BELOW
 
     model = make_model()
     one = model.complete("ab", n=1, max_new_tokens=30, temperature=0)[0]  # fused stepper
@@ -130,11 +130,9 @@ def test_small_and_large_batches_decode_alike():
     ],
 )
 def test_fast_steps_sample_exactly_like_eager_nn_lstm_steps(options, monkeypatch):
-    import lstmgen.decode
-
     model = make_model().double()  # float64: both paths agree far below any sampling boundary
     fast = model.complete("abc", n=4, max_new_tokens=60, seed=11, **options)
-    monkeypatch.setattr(lstmgen.decode, "make_stepper", lambda model, batch: None)
+    monkeypatch.setattr(LanguageModel, "fast_stepper", lambda self, batch: None)
     eager = model.complete("abc", n=4, max_new_tokens=60, seed=11, **options)
     assert fast == eager and len(set(fast)) > 1
 

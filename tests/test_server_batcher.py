@@ -213,7 +213,7 @@ def test_logprobs_are_the_models_log_probabilities(model, batcher):
 
 
 def test_a_failing_step_fails_its_jobs_and_the_loop_goes_on(model, batcher, monkeypatch):
-    from lstmgen.steppers import NumpyStepper, TorchStepper
+    from lstmgen.models.recurrent_steppers import NumpyStepper, TorchStepper
 
     calls = {"n": 0}
 

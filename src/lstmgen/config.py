@@ -130,6 +130,9 @@ class ModelConfig(_JsonConfig):
     num_layers: int = 2
     dropout: float = 0.0
     tie_weights: bool = False  # decoder shares the embedding matrix (projects H -> E if needed)
+    # the architecture, a name in models/registry.py (checked there when a model is built or a
+    # model directory read); config.json files written before issue #11 have none: the default
+    arch: str = "recurrent"
 
     def check_values(self) -> None:
         _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")

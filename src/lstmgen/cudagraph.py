@@ -18,22 +18,13 @@ one block to the next, the repetition-penalty mask and the uniforms.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from .config import GenerationConfig
 from .decode import EagerDecoder, Step, block_size, decode_block
-
-
-def _clone(state: Any) -> Any:
-    return tuple(s.clone() for s in state) if isinstance(state, tuple) else state.clone()
-
-
-def _copy_into(dst: Any, src: Any) -> None:
-    for d, s in zip(*((dst, src) if isinstance(dst, tuple) else ((dst,), (src,))), strict=True):
-        d.copy_(s)
+from .models.base import Model, StepFn
+from .state import State
 
 
 class GraphDecoder:
@@ -45,16 +36,16 @@ class GraphDecoder:
 
     def __init__(
         self,
-        step: Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]],
+        step: StepFn,
         cfg: GenerationConfig,
         logits: torch.Tensor,
-        state: Any,
+        state: State,
         seen: torch.Tensor | None,
         block: int,
     ):
         B = logits.shape[0]
         self.logits = logits.clone()  # (B, V) carried between blocks
-        self.state = _clone(state)  # (L, B, H) each
+        self.state = state.clone()  # B sequences, at addresses the graph keeps
         self.seen = seen  # (B, V) bool, updated in place by the graph
         self.u = torch.zeros(block, B, dtype=torch.float64, device=logits.device)  # (K, B)
         with torch.cuda.device(logits.device):  # streams and replays on the model's GPU
@@ -67,14 +58,14 @@ class GraphDecoder:
                 torch.cuda.set_stream(caller)
                 raise
 
-    def _capture(self, step: Callable, cfg: GenerationConfig, block: int) -> None:
+    def _capture(self, step: StepFn, cfg: GenerationConfig, block: int) -> None:
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             # Warm-up on copies (cuBLAS/cuDNN create handles and workspaces on first use, which
             # capture forbids); the same stream is used for the capture (pytorch#187745).
             scratch = None if self.seen is None else self.seen.clone()
-            decode_block(step, self.logits.clone(), _clone(self.state), self.u, cfg, scratch)
+            decode_block(step, self.logits.clone(), self.state.clone(), self.u, cfg, scratch)
         stream.synchronize()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, stream=stream):
@@ -82,7 +73,7 @@ class GraphDecoder:
                 step, self.logits, self.state, self.u, cfg, self.seen
             )  # tokens (B, K)
             self.logits.copy_(logits_out)
-            _copy_into(self.state, state_out)
+            self.state.copy_(state_out)
         torch.cuda.current_stream().wait_stream(stream)
 
     def run(self, generator: torch.Generator, left: int | None = None) -> torch.Tensor:
@@ -95,13 +86,13 @@ class GraphDecoder:
 
 
 def block_decoder(
-    model: Any,
+    model: Model,
     cfg: GenerationConfig,
     logits: torch.Tensor,
-    state: Any,
+    state: State,
     seen: torch.Tensor | None,
     cuda_graphs: bool = True,
-) -> Any:
+) -> EagerDecoder | GraphDecoder:
     """The decoder for B = ``len(logits)`` sequences primed to ``logits`` (B, V) and ``state``:
     a ``GraphDecoder`` on CUDA (unless ``cuda_graphs`` is off, the run is shorter
     than a block, or capture fails), else an ``EagerDecoder``. Both have ``run`` and ``logits``.

@@ -1,8 +1,8 @@
 """Priming and block decoding: the one decode loop under the generator, the CUDA graph and the
 server's batcher.
 
-Dimensions: B sequences, V vocabulary, K tokens per block; a state is (L, B, H) (``(h, c)`` for an
-LSTM).
+Dimensions: B sequences, V vocabulary, K tokens per block; a state is a ``State`` (state.py)
+of B sequences, whatever the architecture keeps in it.
 
   prompt ids -> ``Primer`` / ``prime`` (pieces of ``PRIME_CHUNK`` tokens through ``forward``)
              -> logits (B, V), state
@@ -17,17 +17,15 @@ each row with its own settings and steps only the rows that go on, so it uses ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
 from .config import GenerationConfig
+from .models.base import Model, StepFn
+from .runtime import rnn_kernels
 from .sampling import next_token, uniforms
-from .state import cat_states, index_state
-from .steppers import make_stepper, rnn_kernels
-
-StepFn = Callable[[torch.Tensor, Any], tuple[torch.Tensor, Any]]
+from .state import State
 
 # Prompts are primed in pieces of this many tokens, at fixed offsets 0, C, 2C... The server
 # interleaves pieces with decode steps (chunked prefill, server/batcher.py), so that one long
@@ -50,15 +48,15 @@ class Primer:
 
     >>> p = Primer(model, [bos, *ids])  # doctest: +SKIP
     >>> while not p.done: p.step()  # doctest: +SKIP
-    >>> p.logits, p.state  # (1, V), (L, 1, H)  # doctest: +SKIP
+    >>> p.logits, p.state  # (1, V), a State of one sequence  # doctest: +SKIP
     """
 
-    def __init__(self, model: Any, prompt: Sequence[int]):
+    def __init__(self, model: Model, prompt: Sequence[int]):
         self.model = model
         self.ids = torch.tensor([prompt], dtype=torch.long, device=model.device)  # (1, T)
         self.pos = 0  # tokens primed so far
         self.logits: torch.Tensor | None = None  # (1, V) after the last primed token
-        self.state: Any = None  # (L, 1, H)
+        self.state: State | None = None  # one sequence
 
     @property
     def done(self) -> bool:
@@ -86,7 +84,7 @@ class Primer:
 
 
 @torch.inference_mode()
-def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, Any]:
+def prime(model: Model, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, State]:
     """Run each prompt once; return the last logits (B, V) and the state for all B prompts.
 
     Identical prompts are run once and their state is copied."""
@@ -101,14 +99,13 @@ def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, A
         logits.append(primer.logits)  # (1, V)
         states.append(primer.state)
     rows = torch.tensor([unique[tuple(p)] for p in prompts], device=model.device)  # (B,)
-    state = states[0] if len(states) == 1 else cat_states(states)
-    return torch.cat(logits)[rows], index_state(state, rows)  # (B, V), (L, B, H)
+    return torch.cat(logits)[rows], State.cat(states).select(rows)  # (B, V), B sequences
 
 
-def model_step(model: Any) -> StepFn:
-    """``logits (B, V), state = step(ids (B,), state)`` through ``model.forward`` (nn.LSTM)."""
+def model_step(model: Model) -> StepFn:
+    """``logits (B, V), state = step(ids (B,), state)`` through ``model.forward``."""
 
-    def step(ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         out, state = model(ids[:, None], state)  # (B, 1, V)
         return out[:, -1], state
 
@@ -116,21 +113,22 @@ def model_step(model: Any) -> StepFn:
 
 
 class Step:
-    """One decoding step on the fastest path for the batch it is given: a fused stepper
-    (steppers.py) below its ``batch_below``, else ``model.forward``. The batch may change from
-    call to call (the server's rows come and go).
+    """One decoding step on the fastest path for the batch it is given: the architecture's
+    fused stepper (``model.fast_stepper``) below its ``batch_below``, else ``model.forward``.
+    An architecture that declares no stepper always steps through ``forward``, so no layer of it
+    is ever skipped. The batch may change from call to call (the server's rows come and go).
 
     >>> step = Step(model, batch_size=4)  # doctest: +SKIP
     >>> logits, state = step(ids, state)  # ids (B,) -> logits (B, V)  # doctest: +SKIP
     """
 
-    def __init__(self, model: Any, batch_size: int):
+    def __init__(self, model: Model, batch_size: int):
         # Small CPU batches step faster through fused matmuls than through nn.LSTM; the stepper
         # copies the weights, so it is made only when the batch can use it (None on GPU).
-        self.stepper = make_stepper(model, batch_size)
+        self.stepper = model.fast_stepper(batch_size)
         self.forward = model_step(model)
 
-    def __call__(self, ids: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+    def __call__(self, ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         if self.stepper is not None and len(ids) < self.stepper.batch_below:
             return self.stepper(ids, state)
         return self.forward(ids, state)
@@ -162,12 +160,12 @@ def block_size(device: torch.device, batch: int) -> int:
 def decode_block(
     step: StepFn,
     logits: torch.Tensor,
-    state: Any,
+    state: State,
     u: torch.Tensor,
     cfg: GenerationConfig,
     seen: torch.Tensor | None,
     final: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, Any]:
+) -> tuple[torch.Tensor, torch.Tensor, State]:
     """Sample a token from ``logits`` (B, V) with ``u[k]`` (B,), step the model on it, K times
     for ``u`` (K, B). Returns the tokens (B, K), the logits and the state after the last one
     (``final``: no step after the last token, whose logits nobody needs).
@@ -197,12 +195,12 @@ class EagerDecoder:
         step: StepFn,
         cfg: GenerationConfig,
         logits: torch.Tensor,
-        state: Any,
+        state: State,
         seen: torch.Tensor | None,
         block: int,
     ):
         self.step, self.cfg, self.seen, self.block = step, cfg, seen, block
-        self.logits, self.state = logits, state  # (B, V), (L, B, H)
+        self.logits, self.state = logits, state  # (B, V), B sequences
 
     def run(self, generator: torch.Generator, left: int | None = None) -> torch.Tensor:
         """Decode the next block -> tokens (B, K). With ``left`` (tokens still wanted), a CPU

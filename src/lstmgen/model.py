@@ -1,13 +1,12 @@
-"""The PyTorch recurrent language model.
+"""The PyTorch language model: the public class, whatever the architecture behind it.
 
-Dimensions: B batch, T time, V vocabulary, E embedding, H hidden, L layers.
+Dimensions: B batch, T time, V vocabulary.
 
-    ids (B, T) -> embedding (B, T, E) -> LSTM/GRU/RNN x L (B, T, H) -> dropout
-               -> [projection H -> E when tied and E != H] -> decoder -> logits (B, T, V)
-
-The recurrent state goes in and comes out: ``logits, state = model(ids, state)``. For an LSTM the
-state is ``(h, c)``, each (L, B, H); for GRU and RNN it is ``h`` (L, B, H). Nothing is kept on
-the module, so one model serves any number of independent sequences.
+``LanguageModel`` asks the registry (models/registry.py) for the architecture ``config.arch``
+names (the recurrent LSTM/GRU/RNN stack, models/recurrent.py, is the default), which builds its
+modules on it and runs them. The state goes in and comes out: ``logits, state = model(ids,
+state)``, a ``State`` (state.py) the architecture makes; nothing is kept on the module, so one
+model serves any number of independent sequences.
 """
 
 from __future__ import annotations
@@ -22,13 +21,13 @@ from torch import Tensor, nn
 from .checkpoint import load_tensors, load_weights_into, save_model
 from .config import GenerationConfig, ModelConfig
 from .modeldir import WEIGHTS, check_weights_file, read_model_meta
+from .models.base import StepFn, Stepper
+from .models.registry import get_architecture
 from .state import State
-
-_RNN_CLASSES = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 class LanguageModel(nn.Module):
-    """A recurrent language model; ``tokenizer`` and ``generation_config`` travel with it."""
+    """A language model; ``tokenizer`` and ``generation_config`` travel with it."""
 
     def __init__(
         self,
@@ -41,64 +40,45 @@ class LanguageModel(nn.Module):
         self.config = config
         self.tokenizer = tokenizer
         self.generation_config = generation_config or GenerationConfig()
-        V, E, H, L = config.vocab_size, config.embedding_size, config.hidden_size, config.num_layers
-        self.embedding = nn.Embedding(V, E)
-        self.rnn = _RNN_CLASSES[config.cell](
-            E, H, num_layers=L, batch_first=True, dropout=config.dropout if L > 1 else 0.0
-        )
-        self.dropout = nn.Dropout(config.dropout)
-        self.projection = nn.Linear(H, E, bias=False) if config.tie_weights and E != H else None
-        self.decoder = nn.Linear(E if config.tie_weights else H, V)
-        if config.tie_weights:
-            self.decoder.weight = self.embedding.weight  # Press & Wolf 2017, Inan et al. 2017
-        self.reset_parameters()
+        self.arch = get_architecture(config.arch)  # a plain object: holds no weights
+        self.arch.build(self)  # the modules: self.embedding, self.rnn, ... for "recurrent"
 
     def reset_parameters(self) -> None:
-        # Small embeddings/decoder (as in pytorch/examples word_language_model): loss at
-        # initialisation is close to ln(V).
-        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
-        if not self.config.tie_weights:
-            nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
-        nn.init.zeros_(self.decoder.bias)
-        if self.config.cell == "lstm":
-            # Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default.
-            # PyTorch's gate order is i, f, g, o and it adds b_ih + b_hh, so set the sum to 1.
-            H = self.config.hidden_size
-            for name, p in self.rnn.named_parameters():
-                if name.startswith("bias_"):
-                    with torch.no_grad():
-                        p[H : 2 * H] = 1.0 if name.startswith("bias_ih") else 0.0
+        self.arch.reset_parameters(self)
 
     @property
     def device(self) -> torch.device:
-        return self.embedding.weight.device
+        return next(self.parameters()).device
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def init_state(self, batch_size: int) -> State:
-        """Zero state for ``batch_size`` sequences: (h, c) for LSTM, h otherwise, each (L, B, H)."""
-        L, H = self.config.num_layers, self.config.hidden_size
-        h = torch.zeros(L, batch_size, H, device=self.device, dtype=self.embedding.weight.dtype)
-        return (h, torch.zeros_like(h)) if self.config.cell == "lstm" else h
+        """The initial state for ``batch_size`` sequences (zeros for the recurrent stack:
+        (h, c) for LSTM, (h,) otherwise, each (L, B, H))."""
+        return self.arch.init_state(self, batch_size)
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        x = self.embedding(ids)  # (B, T, E)
-        out, state = self.rnn(x, state)  # out (B, T, H)
-        out = self.dropout(out)
-        if self.projection is not None:
-            out = self.projection(out)  # (B, T, E)
-        return self.decoder(out), state  # logits (B, T, V)
+        return self.arch.forward(self, ids, state)  # logits (B, T, V), state
 
-    def stepper(self, batch_size: int = 1) -> Any:
+    def fast_stepper(self, batch_size: int) -> Stepper | None:
+        """The architecture's fused one-token step for ``batch_size`` on this device, or None
+        where ``forward`` on one token is as fast (a large CPU batch, a GPU) or the
+        architecture declares no stepper (decode.Step then steps through ``forward``)."""
+        return self.arch.stepper(self, batch_size) if self.arch.has_stepper else None
+
+    def stepper(self, batch_size: int = 1) -> Stepper | StepFn:
         """A function ``logits (B, V), state = step(ids (B,), state)`` for one decoding step.
 
-        Same function as ``forward`` on one token (eval mode: no dropout), with the gate matmuls
-        fused, on the fastest path for ``batch_size`` on this device (see steppers.py). The
-        weights are copied when it is made, so make a new one after training changes them."""
-        from .steppers import TorchStepper, make_stepper
+        Same function as ``forward`` on one token (eval mode: no dropout), on the fastest path
+        for ``batch_size`` on this device (for the recurrent stack, the gate matmuls fused: see
+        models/recurrent_steppers.py). The weights are copied when it is made, so make a new one
+        after training changes them. Without a stepper of its architecture: ``forward``."""
+        if not self.arch.has_stepper:
+            from .decode import model_step
 
-        return make_stepper(self, batch_size) or TorchStepper(self)
+            return model_step(self)
+        return self.fast_stepper(batch_size) or self.arch.any_stepper(self)
 
     # --- model directories -------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import Any
 from .config import GenerationConfig, ModelConfig
 from .errors import CheckpointError, ConfigError, LstmgenError
 from .files import MAX_TOKENIZER_BYTES, check_regular_file, read_json, write_json_atomic
+from .models.registry import get_architecture
 from .tokenizers import Tokenizer, tokenizer_from_dict
 
 FORMAT = "lstmgen"
@@ -49,7 +50,9 @@ def read_model_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path} has unsupported format version {data.get('format_version')}")
     data = {k: v for k, v in data.items() if k not in ("format", "format_version")}
     try:
-        return ModelConfig.from_dict(data)
+        config = ModelConfig.from_dict(data)
+        get_architecture(config.arch)  # an unknown arch: one error naming the known ones
+        return config
     except ConfigError as exc:
         raise CheckpointError(f"{path / CONFIG}: {exc}") from None
 
@@ -96,21 +99,9 @@ def write_model_meta(
 
 def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The tensors a weights file holds for ``config``, by PyTorch state-dict name, computed
-    without building the model (so a config that does not fit its weights fails at once)."""
-    V, E, H = config.vocab_size, config.embedding_size, config.hidden_size
-    G = {"lstm": 4, "gru": 3, "rnn": 1}[config.cell] * H  # gates stacked: i,f,g,o / r,z,n / h
-    shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (V, E)}
-    for k in range(config.num_layers):
-        shapes[f"rnn.weight_ih_l{k}"] = (G, E if k == 0 else H)
-        shapes[f"rnn.weight_hh_l{k}"] = (G, H)
-        shapes[f"rnn.bias_ih_l{k}"] = (G,)
-        shapes[f"rnn.bias_hh_l{k}"] = (G,)
-    if config.tie_weights and E != H:
-        shapes["projection.weight"] = (E, H)
-    if not config.tie_weights:  # tied: the decoder's weight is the embedding, stored once
-        shapes["decoder.weight"] = (V, H)
-    shapes["decoder.bias"] = (V,)
-    return shapes
+    without building the model (so a config that does not fit its weights fails at once). The
+    names and shapes are the architecture's (models/registry.py), asked without torch."""
+    return get_architecture(config.arch).weight_shapes(config)
 
 
 WEIGHT_DTYPE = "F32"  # every parameter is float32 (both backends save float32)
@@ -143,11 +134,9 @@ def check_weights_file(path: str | Path, config: ModelConfig) -> None:
     path = Path(path)
     header = read_weight_header(path)
     shapes = {k: shape for k, (shape, _) in header.items()}
-    layers = sum(k.startswith("rnn.weight_hh_l") for k in shapes)
-    if layers != config.num_layers:
-        raise CheckpointError(
-            f"{path} holds {layers} recurrent layer(s), {CONFIG} says {config.num_layers}"
-        )
+    reason = get_architecture(config.arch).check_weight_header(shapes, config)
+    if reason is not None:
+        raise CheckpointError(f"{path} {reason}")
     check_shapes(shapes, weight_shapes(config), path)
     for k, (_, dtype) in header.items():
         if dtype != WEIGHT_DTYPE:

@@ -20,6 +20,7 @@ import torch
 from .checkpoint import weights_of
 from .errors import CheckpointError
 from .files import parse_json
+from .models.base import Model
 from .training.schedule import Position
 
 Expected = dict[str, tuple[tuple[int, ...], tuple[torch.dtype, ...]]]
@@ -28,7 +29,7 @@ Expected = dict[str, tuple[tuple[int, ...], tuple[torch.dtype, ...]]]
 HIDDEN_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def expected_tensors(model: Any, optimizer: torch.optim.Optimizer, batch: int) -> Expected:
+def expected_tensors(model: Model, optimizer: torch.optim.Optimizer, batch: int) -> Expected:
     """Name -> (shape, allowed dtypes) of every tensor a state of this run may hold."""
     expected: Expected = {
         f"model.{k}": (tuple(v.shape), (v.dtype,)) for k, v in weights_of(model).items()
@@ -43,9 +44,9 @@ def expected_tensors(model: Any, optimizer: torch.optim.Optimizer, batch: int) -
         for key in moments:
             expected[f"opt.{i}.{key}"] = (tuple(p.shape), (p.dtype,))
     expected["rng.cpu"] = (tuple(torch.get_rng_state().shape), (torch.uint8,))
-    cfg = model.config
-    for i in range(2 if cfg.cell == "lstm" else 1):  # LSTM: (h, c); GRU, RNN: h
-        expected[f"hidden.{i}"] = ((cfg.num_layers, batch, cfg.hidden_size), HIDDEN_DTYPES)
+    # the carried state's parts, as the architecture makes them (hidden.0, hidden.1, ...)
+    for name, t in model.init_state(batch).tensors().items():
+        expected[name] = (tuple(t.shape), HIDDEN_DTYPES)
     return expected
 
 

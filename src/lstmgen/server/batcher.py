@@ -43,7 +43,8 @@ from typing import Any
 import torch
 
 from ..decode import PRIME_CHUNK, Primer, Step, mark_seen, seen_mask
-from ..state import cat_states, index_state
+from ..models.base import Model
+from ..state import State
 from ..textstream import TextStream
 from .rows import RowSettings, sample_rows
 
@@ -128,7 +129,7 @@ class _Row:
 class _Priming:
     """Sequences waiting for one prompt to be primed (identical prompts are primed once)."""
 
-    def __init__(self, model: Any, rows: list[_Row]):
+    def __init__(self, model: Model, rows: list[_Row]):
         self.rows = rows
         self.primer = Primer(model, rows[0].spec.prompt_ids)
 
@@ -152,7 +153,7 @@ class Batcher:
     """
 
     def __init__(
-        self, model: Any, max_batch: int = 64, prefill_tokens: int | None = PREFILL_TOKENS
+        self, model: Model, max_batch: int = 64, prefill_tokens: int | None = PREFILL_TOKENS
     ):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -173,7 +174,7 @@ class Batcher:
         # Decode-loop state: touched only by the loop thread.
         self._rows: list[_Row] = []
         self._priming: list[_Priming] = []  # admitted, prompt not fully primed yet
-        self._state: Any = None
+        self._state: State | None = None
         self._logits: torch.Tensor | None = None  # (B, V)
         self._seen: torch.Tensor | None = None  # (B, V) bool
         self.steps = 0  # batched model steps run so far
@@ -322,7 +323,7 @@ class Batcher:
             k = len(p.rows)
             copies = torch.zeros(k, dtype=torch.long, device=model.device)  # (k,)
             logits.append(p.primer.logits[copies])  # (k, V)
-            states.append(index_state(p.primer.state, copies))  # (L, k, H)
+            states.append(p.primer.state.select(copies))  # k sequences
             new += p.rows
         seen = seen_mask(
             [r.spec.prompt_ids for r in new],
@@ -331,11 +332,11 @@ class Batcher:
             [r.spec.settings.repetition_penalty != 1.0 for r in new],
         )  # (k, V)
         if self._rows:
-            self._state = cat_states([self._state, *states])
+            self._state = State.cat([self._state, *states])
             logits = [self._logits, *logits]
             self._seen = torch.cat([self._seen, seen])
         else:
-            self._state = states[0] if len(states) == 1 else cat_states(states)
+            self._state = State.cat(states)
             self._seen = seen
         self._logits = torch.cat(logits)  # (B, V)
         self._rows += new
@@ -385,7 +386,7 @@ class Batcher:
             return
         idx = torch.tensor(keep, device=self.model.device)
         self._rows = [self._rows[b] for b in keep]
-        self._state = index_state(self._state, idx)
+        self._state = self._state.select(idx)
         assert self._logits is not None and self._seen is not None
         self._logits, self._seen = self._logits[idx], self._seen[idx]
 

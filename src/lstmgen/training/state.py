@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..checkpoint import load_weights_into, weights_of
+from ..state import State
 from ..statefile import check_tensors, expected_tensors, read_param_groups, read_position
 from .schedule import Position
 
@@ -23,7 +23,7 @@ from .schedule import Position
 def pack(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    hidden: Any,
+    hidden: State | None,
     pos: Position,
     device: torch.device,
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -37,9 +37,7 @@ def pack(
     if device.type == "cuda":
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     if hidden is not None:
-        parts = hidden if isinstance(hidden, tuple) else (hidden,)
-        for i, h in enumerate(parts):
-            tensors[f"hidden.{i}"] = h
+        tensors.update(hidden.tensors())  # hidden.0, hidden.1, ...
     meta = {
         "position": json.dumps(pos.__dict__),
         "param_groups": json.dumps(opt["param_groups"]),
@@ -57,7 +55,7 @@ def unpack(
     windows_per_epoch: int,
     batch: int,
     fp32: bool,
-) -> tuple[Position, Any]:
+) -> tuple[Position, State | None]:
     """Load a state read from ``path`` into ``model``, ``optimizer`` and the RNGs; return the
     position and the carried hidden state (on ``device``; fp32 when ``fp32``)."""
     # every name, shape, dtype and field checked here, so nothing crashes later (statefile)
@@ -74,7 +72,8 @@ def unpack(
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    hidden = [tensors[f"hidden.{i}"].to(device) for i in range(2) if f"hidden.{i}" in tensors]
-    if fp32:  # a bf16 run's state is fp16 (cuDNN under autocast); fp32 needs fp32
-        hidden = [h.float() for h in hidden]
-    return pos, None if not hidden else tuple(hidden) if len(hidden) == 2 else hidden[0]
+    hidden = State.from_tensors(tensors)  # checked against model.init_state above
+    if hidden is not None:
+        # a bf16 run's state is fp16 (cuDNN under autocast); fp32 needs fp32
+        hidden = hidden.to(device, torch.float32 if fp32 else None)
+    return pos, hidden

@@ -39,6 +39,7 @@ from ..modeldir import TOKENIZER
 from ..rundir import STATE_FILE, NoLock, RunDir
 from ..runlock import RunLock
 from ..runtime import is_out_of_memory, resolve_device, resolve_precision, synchronize, tf32
+from ..state import State
 from ..tokenizers import load_tokenizer
 from . import state as trainer_state
 from .optim import adamw, clip_gradients, decay_groups
@@ -84,8 +85,6 @@ def memory_hint(config: TrainConfig, hidden_size: int) -> Iterator[None]:
         ) from None
 
 
-def _detach(state: Any) -> Any:
-    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
 class Trainer(RunSchedule):
@@ -115,7 +114,7 @@ class Trainer(RunSchedule):
         self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
         self.pos = Position()
-        self.hidden: Any = None  # state carried between windows (detached)
+        self.hidden: State | None = None  # state carried between windows (detached)
         self.stop_requested = False
         self.lock: RunLock | NoLock | None = None  # held from create/resume to the end of fit
         self.eval_seconds: float | None = None  # how long the last evaluation took
@@ -287,7 +286,7 @@ class Trainer(RunSchedule):
         if self.config.grad_clip:
             clip_gradients(self.model, self.config.grad_clip)
         self.optimizer.step()
-        self.hidden = _detach(hidden)
+        self.hidden = hidden.detach()
         return loss.detach()
 
     def tokens_seen(self) -> int:

@@ -1,4 +1,4 @@
-"""One-token decoding steps: ``logits (B, V), state = step(ids (B,), state)``.
+"""The recurrent stack's one-token decoding steps: ``logits (B, V), state = step(ids (B,), state)``.
 
 Generation feeds one token at a time, so a step is a handful of small matrix-vector products and
 the fixed cost of each call matters more than its arithmetic. ``nn.LSTM`` pays a per-call setup
@@ -22,45 +22,19 @@ values but hold their own copies, so make a new stepper after training changes t
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .reference.cells import sigmoid
-from .state import State
+from ..reference.cells import sigmoid
+from ..runtime import NATIVE_RNN_BELOW
+from ..state import State
 
-# Below this many time steps PyTorch's native CPU RNN kernel beats its oneDNN kernel (the
-# default), whose fixed cost is about 4 ms a call. 2x256 LSTM, batch 1, one thread, on a 2-core
-# AMD EPYC with torch 2.13, ms per call, oneDNN / native: 1 step 4.5 / 0.46, 8 steps 5.0 / 2.0,
-# 32 steps 5.0 / 6.5, 512 steps 38 / 63. (At batch 32, one step: 3.7 / 2.8.)
-NATIVE_RNN_BELOW = 24
-
-
-@contextlib.contextmanager
-def rnn_kernels(device: torch.device, steps: int, batch: int = 1) -> Iterator[None]:
-    """Run the next model call on the faster CPU RNN kernel for ``steps`` x ``batch`` tokens.
-
-    Both kernels compute the same function; only speed differs. Above ~24 tokens per call
-    (a long prompt, or a step of a large batch) oneDNN's fixed cost pays off and it is kept.
-    The switch is process-wide (``torch.backends.mkldnn.enabled``), held for one call only."""
-    if (
-        device.type != "cpu"
-        or steps * batch >= NATIVE_RNN_BELOW
-        or not torch.backends.mkldnn.enabled
-    ):
-        yield
-        return
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = True
-
+if TYPE_CHECKING:
+    from .base import Model
 
 # Batches below this size step through NumPy on CPU; larger ones go through nn.LSTM (oneDNN),
 # whose per-call cost is amortised there. Measured with benchmarks/generation.py.
@@ -68,7 +42,7 @@ NUMPY_BELOW = 128
 NUMPY_DTYPES = (torch.float32, torch.float64)
 
 
-def _layer_weights(model: Any) -> list[tuple[Tensor, ...]]:
+def _layer_weights(model: Model) -> list[tuple[Tensor, ...]]:
     """Per layer: (W (E_l + H, G*H), b) fused for LSTM/RNN; (W_ih^T, b_ih, W_hh^T, b_hh) for GRU,
     whose candidate needs r * (h W_hn + b_hn) and so keeps the two products apart."""
     rnn, cfg = model.rnn, model.config
@@ -94,7 +68,7 @@ class TorchStepper:
 
     batch_below = NATIVE_RNN_BELOW  # on CPU, larger batches are as fast through nn.LSTM
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Model):
         self.cell = model.config.cell
         self.layers = _layer_weights(model)
         self.embedding = model.embedding.weight.detach()
@@ -105,7 +79,8 @@ class TorchStepper:
     def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         x = F.embedding(ids, self.embedding)  # (B, E)
         hs, cs = [], []
-        h_all, c_all = state if isinstance(state, tuple) else (state, None)
+        state = State.of(state)
+        h_all, c_all = state[0], state[1] if self.cell == "lstm" else None
         for layer, weights in enumerate(self.layers):
             h = h_all[layer]  # (B, H)
             if self.cell == "lstm":
@@ -131,7 +106,7 @@ class TorchStepper:
             x = x @ self.projection.t()  # (B, E)
         logits = F.linear(x, *self.decoder)  # (B, V)
         h_new = torch.stack(hs)  # (L, B, H)
-        return logits, ((h_new, torch.stack(cs)) if self.cell == "lstm" else h_new)
+        return logits, State((h_new, torch.stack(cs)) if self.cell == "lstm" else (h_new,))
 
 
 class NumpyStepper:
@@ -141,7 +116,7 @@ class NumpyStepper:
 
     batch_below = NUMPY_BELOW
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Model):
         self.cell = model.config.cell
         self.H = model.config.hidden_size
         self.layers = [tuple(w.numpy() for w in ws) for ws in _layer_weights(model)]
@@ -161,8 +136,9 @@ class NumpyStepper:
     def _step(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         H = self.H
         x = self.embedding[ids.numpy()]  # (B, E)
-        h_all, c_all = state if isinstance(state, tuple) else (state, None)
-        h_all = h_all.detach().numpy()  # (L, B, H)
+        state = State.of(state)
+        h_all = state[0].detach().numpy()  # (L, B, H)
+        c_all = state[1] if self.cell == "lstm" else None
         c_all = None if c_all is None else c_all.detach().numpy()
         L, B = h_all.shape[0], x.shape[0]
         h_new = np.empty((L, B, H), dtype=x.dtype)  # (L, B, H)
@@ -198,12 +174,11 @@ class NumpyStepper:
         logits = x @ self.decoder_w  # (B, V)
         logits += self.decoder_b
         h_t = torch.from_numpy(h_new)
-        return torch.from_numpy(logits), (
-            (h_t, torch.from_numpy(c_new)) if c_new is not None else h_t
-        )
+        parts = (h_t, torch.from_numpy(c_new)) if c_new is not None else (h_t,)
+        return torch.from_numpy(logits), State(parts)
 
 
-def make_stepper(model: Any, batch_size: int) -> TorchStepper | NumpyStepper | None:
+def make_stepper(model: Model, batch_size: int) -> TorchStepper | NumpyStepper | None:
     """The fastest one-token step for ``batch_size`` sequences on the model's device, or None
     where a plain ``model(ids[:, None], state)`` call is as fast (large CPU batches, GPU)."""
     if model.device.type != "cpu":

@@ -1,0 +1,121 @@
+"""The recurrent architecture (``arch: "recurrent"``): embedding -> LSTM/GRU/RNN x L -> decoder.
+
+Dimensions: B batch, T time, V vocabulary, E embedding, H hidden, L layers.
+
+    ids (B, T) -> embedding (B, T, E) -> LSTM/GRU/RNN x L (B, T, H) -> dropout
+               -> [projection H -> E when tied and E != H] -> decoder -> logits (B, T, V)
+
+The state is a ``State`` (state.py): ``(h, c)`` for an LSTM, ``(h,)`` for a GRU or RNN, each
+(L, B, H). ``forward`` also takes the forms older callers pass (a tuple, or a bare ``h``).
+
+Everything this stack alone knows lives here: its modules (built on the ``LanguageModel``, so
+the weight names stay ``embedding.weight``, ``rnn.weight_ih_l0``, ...), their initialisation,
+the weight names and shapes (asked by modeldir.py without building anything), the initial
+state, and the fused one-token steps (recurrent_steppers.py). Torch is imported inside the
+methods: the NumPy reference reads the weight shapes through this module without torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..state import State
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gates stacked per layer: i,f,g,o / r,z,n / h
+
+
+class Recurrent:
+    """The LSTM/GRU/RNN stack; ``ModelConfig.cell`` picks the cell."""
+
+    name = "recurrent"
+    has_stepper = True
+
+    def weight_shapes(self, config: Any) -> dict[str, tuple[int, ...]]:
+        V, E, H = config.vocab_size, config.embedding_size, config.hidden_size
+        G = GATES[config.cell] * H
+        shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (V, E)}
+        for k in range(config.num_layers):
+            shapes[f"rnn.weight_ih_l{k}"] = (G, E if k == 0 else H)
+            shapes[f"rnn.weight_hh_l{k}"] = (G, H)
+            shapes[f"rnn.bias_ih_l{k}"] = (G,)
+            shapes[f"rnn.bias_hh_l{k}"] = (G,)
+        if config.tie_weights and config.embedding_size != H:
+            shapes["projection.weight"] = (E, H)
+        if not config.tie_weights:  # tied: the decoder's weight is the embedding, stored once
+            shapes["decoder.weight"] = (V, H)
+        shapes["decoder.bias"] = (V,)
+        return shapes
+
+    def check_weight_header(self, shapes: dict[str, tuple[int, ...]], config: Any) -> str | None:
+        layers = sum(k.startswith("rnn.weight_hh_l") for k in shapes)
+        if layers != config.num_layers:
+            return f"holds {layers} recurrent layer(s), config.json says {config.num_layers}"
+        return None
+
+    def build(self, model: Any) -> None:
+        from torch import nn
+
+        cfg = model.config
+        V, E, H, L = cfg.vocab_size, cfg.embedding_size, cfg.hidden_size, cfg.num_layers
+        rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cfg.cell]
+        model.embedding = nn.Embedding(V, E)
+        model.rnn = rnn_class(
+            E, H, num_layers=L, batch_first=True, dropout=cfg.dropout if L > 1 else 0.0
+        )
+        model.dropout = nn.Dropout(cfg.dropout)
+        model.projection = nn.Linear(H, E, bias=False) if cfg.tie_weights and E != H else None
+        model.decoder = nn.Linear(E if cfg.tie_weights else H, V)
+        if cfg.tie_weights:
+            model.decoder.weight = model.embedding.weight  # Press & Wolf 2017, Inan et al. 2017
+        self.reset_parameters(model)
+
+    def reset_parameters(self, model: Any) -> None:
+        import torch
+        from torch import nn
+
+        # Small embeddings/decoder (as in pytorch/examples word_language_model): loss at
+        # initialisation is close to ln(V).
+        nn.init.uniform_(model.embedding.weight, -0.1, 0.1)
+        if not model.config.tie_weights:
+            nn.init.uniform_(model.decoder.weight, -0.1, 0.1)
+        nn.init.zeros_(model.decoder.bias)
+        if model.config.cell == "lstm":
+            # Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default.
+            # PyTorch's gate order is i, f, g, o and it adds b_ih + b_hh, so set the sum to 1.
+            H = model.config.hidden_size
+            for name, p in model.rnn.named_parameters():
+                if name.startswith("bias_"):
+                    with torch.no_grad():
+                        p[H : 2 * H] = 1.0 if name.startswith("bias_ih") else 0.0
+
+    def init_state(self, model: Any, batch_size: int) -> State:
+        """Zeros: (h, c) for LSTM, (h,) otherwise, each (L, B, H)."""
+        import torch
+
+        L, H = model.config.num_layers, model.config.hidden_size
+        w = model.embedding.weight
+        h = torch.zeros(L, batch_size, H, device=w.device, dtype=w.dtype)  # (L, B, H)
+        return State((h, torch.zeros_like(h)) if model.config.cell == "lstm" else (h,))
+
+    def forward(self, model: Any, ids: Any, state: Any) -> tuple[Any, State]:
+        lstm = model.config.cell == "lstm"
+        hx = None
+        if state is not None:
+            state = State.of(state)
+            hx = (state[0], state[1]) if lstm else state[0]
+        x = model.embedding(ids)  # (B, T, E)
+        out, hx = model.rnn(x, hx)  # out (B, T, H)
+        out = model.dropout(out)
+        if model.projection is not None:
+            out = model.projection(out)  # (B, T, E)
+        return model.decoder(out), State(hx if lstm else (hx,))  # logits (B, T, V)
+
+    def stepper(self, model: Any, batch_size: int) -> Any:
+        from .recurrent_steppers import make_stepper
+
+        return make_stepper(model, batch_size)
+
+    def any_stepper(self, model: Any) -> Any:
+        from .recurrent_steppers import TorchStepper
+
+        return TorchStepper(model)
