@@ -8,7 +8,6 @@ model.py can import it without a cycle.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -17,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from .errors import CheckpointError
 from .files import atomic_write, check_regular_file
 from .modeldir import FORMAT, WEIGHTS, check_weights, non_finite, write_model_meta
+from .models.base import Model
 
 
 def save_tensors_atomic(
@@ -48,7 +48,7 @@ def weights_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_model(model: Any, path: str | Path) -> None:
+def save_model(model: Model, path: str | Path) -> None:
     """Write a complete model directory (see modeldir.py)."""
     write_model_meta(path, model.config, model.tokenizer, model.generation_config)
     save_tensors_atomic(Path(path) / WEIGHTS, weights_of(model), metadata={"format": FORMAT})

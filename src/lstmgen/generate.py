@@ -18,6 +18,7 @@ from .config import GenerationConfig
 from .cudagraph import block_decoder
 from .decode import prime, seen_mask
 from .errors import NumericalError
+from .models.base import Model
 from .textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
 
 
@@ -32,7 +33,7 @@ def all_finite(t: torch.Tensor) -> Any:
 
 @torch.inference_mode()
 def stream_text(
-    model: Any,
+    model: Model,
     prompts: Sequence[str],
     config: GenerationConfig | None = None,
     unknown: str = "error",

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError, DataError
 from .files import MAX_METRICS_BYTES, parse_json, read_json, read_text, write_json_atomic
+from .models.base import Model
 from .runlock import RunLock
 
 if TYPE_CHECKING:
@@ -156,7 +157,7 @@ class RunDir:
 
     # --- the model directory and the trainer state -----------------------------------------
 
-    def save_model(self, model: Any) -> None:
+    def save_model(self, model: Model) -> None:
         """Write the model directory files (modeldir.py) of ``model``: the best one so far."""
         if self.writer:
             model.save_pretrained(self.path)

@@ -15,6 +15,7 @@ from typing import Any
 
 from .config import GenerationConfig
 from .errors import ConfigError
+from .models.base import Model
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Event:
 
 
 def resolve_config(
-    model: Any, config: GenerationConfig | None = None, **overrides: Any
+    model: Model, config: GenerationConfig | None = None, **overrides: Any
 ) -> GenerationConfig:
     """``config`` (or the model's default) with ``overrides``; unknown options are errors."""
     base = config or getattr(model, "generation_config", None) or GenerationConfig()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     import torch
+    from torch import nn
 
     from ..config import GenerationConfig, ModelConfig
     from ..state import State
@@ -42,9 +43,7 @@ class Model(Protocol):
     @property
     def device(self) -> torch.device: ...
 
-    def __call__(
-        self, ids: torch.Tensor, state: State | None = None
-    ) -> tuple[torch.Tensor, State]:
+    def __call__(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """ids (B, T) -> logits (B, T, V) and the state after the last token."""
         ...
 
@@ -81,22 +80,27 @@ class Architecture(Protocol):
         the exact names and shapes, for a clearer message), or None."""
         ...
 
-    def build(self, model: Any) -> None:
-        """Create the modules on ``model`` (its ``config`` is set) and initialise them."""
+    def build(self, model: nn.Module) -> None:
+        """Create the modules on ``model`` (a ``LanguageModel`` whose ``config`` is set) and
+        initialise them; their attribute paths are the weight names."""
+        ...
+
+    def reset_parameters(self, model: nn.Module) -> None:
+        """(Re)initialise the weights ``build`` made."""
         ...
 
     def forward(
-        self, model: Any, ids: torch.Tensor, state: Any
+        self, model: nn.Module, ids: torch.Tensor, state: Any
     ) -> tuple[torch.Tensor, State]:
         """ids (B, T) -> logits (B, T, V), state. ``state`` None means the initial state."""
         ...
 
-    def init_state(self, model: Any, batch_size: int) -> State: ...
+    def init_state(self, model: nn.Module, batch_size: int) -> State: ...
 
-    def stepper(self, model: Any, batch_size: int) -> Stepper | None:
+    def stepper(self, model: nn.Module, batch_size: int) -> Stepper | None:
         """Only called when ``has_stepper``; None where ``forward`` is as fast."""
         ...
 
-    def any_stepper(self, model: Any) -> Stepper:
+    def any_stepper(self, model: nn.Module) -> Stepper:
         """A stepper on any device and batch (``LanguageModel.stepper``)."""
         ...

@@ -17,9 +17,15 @@ methods: the NumPy reference reads the weight shapes through this module without
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..state import State
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from ..config import ModelConfig
+    from .recurrent_steppers import NumpyStepper, TorchStepper
 
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gates stacked per layer: i,f,g,o / r,z,n / h
 
@@ -30,7 +36,7 @@ class Recurrent:
     name = "recurrent"
     has_stepper = True
 
-    def weight_shapes(self, config: Any) -> dict[str, tuple[int, ...]]:
+    def weight_shapes(self, config: ModelConfig) -> dict[str, tuple[int, ...]]:
         V, E, H = config.vocab_size, config.embedding_size, config.hidden_size
         G = GATES[config.cell] * H
         shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (V, E)}
@@ -46,13 +52,15 @@ class Recurrent:
         shapes["decoder.bias"] = (V,)
         return shapes
 
-    def check_weight_header(self, shapes: dict[str, tuple[int, ...]], config: Any) -> str | None:
+    def check_weight_header(
+        self, shapes: dict[str, tuple[int, ...]], config: ModelConfig
+    ) -> str | None:
         layers = sum(k.startswith("rnn.weight_hh_l") for k in shapes)
         if layers != config.num_layers:
             return f"holds {layers} recurrent layer(s), config.json says {config.num_layers}"
         return None
 
-    def build(self, model: Any) -> None:
+    def build(self, model: nn.Module) -> None:
         from torch import nn
 
         cfg = model.config
@@ -69,7 +77,7 @@ class Recurrent:
             model.decoder.weight = model.embedding.weight  # Press & Wolf 2017, Inan et al. 2017
         self.reset_parameters(model)
 
-    def reset_parameters(self, model: Any) -> None:
+    def reset_parameters(self, model: nn.Module) -> None:
         import torch
         from torch import nn
 
@@ -88,7 +96,7 @@ class Recurrent:
                     with torch.no_grad():
                         p[H : 2 * H] = 1.0 if name.startswith("bias_ih") else 0.0
 
-    def init_state(self, model: Any, batch_size: int) -> State:
+    def init_state(self, model: nn.Module, batch_size: int) -> State:
         """Zeros: (h, c) for LSTM, (h,) otherwise, each (L, B, H)."""
         import torch
 
@@ -97,7 +105,7 @@ class Recurrent:
         h = torch.zeros(L, batch_size, H, device=w.device, dtype=w.dtype)  # (L, B, H)
         return State((h, torch.zeros_like(h)) if model.config.cell == "lstm" else (h,))
 
-    def forward(self, model: Any, ids: Any, state: Any) -> tuple[Any, State]:
+    def forward(self, model: nn.Module, ids: Tensor, state: Any) -> tuple[Tensor, State]:
         lstm = model.config.cell == "lstm"
         hx = None
         if state is not None:
@@ -110,12 +118,12 @@ class Recurrent:
             out = model.projection(out)  # (B, T, E)
         return model.decoder(out), State(hx if lstm else (hx,))  # logits (B, T, V)
 
-    def stepper(self, model: Any, batch_size: int) -> Any:
+    def stepper(self, model: nn.Module, batch_size: int) -> TorchStepper | NumpyStepper | None:
         from .recurrent_steppers import make_stepper
 
         return make_stepper(model, batch_size)
 
-    def any_stepper(self, model: Any) -> Any:
+    def any_stepper(self, model: nn.Module) -> TorchStepper:
         from .recurrent_steppers import TorchStepper
 
         return TorchStepper(model)

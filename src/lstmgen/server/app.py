@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from importlib import resources
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import LstmgenError
+from ..models.base import Model
 from .batcher import Batcher
 from .guard import RequestGuard
 from .handlers import Handlers, client_message
@@ -41,7 +41,7 @@ log = logging.getLogger("lstmgen.server")
 
 
 def create_app(
-    model: Any,
+    model: Model,
     model_name: str = "lstmgen",
     api_key: str | None = None,
     limits: Limits | None = None,

@@ -22,6 +22,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import LstmgenError
+from ..models.base import Model
 from ..tokenizers import UnknownTextError, unknown_policy
 from .batcher import Batcher, BatcherClosed, SequenceSpec, TokenInfo, token_text
 from .mailbox import Mailbox, unless_disconnected
@@ -43,7 +44,7 @@ class Handlers:
     """The endpoints of one served model. ``stream_interval`` is the shortest time between two
     events of one stream; ``read_timeout`` the longest wait for a request's body."""
 
-    model: Any
+    model: Model
     model_name: str
     batcher: Batcher
     limits: Limits

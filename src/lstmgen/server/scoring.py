@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 import torch
+
+from ..models.base import Model
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Scored:
 
 
 @torch.inference_mode()
-def score_ids(model: Any, ids: list[int], top_k: int = 0, window: int = 1024) -> Scored:
+def score_ids(model: Model, ids: list[int], top_k: int = 0, window: int = 1024) -> Scored:
     """Score ``ids`` (without the leading ``bos_id``) under ``model``."""
     inputs = [model.tokenizer.bos_id, *ids[:-1]]
     logprobs: list[float] = []
