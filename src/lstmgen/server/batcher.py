@@ -6,7 +6,7 @@ along the batch dimension; a finished or cancelled one is sliced out. Each step 
 model once on the newest token of all B active sequences::
 
     rows      [r0 r1 r2 ...]          one per sequence (a request with n=3 brings 3)
-    state     (L, B, H)  (h, c for an LSTM)     row b <-> rows[b]
+    state     a State of B sequences (state.py)  row b <-> rows[b]
     logits    (B, V)     next-token logits      row b <-> rows[b]
     seen      (B, V)     tokens seen, for the repetition penalty
 
@@ -168,7 +168,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         tok = model.tokenizer
         self._token_text = [token_text(tok.token_bytes(i)) for i in range(tok.vocab_size)]
-        # Small CPU batches step faster through fused matmuls (steppers.py), large ones and
+        # Small CPU batches step faster through the architecture's fused stepper, large ones and
         # GPUs through model.forward; Step picks per call, as the batch changes.
         self._step_fn = Step(model, 1)
         # Decode-loop state: touched only by the loop thread.
