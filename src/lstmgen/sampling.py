@@ -43,8 +43,8 @@ def softmax(logits: Tensor) -> Tensor:
     """``torch.softmax`` over the last dimension, written out. Same values to rounding, but
     nothing in it starts a thread pool at decoding sizes: ``torch.softmax`` parallelises over
     as few as 32 rows and ``torch.exp`` calls MKL's threaded vector math, whose threads then
-    fight NumPy's BLAS threads (models/recurrent_steppers.py) for the cores and make a step ten times slower.
-    exp(x) is computed as 2^(x log2 e), which PyTorch runs on the calling thread."""
+    fight NumPy's BLAS threads (models/recurrent_steppers.py) for the cores and make a step ten
+    times slower. exp(x) is computed as 2^(x log2 e), which PyTorch runs on the calling thread."""
     e = torch.exp2((logits - logits.amax(dim=-1, keepdim=True)) * LOG2E)
     return e / e.sum(dim=-1, keepdim=True)
 
