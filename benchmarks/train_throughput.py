@@ -140,7 +140,9 @@ class BenchTrainer(Trainer):
     """lstmgen's Trainer without evaluation or checkpoint writes: only the step loop runs."""
 
     def _eval_and_checkpoint(self, max_tokens: int) -> None:
-        pass
+        # As if evaluated: fit() would otherwise save the model at the end of every chunk (a run
+        # that stopped before its first evaluation gets its latest weights), a checkpoint write.
+        self.pos.best_step = self.pos.step
 
     def save_state(self) -> None:
         pass
