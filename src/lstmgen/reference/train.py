@@ -20,20 +20,18 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..config import GenerationConfig, ModelConfig, TrainConfig
+from ..corpus import Corpus, prepare_corpus
 from ..data import TokenFile, batchify, get_window, num_windows
 from ..errors import ConfigError
 from ..rundir import RunDir
 from ..training.schedule import Position, RunSchedule
 from .layers import Adam, clip_grad_norm, log_softmax
 from .model import LanguageModel
-
-if TYPE_CHECKING:
-    from ..corpus import Corpus
 
 
 def evaluate(
@@ -117,10 +115,6 @@ class Trainer(RunSchedule):
         callbacks: Sequence[Any] = (),
     ) -> Trainer:
         """Tokenize the corpus, build a fresh float32 model, write the run directory."""
-        from ..corpus import (
-            prepare_corpus,
-        )  # imported here: corpus.py imports torch (via checkpoint)
-
         config = config or TrainConfig()
         run = RunDir(out_dir)
         if run.has_state():
