@@ -118,7 +118,8 @@ def test_a_stop_during_an_evaluation_ends_it_and_the_resume_redoes_it(tmp_path, 
 
 def test_a_new_eval_tokens_budget_rescores_the_best_model(tmp_path, corpus_file):
     tiny_run(tmp_path, corpus_file, max_steps=5, eval_every=5, eval_tokens=50).fit()
-    resumed = Trainer.resume(tmp_path / "r", eval_tokens=0)
+    with pytest.warns(UserWarning, match="--eval-tokens changed: the best model .step 5. scored"):
+        resumed = Trainer.resume(tmp_path / "r", eval_tokens=0)  # said, not done silently
     full = evaluate_tokens(load_model(tmp_path / "r"), resumed.corpus.valid, seq_len=16)
     assert resumed.pos.best_val == pytest.approx(full.loss, rel=1e-6)  # not the 50-token score
     assert resumed.pos.best_tokens == len(resumed.corpus.valid) == full.tokens
@@ -235,3 +236,8 @@ def test_the_final_evaluation_is_reserved_before_the_first_log_step(tmp_path, co
     cb = Reserve()
     tiny_run(tmp_path, corpus_file, callbacks=[cb], max_steps=3, log_every=1000).fit()
     assert len(cb.seen) == 3 and all(r > 0 for r in cb.seen), cb.seen
+
+
+def test_resuming_a_folder_that_does_not_exist_says_so(tmp_path, run_cli):
+    r = run_cli("train", "--resume", tmp_path / "nope")
+    assert r.code == 1 and r.err.strip() == f"error: no such run directory: {tmp_path / 'nope'}"

@@ -196,6 +196,8 @@ class Trainer(RunSchedule):
     ) -> Trainer:
         """Continue a run exactly where it stopped; ``overrides`` may change limits only."""
         run = RunDir(out_dir)
+        if not run.path.is_dir():
+            raise CheckpointError(f"no such run directory: {out_dir}")
         if not run.has_state():
             raise CheckpointError(f"{out_dir} has no trainer state to resume ({STATE_FILE})")
         saved, sources = run.read_config()
@@ -249,6 +251,12 @@ class Trainer(RunSchedule):
         with torch.random.fork_rng(devices=[]):  # building a model draws from the CPU RNG
             best = LanguageModel.from_pretrained(self.out_dir).to(self.device)
         metrics = self.evaluate(self.config.eval_tokens, model=best)
+        warnings.warn(
+            f"--eval-tokens changed: the best model (step {self.pos.best_step}) scored again on "
+            f"{metrics['val_tokens']:,} tokens: {metrics['val_loss']:.4f} (was "
+            f"{self.pos.best_val:.4f} on {self.pos.best_tokens or 'all'} tokens)",
+            stacklevel=2,
+        )
         self.pos.best_val, self.pos.best_tokens = metrics["val_loss"], metrics["val_tokens"]
 
     # --- state ------------------------------------------------------------------------------
