@@ -24,6 +24,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -62,19 +63,20 @@ def percentile(values: list[float], q: float) -> float | None:
 
 
 class ServerProcess:
-    def __init__(self, run: Path, threads: int, stream_interval: float):
-        cmd = [sys.executable, "-m", "lstmgen", "serve", str(run), "--port", "0",
-               "--log-level", "warning", "--threads", str(threads), "--device", "cpu",
-               "--stream-interval", str(stream_interval)]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    """A server subprocess, started by ``cmd``, ready once a line of its stderr names its URL
+    (``serving ... http://HOST:PORT/``); the rest of its stderr is passed on."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None):
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
         self.url = ""
         ready = threading.Event()
 
         def read() -> None:
             assert self.proc.stderr is not None
             for line in self.proc.stderr:
-                if "serving " in line and not self.url:
-                    self.url = line.split(" on ")[1].split("/ ")[0]
+                found = re.search(r"(http://\S+?)/?(\s|$)", line)
+                if line.startswith("serving ") and found and not self.url:
+                    self.url = found.group(1)
                     ready.set()
                 else:
                     sys.stderr.write("server: " + line)
@@ -83,6 +85,13 @@ class ServerProcess:
         if not ready.wait(120):
             self.stop()
             raise SystemExit("the server did not start")
+
+    @classmethod
+    def lstmgen(cls, run: Path, threads: int, stream_interval: float) -> ServerProcess:
+        """``lstmgen serve RUN`` on a free loopback port."""
+        return cls([sys.executable, "-m", "lstmgen", "serve", str(run), "--port", "0",
+                    "--log-level", "warning", "--threads", str(threads), "--device", "cpu",
+                    "--stream-interval", str(stream_interval)])  # fmt: skip
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -237,7 +246,7 @@ def main() -> None:
         run = Path(tmp) / "lstm-2x256-random"
         model = make_model(run)
         load = os.getloadavg()
-        server = ServerProcess(run, args.threads, args.stream_interval)
+        server = ServerProcess.lstmgen(run, args.threads, args.stream_interval)
         try:
             asyncio.run(phase(server.url, server.proc.pid, 4, 2.0, args.max_tokens))  # warm up
             phases = []

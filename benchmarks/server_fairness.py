@@ -28,15 +28,13 @@ import json
 import os
 import random
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from common import write_result
-from load_server import make_model, percentile
+from load_server import ServerProcess, make_model, percentile
 
 SERVE = "serve-for-benchmark"  # argv[1] of this script's server process
 
@@ -60,37 +58,11 @@ def serve(run: str, prefill_tokens: str, threads: int, stream_interval: float) -
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
-class ServerProcess:
-    def __init__(self, run: Path, prefill: str, threads: int, stream_interval: float):
-        cmd = [sys.executable, __file__, SERVE, str(run), prefill, str(threads),
-               str(stream_interval)]  # fmt: skip
-        # NumPy's BLAS threads as many as torch's: OpenBLAS threads left spinning after a decode
-        # step slow the priming piece that follows it ~2x on a busy 2-core machine.
-        env = {**os.environ, "OPENBLAS_NUM_THREADS": str(threads)}
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
-        self.url = ""
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                if line.startswith("serving on ") and not self.url:
-                    self.url = line.split()[-1].rstrip("/")
-                    ready.set()
-                else:
-                    sys.stderr.write("server: " + line)
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(120):
-            self.stop()
-            raise SystemExit("the server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def start_server(run: Path, prefill: str, threads: int, stream_interval: float) -> ServerProcess:
+    cmd = [sys.executable, __file__, SERVE, str(run), prefill, str(threads), str(stream_interval)]
+    # NumPy's BLAS threads as many as torch's: OpenBLAS threads left spinning after a decode
+    # step slow the priming piece that follows it ~2x on a busy 2-core machine.
+    return ServerProcess(cmd, env={**os.environ, "OPENBLAS_NUM_THREADS": str(threads)})
 
 
 async def victim_request(client, url: str, max_tokens: int, seed: int) -> dict:
@@ -217,7 +189,7 @@ def main() -> None:
         run = Path(tmp) / "lstm-2x256-random"
         model = make_model(run)
         for mode, prefill in modes.items():
-            server = ServerProcess(run, prefill, args.threads, args.stream_interval)
+            server = start_server(run, prefill, args.threads, args.stream_interval)
             try:
                 res = asyncio.run(phase(server.url, args))
             finally:
