@@ -39,6 +39,17 @@ def client_message(exc: LstmgenError) -> str:
     return str(exc)
 
 
+def _check_length(ids: list[int], limit: int, param: str) -> None:
+    """Refuse ``ids`` (the request's ``param``) when longer than the server's ``limit``."""
+    if len(ids) > limit:
+        raise APIError(
+            400,
+            f"{param} has {len(ids)} tokens, more than the server's limit of {limit}",
+            param,
+            "context_length_exceeded",
+        )
+
+
 @dataclass
 class Handlers:
     """The endpoints of one served model. ``stream_interval`` is the shortest time between two
@@ -115,19 +126,18 @@ class Handlers:
                 )
             ids = prompt
         else:
-            try:
-                ids = tok.encode(prompt, unknown=unknown_policy(tok, unknown))
-            except LstmgenError as exc:
-                raise APIError(400, client_message(exc), "prompt", "unencodable_prompt") from None
-        if len(ids) > self.limits.max_prompt_tokens:
-            raise APIError(
-                400,
-                f"prompt has {len(ids)} tokens, more than the server's limit of "
-                f"{self.limits.max_prompt_tokens}",
-                "prompt",
-                "context_length_exceeded",
-            )
+            ids = self._encode(prompt, unknown, "prompt")
+        _check_length(ids, self.limits.max_prompt_tokens, "prompt")
         return ids
+
+    def _encode(self, text: str, unknown: str | None, param: str) -> list[int]:
+        """``text`` as token ids under the request's ``unknown`` policy; a refusal is a 400
+        naming ``param``."""
+        tok = self.model.tokenizer
+        try:
+            return tok.encode(text, unknown=unknown_policy(tok, unknown))
+        except LstmgenError as exc:
+            raise APIError(400, client_message(exc), param, "unencodable_prompt") from None
 
     def prompt_tokens_info(self, ids: list[int], k: int) -> list[TokenInfo]:
         """Log-probabilities of the prompt's own tokens (for ``echo`` with ``logprobs``)."""
@@ -191,20 +201,10 @@ class Handlers:
     async def score(self, request: Request) -> dict[str, Any]:
         req = parse_score(await self.read_json(request), self.model_name)
         tok = self.model.tokenizer
-        try:
-            ids = tok.encode(req.text, unknown=unknown_policy(tok, req.unknown))
-        except LstmgenError as exc:
-            raise APIError(400, client_message(exc), "text", "unencodable_prompt") from None
+        ids = self._encode(req.text, req.unknown, "text")
         if not ids:
             raise APIError(400, "text has no tokens to score", "text")
-        if len(ids) > self.limits.max_score_tokens:
-            raise APIError(
-                400,
-                f"text has {len(ids)} tokens, more than the server's limit of "
-                f"{self.limits.max_score_tokens}",
-                "text",
-                "context_length_exceeded",
-            )
+        _check_length(ids, self.limits.max_score_tokens, "text")
         info = await run_in_threadpool(self.prompt_tokens_info, ids, req.logprobs)
         chars = len(tok.decode(ids))
         return score_object(self.model_name, len(ids), chars, info, req.logprobs)
