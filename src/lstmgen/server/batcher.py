@@ -123,7 +123,6 @@ class _Row:
         self.stream = TextStream(tokenizer, spec.stop, spec.after)
         self.steps = 0  # tokens sampled
         self.tokens: deque[TokenInfo] = deque()  # not yet sent with a chunk
-        self.done = False
 
 
 class _Priming:
@@ -371,7 +370,7 @@ class Batcher:
         self.tokens += B
         for job, chunks in out.values():
             _deliver(job, chunks)
-        keep = [b for b, r in enumerate(rows) if not r.done]
+        keep = [b for b, r in enumerate(rows) if not r.stream.done]
         if len(keep) < B:
             self._keep(keep)
             if not keep:
@@ -420,7 +419,6 @@ class Batcher:
             offset = len(r.stream.text)
             r.tokens.append(TokenInfo(self._token_text[token], logprob, offset, top))
         out = r.stream.push((token,), last)
-        r.done = r.stream.done
         return None if out is None else self._chunk(r, *out)
 
     def _chunk(self, r: _Row, text: str, finish: str | None) -> Chunk:
