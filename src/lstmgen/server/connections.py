@@ -5,7 +5,7 @@ one that opens and never finishes its headers stays open for good (3,000 such co
 stayed), and nothing caps how many are open. ``protocol`` wraps uvicorn's HTTP protocol with:
 
 - a read deadline: a connection gets ``read_timeout`` seconds from its first byte (or from
-  accepting it) to finish a request's headers, or is closed. ``app.read_json`` gives the body
+  accepting it) to finish a request's headers, or is closed. ``Handlers.read_json`` gives the body
   the same time, then answers 408;
 - a connection cap: a connection beyond ``max_connections`` is answered 503 and closed before
   anything of it is read.

@@ -12,7 +12,7 @@ model servers (Ollama, llama.cpp, Jupyter) refuse both, and so does lstmgen:
   (Starlette's ``CORSMiddleware``, inside this one). Clients that are not browsers send no Origin.
 
 The third leg, ``Content-Type: application/json`` on POST bodies, is checked where bodies are
-read (``app.read_json``): no page can send that cross-site without a preflight.
+read (``Handlers.read_json``): no page can send that cross-site without a preflight.
 """
 
 from __future__ import annotations
@@ -40,12 +40,11 @@ def host_name(host: str) -> str:
     return host.partition(":")[0].rstrip(".")
 
 
-def _is_ip(name: str) -> bool:
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(name)
+        return ipaddress.ip_address(name)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 class RequestGuard:
@@ -63,11 +62,8 @@ class RequestGuard:
         self.hosts = {*LOCAL_NAMES, *(host_name(h) for h in allowed_hosts)}
         # Bound to every address (0.0.0.0, ::): any of the machine's addresses is the server's
         # own, and an address cannot be rebound, only a name can.
-        self.any_ip = (
-            bound_host is not None
-            and _is_ip(bound_host)
-            and (ipaddress.ip_address(bound_host).is_unspecified)
-        )
+        bound_ip = None if bound_host is None else _ip(bound_host)
+        self.any_ip = bound_ip is not None and bound_ip.is_unspecified
         if bound_host:
             self.hosts.add(host_name(bound_host))
         self.any_origin = "*" in cors_origins
@@ -77,7 +73,7 @@ class RequestGuard:
         if host is None or self.any_host:  # no Host: HTTP/1.0, never a browser
             return True
         name = host_name(host)
-        return name in self.hosts or (self.any_ip and _is_ip(name))
+        return name in self.hosts or (self.any_ip and _ip(name) is not None)
 
     def origin_ok(self, origin: str, host: str | None) -> bool:
         origin = origin.strip().lower().rstrip("/")
