@@ -157,6 +157,15 @@ class RunDir:
 
     # --- the model directory and the trainer state -----------------------------------------
 
+    def write_new_run(
+        self, config: TrainConfig, sources: dict[str, list[str]], model: Model
+    ) -> None:
+        """The files of a run just created (by either trainer): its config and sources, the
+        initial model, and no metrics from a run that was there before."""
+        self.write_config(config, sources)
+        self.save_model(model)
+        self.clear_metrics()
+
     def save_model(self, model: Model) -> None:
         """Write the model directory files (modeldir.py) of ``model``: the best one so far."""
         if self.writer:

@@ -144,8 +144,9 @@ def unknown_policy(tokenizer: Tokenizer, unknown: str | None, prompts: Sequence[
     unseen: Counter[str] = Counter()
     words = 0
     for p in prompts:
-        unseen.update(w for w in p.split() if w not in tokenizer.index)
-        words += len(p.split())
+        prompt_words = p.split()
+        unseen.update(w for w in prompt_words if w not in tokenizer.index)
+        words += len(prompt_words)
     if unseen:
         warnings.warn(f"prompt: {unseen_words_message(unseen, words)}", stacklevel=2)
     return "replace"

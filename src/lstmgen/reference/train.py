@@ -126,9 +126,7 @@ class Trainer(RunSchedule):
         model = LanguageModel.init(
             model_config, config.seed, np.float32, corpus.tokenizer, GenerationConfig()
         )
-        run.write_config(config, corpus.sources)
-        run.save_model(model)
-        run.clear_metrics()
+        run.write_new_run(config, corpus.sources, model)
         return cls(model, config, corpus, out_dir, callbacks)
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:

@@ -85,8 +85,6 @@ def memory_hint(config: TrainConfig, hidden_size: int) -> Iterator[None]:
         ) from None
 
 
-
-
 class Trainer(RunSchedule):
     """Train a ``LanguageModel`` on a ``Corpus`` into ``out_dir``.
 
@@ -178,9 +176,7 @@ class Trainer(RunSchedule):
                 model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
                 trainer = cls(model, config, corpus, out_dir, callbacks)
             trainer.pos.warmup = trainer.planned_warmup()
-            run.write_config(config, corpus.sources)
-            run.save_model(model)
-            run.clear_metrics()
+            run.write_new_run(config, corpus.sources, model)
             trainer.save_state()
         except BaseException:
             if fresh:  # a half-made run directory would pass for a run later: leave nothing
