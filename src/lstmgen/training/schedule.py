@@ -36,7 +36,7 @@ class Position:
 
 class RunSchedule:
     """Mixin for a trainer with ``config``, ``pos``, ``windows_per_epoch``, ``stop_requested``,
-    ``out_dir`` and ``run`` (its ``RunDir``, where the metrics go)."""
+    ``out_dir``, ``callbacks`` and ``run`` (its ``RunDir``, where the metrics go)."""
 
     config: TrainConfig
     run: RunDir
@@ -44,6 +44,7 @@ class RunSchedule:
     windows_per_epoch: int
     stop_requested: bool
     out_dir: Path
+    callbacks: list[Any]
     # Seconds kept free at the end of a --max-time budget for the final evaluation.
     eval_reserve: float = 0.0
 
@@ -58,8 +59,9 @@ class RunSchedule:
     def progress(self) -> float:
         """Fraction of the run done, from whichever limit is closest."""
         fractions = []
-        if self.horizon_steps():
-            fractions.append(self.pos.step / self.horizon_steps())
+        horizon = self.horizon_steps()
+        if horizon:
+            fractions.append(self.pos.step / horizon)
         if self.config.max_time:
             fractions.append(self.pos.elapsed / self.config.max_time)
         return min(1.0, max(fractions)) if fractions else 0.0
@@ -121,8 +123,6 @@ class RunSchedule:
     def request_stop(self) -> None:
         """Ask the loop to stop after the current step and save (signal handlers call this)."""
         self.stop_requested = True
-
-    callbacks: list[Any]
 
     def _summary(self, reason: str | None, new_steps: int) -> dict[str, Any]:
         """The run's summary, also passed to every callback's ``on_end``."""
