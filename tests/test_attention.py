@@ -243,3 +243,36 @@ def test_evaluation_carries_the_memory_across_windows():
     result = evaluate_tokens(model, TokenFile(np.array(tokens), 300, 300), batch_size=1, seq_len=32)
     assert result.loss == pytest.approx(single, rel=1e-9)
     assert abs(total.item() / 300 - single) > 1e-4
+
+
+def test_state_clone_and_copy_keep_addresses_and_the_integer_length():
+    """What the CUDA graph relies on (cudagraph.GraphDecoder): fixed-address buffers."""
+    model = make()
+    _, s = model(torch.randint(0, 10, (2, 3)))
+    buf = s.clone()
+    ptrs = [t.data_ptr() for t in buf]
+    _, s2 = model(torch.randint(0, 10, (2, 1)), s)
+    buf.copy_(s2)
+    assert [t.data_ptr() for t in buf] == ptrs and buf[3].dtype == torch.int64
+    assert all(torch.equal(a, b) for a, b in zip(buf, s2, strict=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_cuda_graph_replays_give_the_eager_text(temperature):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    import warnings
+
+    model = make().to("cuda")  # float64: graph and eager run the same kernels
+    prompts = ["abc", "hgfedcba abc", "a"]  # rows of different memory lengths
+    kw = {"max_new_tokens": 70, "seed": 3, "temperature": temperature}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns and decodes eagerly
+        graphed = ["", "", ""]
+        for ev in stream_text(model, prompts, **kw):
+            graphed[ev.index] += ev.text
+    eager = ["", "", ""]
+    for ev in stream_text(model, prompts, cuda_graphs=False, **kw):
+        eager[ev.index] += ev.text
+    assert graphed == eager

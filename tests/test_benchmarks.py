@@ -90,3 +90,15 @@ def test_server_fairness_small_runs_both_modes(tmp_path):
     for mode in ("all_at_once", "chunked"):
         assert r["modes"][mode]["victim_requests"] >= 1 and r["modes"][mode]["attack_requests"] >= 1
         assert r["victim_gap_p99_s"][mode] == r["modes"][mode]["victim_gap_p99_s"]
+
+
+def test_attention_cost_tiny_compares_memories_with_the_lstm(tmp_path):
+    r = benchmark_result(
+        tmp_path, "attention_cost.py", "--tiny", "--memories", "0,64", "--batches", "1,2",
+        "--repeats", "1", "--name", "att",
+    )  # fmt: skip
+    assert [(row["batch"], row["arch"], row["memory"]) for row in r["rows"]] == [
+        (1, "recurrent", 0), (1, "sha-lstm", 64), (2, "recurrent", 0), (2, "sha-lstm", 64),
+    ]  # fmt: skip
+    assert all(row["tokens_per_s"] > 0 and "vs_lstm" in row for row in r["rows"])
+    assert r["rows"][0]["vs_lstm"] == 1.0

@@ -106,7 +106,10 @@ def model_step(model: Model) -> StepFn:
     """``logits (B, V), state = step(ids (B,), state)`` through ``model.forward``."""
 
     def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        out, state = model(ids[:, None], state)  # (B, 1, V)
+        # a one-token call: the CPU RNN kernel for short calls, as Primer's pieces use (an
+        # architecture without a stepper, such as sha-lstm, steps here at every batch size)
+        with rnn_kernels(model.device, steps=1, batch=len(ids)):
+            out, state = model(ids[:, None], state)  # (B, 1, V)
         return out[:, -1], state
 
     return step

@@ -59,6 +59,9 @@ def _bind(host: str, port: int) -> socket.socket:
               show_default=True, help="Largest max_tokens a request may ask for.")  # fmt: skip
 @click.option("--max-n", type=click.IntRange(1), default=16, show_default=True,
               help="Most completions (prompts x n) per request.")  # fmt: skip
+@click.option("--max-state-mib", type=click.IntRange(1), default=1024, show_default=True,
+              help="Most model state (MiB) a request's completions carry together: an "
+              "attention model's memory (sha-lstm).")  # fmt: skip
 @click.option(
     "--stream-interval",
     type=click.FloatRange(0, 1),
@@ -120,6 +123,7 @@ def serve_command(
     max_prompt_tokens: int,
     max_tokens_limit: int,
     max_n: int,
+    max_state_mib: int,
     stream_interval: float,
     allowed_hosts: str,
     cors_origins: str,
@@ -161,7 +165,10 @@ def serve_command(
         name,
         api_key=api_key or None,
         limits=Limits(
-            max_prompt_tokens=max_prompt_tokens, max_tokens=max_tokens_limit, max_choices=max_n
+            max_prompt_tokens=max_prompt_tokens,
+            max_tokens=max_tokens_limit,
+            max_choices=max_n,
+            max_state_mib=max_state_mib,
         ),
         max_batch=max_batch,
         stream_interval=stream_interval,
