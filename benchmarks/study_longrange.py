@@ -1,20 +1,25 @@
-"""RNN vs GRU vs LSTM on a synthetic long-range task: recall a key seen k steps earlier.
+"""RNN vs GRU vs LSTM vs SHA-LSTM on a synthetic long-range task: recall a key seen k steps
+earlier.
 
 Each sequence is ``key, d_1 ... d_k, ?``: the key is one of 8 symbols, the k distractors are
 drawn uniformly from 8 other symbols, and at the query ``?`` the model must name the key (chance:
-1/8). The loss is the cross-entropy of that one prediction. The three cells are lstmgen's own
-PyTorch ``LanguageModel`` (1 layer, embedding 16), sized to the same parameter count.
+1/8). The loss is the cross-entropy of that one prediction. The models are lstmgen's own
+PyTorch ``LanguageModel`` (1 layer, embedding 16), sized to the same parameter count: the three
+cells, and ``sha-lstm`` (issue #12: the LSTM with one attention head after its layer; each
+sequence is one window, so the head sees all of it whatever ``--memory`` is, which only
+matters across windows: its memory is "at least the gap" by construction).
 
 Two protocols, same optimiser (Adam, lr 5e-3, batch 64, gradient clipping 1.0):
 
 * ``exact``: for each k, a fresh model trained only on gap k for at most ``--steps`` steps
   (stopping early once held-out accuracy reaches 99 %). Can the cell *learn* a dependency of
   length k from scratch? This is where vanishing gradients bite.
-* ``mixed``: one model per cell trained on gaps drawn log-uniformly from 1..200 (so short,
+* ``mixed``: one model per cell trained on gaps drawn log-uniformly from 1..max k (so short,
   easy examples are common), then tested at every k. Can the cell *hold* the key once the
   mechanism has been learned on short gaps?
 
-    python benchmarks/study_longrange.py            # ~7 minutes on 2 shared CPU cores
+    python benchmarks/study_longrange.py            # gaps up to 1,000: long on a CPU
+    python benchmarks/study_longrange.py --ks 5,10,20,50,100,200 --cells rnn,gru,lstm  # ~7 min
 """
 
 from __future__ import annotations
@@ -36,9 +41,15 @@ KEYS, DISTRACTORS = 8, 8
 V = KEYS + DISTRACTORS + 1  # + the query symbol
 QUERY = V - 1
 E = 16
-CELLS = ("rnn", "gru", "lstm")
-COLORS = {"rnn": "tab:red", "gru": "tab:green", "lstm": "tab:blue"}
-STYLES = {"rnn": ("s", 11, "-"), "gru": ("^", 8, "--"), "lstm": ("o", 5, "-")}  # overlap shows
+CELLS = ("rnn", "gru", "lstm", "sha-lstm")  # sha-lstm: the architecture, with an LSTM cell
+COLORS = {"rnn": "tab:red", "gru": "tab:green", "lstm": "tab:blue", "sha-lstm": "tab:purple"}
+STYLES = {  # marker, size, line: overlapping curves still show
+    "rnn": ("s", 11, "-"),
+    "gru": ("^", 8, "--"),
+    "lstm": ("o", 5, "-"),
+    "sha-lstm": ("D", 4, ":"),
+}
+MEMORY = 1  # sha-lstm: each sequence is one window, so the head sees it all anyway
 
 
 def make_batch(n: int, gap: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,14 +61,19 @@ def make_batch(n: int, gap: int, g: torch.Generator) -> tuple[torch.Tensor, torc
 
 
 def config(cell: str, hidden: int) -> ModelConfig:
+    if cell == "sha-lstm":
+        return ModelConfig(
+            vocab_size=V, arch="sha-lstm", embedding_size=E, hidden_size=hidden, num_layers=1,
+            memory=MEMORY,
+        )  # fmt: skip
     return ModelConfig(vocab_size=V, cell=cell, embedding_size=E, hidden_size=hidden, num_layers=1)
 
 
-def equal_budget_sizes(lstm_hidden: int) -> dict[str, int]:
+def equal_budget_sizes(lstm_hidden: int, cells=CELLS) -> dict[str, int]:
     """Hidden size per cell whose total parameter count is closest to the LSTM's."""
     target = LanguageModel(config("lstm", lstm_hidden)).num_parameters()
     sizes = {}
-    for cell in CELLS:
+    for cell in cells:
         sizes[cell] = min(
             range(4, 8 * lstm_hidden),
             key=lambda h, c=cell: abs(LanguageModel(config(c, h)).num_parameters() - target),
@@ -111,11 +127,12 @@ def plot(results: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    max_k = results["settings"].get("max_k", 200)
     for ax, protocol, title in (
         (axes[0], "exact", "trained on gap k only (fresh model per k)"),
-        (axes[1], "mixed", "trained on gaps 1..200, tested at k"),
+        (axes[1], "mixed", f"trained on gaps 1..{max_k}, tested at k"),
     ):
-        for cell in CELLS:
+        for cell in results[protocol]:
             rows = results[protocol][cell]
             ks = [r["k"] for r in rows]
             marker, size, line = STYLES[cell]
@@ -144,7 +161,7 @@ def plot(results: dict, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--ks", default="5,10,20,50,100,200")
+    ap.add_argument("--ks", default="5,10,20,50,100,200,500,1000")
     ap.add_argument("--steps", type=int, default=1000, help="max steps, exact protocol")
     ap.add_argument("--mixed-steps", type=int, default=1000)
     ap.add_argument("--lstm-hidden", type=int, default=32)
@@ -162,7 +179,7 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     cells = args.cells.split(",")
     protocols = args.protocols.split(",")
-    hidden = equal_budget_sizes(args.lstm_hidden)
+    hidden = equal_budget_sizes(args.lstm_hidden, sorted(set(cells) | {"lstm"}))
     results: dict = {
         "hidden": hidden,
         "parameters": {c: LanguageModel(config(c, h)).num_parameters() for c, h in hidden.items()},
@@ -233,10 +250,12 @@ def main() -> None:
         "test_sequences_per_k": 500,
         "seed": args.seed,
         "torch_threads": 1,
+        "max_k": max(ks),
+        "sha_lstm": f"attention after the one LSTM layer, memory {MEMORY} (one window)",
     }
     out = write_result(args.name, results)
     print(f"-> {out}")
-    if all(len(results[p]) == len(CELLS) for p in ("exact", "mixed")):
+    if all(len(results[p]) == len(cells) for p in ("exact", "mixed")):
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot(results, args.plot)
         print(f"-> {args.plot}")
