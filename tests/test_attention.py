@@ -17,12 +17,14 @@ from conftest import TINY_TRAIN, StopAt
 from lstmgen import LanguageModel, ModelConfig, TrainConfig, Trainer
 from lstmgen.checkpoint import weights_of
 from lstmgen.data import TokenFile
+from lstmgen.decode import model_step
 from lstmgen.errors import CheckpointError, ConfigError
 from lstmgen.evaluate import evaluate_tokens
 from lstmgen.generate import stream_text
 from lstmgen.modeldir import read_model_config, weight_shapes
 from lstmgen.models import registry
 from lstmgen.models.attention import AttentionState, check_memory_fits
+from lstmgen.models.attention_stepper import AttentionStepper
 from lstmgen.state import State
 from lstmgen.tokenizers import CharTokenizer
 
@@ -56,19 +58,21 @@ def make(seed=0, double=True, **changes):
 def test_one_token_at_a_time_equals_forward_over_the_sequence(changes):
     model = make(**changes)
     ids = torch.randint(0, model.config.vocab_size, (3, 20))
+    assert isinstance(model.stepper(3), AttentionStepper)  # batch 3 decodes through it
     with torch.no_grad():
         full, state = model(ids)
-        step, outs = model.stepper(3), []
-        s = model.init_state(3)
-        for t in range(20):
-            logits, s = step(ids[:, t], s)  # the decoding step: forward on one token
-            outs.append(logits)
+        for step in (model.stepper(3), model_step(model)):  # written out; forward on one token
+            s, outs = model.init_state(3), []
+            for t in range(20):
+                logits, s = step(ids[:, t], s)
+                outs.append(logits)
+            assert torch.allclose(torch.stack(outs, 1), full, atol=1e-12, rtol=0)
+            for a, b in zip(s, state, strict=True):
+                assert torch.allclose(a.double(), b.double(), atol=1e-12, rtol=0)
+            assert isinstance(s, AttentionState) and s[3].dtype == torch.int64
         pieces = [model(ids[:, :7]), None]
         pieces[1] = model(ids[:, 7:], pieces[0][1])
-    assert torch.allclose(torch.stack(outs, 1), full, atol=1e-12, rtol=0)
     assert torch.allclose(torch.cat([pieces[0][0], pieces[1][0]], 1), full, atol=1e-12, rtol=0)
-    for a, b in zip(s, state, strict=True):
-        assert torch.allclose(a.double(), b.double(), atol=1e-12, rtol=0)
     assert isinstance(state, AttentionState) and state[3].tolist() == [20, 20, 20]
 
 

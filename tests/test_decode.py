@@ -46,7 +46,11 @@ def test_one_copy_of_stop_hold_back_and_of_the_decode_loop():
     # forward itself and mark seen tokens itself.
     assert files_matching(r"StopMatcher\(|(matcher|stops)\.held\b") == ["textstream.py"]
     assert files_matching(r"\.stream_decoder\((?!\))") == ["textstream.py"]
-    assert files_matching(r"\.batch_below\b") == ["decode.py", "models/recurrent_steppers.py"]
+    assert files_matching(r"\.batch_below\b") == [
+        "decode.py",
+        "models/attention_stepper.py",
+        "models/recurrent_steppers.py",
+    ]
     assert files_matching(r"rnn_kernels\(|PRIME_CHUNK\]") == ["decode.py", "runtime.py"]
     assert files_matching(r"next_token\(") == ["decode.py", "sampling.py"]
 

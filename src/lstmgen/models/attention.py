@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from ..config import ModelConfig
+    from .attention_stepper import AttentionStepper
 
 
 def attention_index(config: ModelConfig) -> int:
@@ -177,9 +178,10 @@ class ShaLstm:
     """The LSTM stack with one attention head after layer ``attention_layer``."""
 
     name = "sha-lstm"
-    # One step is ``forward`` on one token: the memory already holds the normalised outputs
-    # (the key/value cache), and it is the faster of the two measured (see the report of #12).
-    has_stepper = False
+    # ``forward`` on one token is already a key/value-cache step (the memory holds the
+    # normalised outputs); the written-out step (attention_stepper.py) is faster below a few
+    # sequences on CPU only (its batch_below), so decode.Step picks by batch.
+    has_stepper = True
 
     def weight_shapes(self, config: ModelConfig) -> dict[str, tuple[int, ...]]:
         V, E, H, L = config.vocab_size, config.embedding_size, config.hidden_size, config.num_layers
@@ -287,10 +289,12 @@ class ShaLstm:
             out = model.projection(out)  # (B, T, E)
         return model.decoder(out), AttentionState((hl, cl, memory, length))  # logits (B, T, V)
 
-    def stepper(self, model: nn.Module, batch_size: int) -> None:
-        return None  # has_stepper is False: decode.Step steps through forward
+    def stepper(self, model: nn.Module, batch_size: int) -> AttentionStepper | None:
+        from .attention_stepper import make_stepper
 
-    def any_stepper(self, model: nn.Module) -> Any:
-        from ..decode import model_step
+        return make_stepper(model, batch_size)
 
-        return model_step(model)
+    def any_stepper(self, model: nn.Module) -> AttentionStepper:
+        from .attention_stepper import AttentionStepper
+
+        return AttentionStepper(model)
