@@ -12,7 +12,9 @@ generator), so a graph holds no generator state and the result equals the eager
 ``decode_block`` with the same uniforms: the same kernels run in the same order.
 
 Buffers the graph reads and writes live at fixed addresses: the logits and state carried from
-one block to the next, the repetition-penalty mask and the uniforms.
+one block to the next, the repetition-penalty mask and the uniforms. An attention state
+(models/attention.py) is captured the same way: its memory has the same (B, M, H) shape at every
+step (masked where a row holds fewer entries) and its int64 ``length`` is copied like the rest.
 """
 
 from __future__ import annotations
