@@ -109,6 +109,9 @@ def test_a_row_sees_only_its_own_valid_memory():
         assert torch.allclose(out, torch.cat([out_a, out_b]), atol=1e-12, rtol=0)
         picked = s.select(torch.tensor([1]))
         assert picked[3].tolist() == [5] and picked[2].shape == (1, 64, 8)
+        stepped, s2 = model.stepper(2)(nxt[:, 0], both)  # the written-out step, masks per row
+        assert torch.allclose(stepped, model(nxt[:, :1], both)[0][:, 0], atol=1e-12, rtol=0)
+        assert s2[3].tolist() == [10, 4]
 
 
 def test_state_casts_keep_the_length_an_integer_and_round_trip_by_name():

@@ -106,8 +106,8 @@ def model_step(model: Model) -> StepFn:
     """``logits (B, V), state = step(ids (B,), state)`` through ``model.forward``."""
 
     def step(ids: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        # a one-token call: the CPU RNN kernel for short calls, as Primer's pieces use (the
-        # sha-lstm steps here from 4 sequences, its nn.LSTM layers one token at a time)
+        # a one-token call: the CPU RNN kernel for short calls, as Primer's pieces use (an
+        # architecture may step here at any batch: its nn.LSTM layers one token at a time)
         with rnn_kernels(model.device, steps=1, batch=len(ids)):
             out, state = model(ids[:, None], state)  # (B, 1, V)
         return out[:, -1], state

@@ -179,8 +179,8 @@ class ShaLstm:
 
     name = "sha-lstm"
     # ``forward`` on one token is already a key/value-cache step (the memory holds the
-    # normalised outputs); the written-out step (attention_stepper.py) is faster below a few
-    # sequences on CPU only (its batch_below), so decode.Step picks by batch.
+    # normalised outputs); the written-out step (attention_stepper.py) is faster on CPU up to
+    # the batches measured (its batch_below), so decode.Step picks by batch.
     has_stepper = True
 
     def weight_shapes(self, config: ModelConfig) -> dict[str, tuple[int, ...]]:

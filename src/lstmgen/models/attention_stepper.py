@@ -1,17 +1,17 @@
 """The sha-lstm's one-token decoding step written out in torch ops (models/attention.py).
 
 The same function as ``forward`` on one token in eval mode: the LSTM layers as fused matmuls
-(``i, f, g, o = [x, h] @ W_l + b_l``, as recurrent_steppers.py) instead of two ``nn.LSTM``
-calls, and the head as two batched products over the memory instead of a masked
-``scaled_dot_product_attention`` over [memory, window] (with one token the window is the token
-itself, so the mask is the memory's valid entries plus that one key).
+(``i, f, g, o = [x, h] @ W_l + b_l``, as recurrent_steppers.py) instead of ``nn.LSTM`` calls,
+whose fixed per-call cost dominates one token; the head is forward's: one masked
+``scaled_dot_product_attention`` over [memory, the token] (with one token the causal window is
+the token itself, so the mask is only the row's valid memory entries), and that same
+concatenation, shifted by one, is the new memory.
 
 Dimensions: B batch, H hidden, M memory capacity, L layers, a the attention layer.
 """
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -37,10 +37,11 @@ def _fused(rnn: torch.nn.LSTM, layers: int) -> list[tuple[Tensor, Tensor]]:
 class AttentionStepper:
     """``logits (B, V), state = step(ids (B,), state)`` for the sha-lstm (any device)."""
 
-    # Measured on CPU (one thread, 2x384, interleaved medians; benchmarks/attention_cost.py
-    # is the end-to-end figure): 1.2-1.3x forward's speed at batch 1 (memory 256 and 1,024),
-    # even at 4, slower at 16 (the masked SDPA kernel reads the memory better than bmm).
-    batch_below = 4
+    # Measured on CPU (one thread, 2x384, memory 256 and 1,024, interleaved medians of
+    # per-step times on a busy 2-core machine): 1.3-1.5x forward's speed at batch 1, 1.1-1.3x at
+    # 4, 1.0-1.2x at 16 and 1.1x at 64 (the fused LSTM matmuls against nn.LSTM's per-call cost;
+    # the attention is the same SDPA call). Not measured above 64: forward there.
+    batch_below = 65
 
     def __init__(self, model: Model):
         cfg = model.config
@@ -74,14 +75,12 @@ class AttentionStepper:
         x = self._layers(x, h0[: self.a + 1], c0[: self.a + 1], self.lower, hs, cs)  # (B, H)
         n = att.norm(x)  # (B, H)
         q = att.query(n) * torch.sigmoid(att.key_gate)  # (B, H): the key gate moved onto q
-        s = 1.0 / math.sqrt(self.H)
-        e_mem = torch.bmm(memory, q[:, :, None])[:, :, 0] * s  # (B, M)
-        e_mem = e_mem.masked_fill(
-            torch.arange(M, device=ids.device) < (M - length)[:, None], -math.inf
-        )
-        e_now = (q * n).sum(-1, keepdim=True) * s  # (B, 1): the token itself
-        p = torch.softmax(torch.cat([e_mem, e_now], dim=1), dim=1)  # (B, M+1)
-        o = torch.bmm(p[:, None, :M], memory)[:, 0] + p[:, M:] * n  # (B, H)
+        # keys/values: the memory and the token itself; [:, 1:] of it is the new memory
+        nm = torch.cat([memory, n[:, None]], dim=1)  # (B, M+1, H)
+        valid = torch.arange(M + 1, device=ids.device) >= (M - length)[:, None]  # (B, M+1)
+        o = F.scaled_dot_product_attention(
+            q[:, None, None], nm[:, None], nm[:, None], attn_mask=valid[:, None, None]
+        )[:, 0, 0]  # (B, H)
         y = x + o * torch.sigmoid(att.value_gate)
         if att.ff_in is not None:
             y = y + att.ff_out(F.gelu(att.ff_in(att.ff_norm(y)), approximate="tanh"))
@@ -90,8 +89,7 @@ class AttentionStepper:
         if self.projection is not None:
             y = y @ self.projection.t()  # (B, E)
         logits = F.linear(y, *self.decoder)  # (B, V)
-        new_memory = torch.cat([memory[:, 1:], n[:, None]], dim=1)  # (B, M, H): shift by one
-        parts = (torch.stack(hs), torch.stack(cs), new_memory, (length + 1).clamp(max=M))
+        parts = (torch.stack(hs), torch.stack(cs), nm[:, 1:], (length + 1).clamp(max=M))
         return logits, self.state_class(parts)
 
 
