@@ -32,7 +32,7 @@ _threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv[
 os.environ.setdefault("OPENBLAS_NUM_THREADS", _threads)
 
 import torch  # noqa: E402
-from common import write_result  # noqa: E402
+from common import measured, write_result  # noqa: E402
 
 from lstmgen import LanguageModel, ModelConfig  # noqa: E402
 from lstmgen.tokenizers import CharTokenizer  # noqa: E402
@@ -46,6 +46,26 @@ def tokens_per_s(model: LanguageModel, batch: int, steps: int) -> float:
     t0 = time.perf_counter()
     model.complete("", n=batch, max_new_tokens=steps, temperature=0.8, seed=1)
     return batch * steps / (time.perf_counter() - t0)
+
+
+def markdown(r: dict) -> str:
+    """The README table of a result (benchmarks/render_readme.py)."""
+    batches = sorted({row["batch"] for row in r["rows"]})
+    rows = [
+        "| memory (tokens) | " + " | ".join(f"batch {b}" for b in batches) + " |",
+        "|---|" + "---|" * len(batches),
+    ]
+    for M in sorted({row["memory"] for row in r["rows"]}):
+        cells = []
+        for b in batches:
+            row = next(x for x in r["rows"] if x["batch"] == b and x["memory"] == M)
+            ratio = f" ({row['vs_lstm']:.2f}x)" if M and "vs_lstm" in row else ""
+            cells.append(f"{row['tokens_per_s']:,.0f} tok/s{ratio}")
+        rows.append(f"| {M or '0 (plain LSTM)'} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + (
+        f"\n\n{r['model']}, {r.get('threads')} thread(s), temperature 0.8, median of "
+        f"{r['repeats']} interleaved repeats; {measured(r)}."
+    )
 
 
 def main() -> None:

@@ -144,6 +144,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "train_throughput_cpu": train_throughput_cpu,
     "generation_cpu": generation,
     "generation_cuda": generation,
+    "attention_cost_cpu": _benchmark_markdown("attention_cost"),
     "train_throughput_cuda": _benchmark_markdown("train_throughput"),
     "race_cuda": _benchmark_markdown("race"),
     "quality_cpu": quality_cpu,

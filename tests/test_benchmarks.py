@@ -102,3 +102,5 @@ def test_attention_cost_tiny_compares_memories_with_the_lstm(tmp_path):
     ]  # fmt: skip
     assert all(row["tokens_per_s"] > 0 and "vs_lstm" in row for row in r["rows"])
     assert r["rows"][0]["vs_lstm"] == 1.0
+    table = benchmark_module("attention_cost").markdown(r).splitlines()
+    assert table[0] == "| memory (tokens) | batch 1 | batch 2 |" and "(plain LSTM)" in table[2]
