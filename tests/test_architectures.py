@@ -119,14 +119,15 @@ def test_a_model_directory_of_another_architecture_round_trips(toy, tmp_path):
 
 
 def test_an_unknown_arch_is_one_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r"^arch must be one of recurrent, got 'mamba'$"):
+    known = "recurrent, sha-lstm"
+    with pytest.raises(ConfigError, match=rf"^arch must be one of {known}, got 'mamba'$"):
         LanguageModel(ModelConfig(arch="mamba", vocab_size=5))
     LanguageModel.from_pretrained(FIXTURES / "model_word_gru").save_pretrained(tmp_path / "m")
     config = tmp_path / "m" / "config.json"
     config.write_text(json.dumps({**json.loads(config.read_text()), "arch": "mamba"}))
     with pytest.raises(CheckpointError) as err:
         LanguageModel.from_pretrained(tmp_path / "m")
-    assert str(err.value) == f"{config}: arch must be one of recurrent, got 'mamba'"
+    assert str(err.value) == f"{config}: arch must be one of {known}, got 'mamba'"
 
 
 def test_a_config_without_arch_is_the_recurrent_stack():

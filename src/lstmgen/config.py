@@ -133,6 +133,13 @@ class ModelConfig(_JsonConfig):
     # the architecture, a name in models/registry.py (checked there when a model is built or a
     # model directory read); config.json files written before issue #11 have none: the default
     arch: str = "recurrent"
+    # arch "sha-lstm" only (models/attention.py, issue #12): past positions the attention head
+    # sees beyond the window, the layer it follows (negative: from the end) and the width of its
+    # feed-forward sublayer (0 = none). Other architectures keep the defaults and do not write
+    # them to config.json, so code from before issue #12 still reads their config.json.
+    memory: int = 512
+    attention_layer: int = -2
+    boom_size: int = 0
 
     def check_values(self) -> None:
         _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
@@ -141,6 +148,47 @@ class ModelConfig(_JsonConfig):
         _check(self.hidden_size > 0, "hidden_size must be > 0")
         _check(self.num_layers > 0, "num_layers must be > 0")
         _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        if self.arch == "sha-lstm":
+            self._check_attention()
+        else:
+            for name in ATTENTION_FIELDS:
+                default = ModelConfig.__dataclass_fields__[name].default
+                _check(
+                    getattr(self, name) == default,
+                    f"{name} applies to arch sha-lstm only (arch is {self.arch!r})",
+                )
+
+    def _check_attention(self) -> None:
+        L, M, H = self.num_layers, self.memory, self.hidden_size
+        _check(self.cell == "lstm", f"arch sha-lstm needs cell lstm, got {self.cell!r}")
+        _check(M >= 1, f"memory must be >= 1 (tokens the attention head sees), got {M}")
+        row = M * H * 4  # float32 bytes of one sequence's memory (models/attention.py)
+        _check(
+            row <= MAX_MEMORY_BYTES_PER_ROW,
+            f"memory {M:,} x hidden_size {H:,} x 4 bytes = {row / 2**30:.1f} GiB per sequence, "
+            f"more than the {MAX_MEMORY_BYTES_PER_ROW / 2**30:.0f} GiB that fit: lower --memory",
+        )
+        # negative counts from the end (resolved % L: the default -2 is layer 0 of one layer)
+        low = -max(L, 2)
+        _check(
+            low <= self.attention_layer < L,
+            f"attention_layer must be in [{low}, {L - 1}] for {L} layer(s), got "
+            f"{self.attention_layer}",
+        )
+        _check(self.boom_size >= 0, f"boom_size must be >= 0 (0 = none), got {self.boom_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if self.arch != "sha-lstm":  # older code refuses keys it does not know
+            for name in ATTENTION_FIELDS:
+                del data[name]
+        return data
+
+
+ATTENTION_FIELDS = ("memory", "attention_layer", "boom_size")  # ModelConfig's sha-lstm fields
+# One sequence's attention memory (memory x hidden_size float32) may take at most this much; how
+# many sequences fit in the machine is checked when a state is made (models/attention.py).
+MAX_MEMORY_BYTES_PER_ROW = 4 * 2**30
 
 
 @dataclass

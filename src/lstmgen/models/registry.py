@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+from .attention import ShaLstm
 from .recurrent import Recurrent
 
 if TYPE_CHECKING:
@@ -19,6 +20,7 @@ DEFAULT_ARCH = "recurrent"
 
 ARCHITECTURES: dict[str, Architecture] = {
     "recurrent": Recurrent(),  # embedding -> LSTM/GRU/RNN x L -> decoder
+    "sha-lstm": ShaLstm(),  # the LSTM stack with one attention head over a memory (issue #12)
 }
 
 
