@@ -14,8 +14,9 @@ derives every line. The equations are the spec shared with ``lstmgen.models.atte
     y_t = u_t + W_2 gelu(W_1 LN_f(u_t) + b_1) + b_2  only when F > 0 (else y_t = u_t)
 
 The memory is right-aligned: row b's valid entries are ``memory[b, M - m_b:]``, the rest zeros,
-``length[b] = m_b``. After the block the memory holds the last min(M, m_b + T) entries of
-[old valid memory, n_1 .. n_T]: older ones are evicted.
+``length[b] = m_b``. After the block the memory is the last M rows of [memory, n_1 .. n_T], and
+``length`` becomes min(M, m_b + T): the oldest entries are evicted, and the zeros before a row's
+entries move along with them (as in ``lstmgen.models.attention``).
 
     y, memory, length, cache = attention_forward(h, memory, length, p)
     dh, dmemory, grads = attention_backward(dy, dmemory_out, cache)
@@ -95,16 +96,12 @@ def key_mask(length: np.ndarray, M: int, T: int) -> np.ndarray:
 
 def update_memory(
     memory: np.ndarray, length: np.ndarray, n: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (new memory (B, M, H), new length (B,), kept (B, M) bool). The last M entries of
-    [memory, n] are the right-aligned new memory; slots beyond a row's new length are zeroed,
-    so nothing evicted (or never valid) survives in the state."""
-    B, M, _ = memory.shape
-    T = n.shape[1]
-    new_length = np.minimum(M, length + T)  # (B,)
-    kept = np.arange(M)[None, :] >= (M - new_length)[:, None]  # (B, M)
-    new = np.concatenate([memory, n], axis=1)[:, T:] * kept[..., None]  # (B, M, H)
-    return new, new_length.astype(np.int64), kept
+) -> tuple[np.ndarray, np.ndarray]:
+    """-> (new memory (B, M, H), new length (B,)): the last M rows of [memory, n]. The memory
+    is right-aligned, so that is each row's newest min(M, m_b + T) entries, zeros before."""
+    M, T = memory.shape[1], n.shape[1]
+    new = np.concatenate([memory, n], axis=1)[:, T:]  # (B, M, H)
+    return new, np.minimum(M, length + T).astype(np.int64)
 
 
 def attention_forward(
@@ -137,8 +134,8 @@ def attention_forward(
         ff = (ffn_cache, f_in, gelu_cache, g)
     else:
         y = u
-    new_memory, new_length, kept = update_memory(memory, length, n)
-    cache = (p, ln_cache, n, q, sk, sv, kv_in, k, v, probs, scale, ff, kept, M, T)
+    new_memory, new_length = update_memory(memory, length, n)
+    cache = (p, ln_cache, n, q, sk, sv, kv_in, k, v, probs, scale, ff, M, T)
     return y, new_memory, new_length, cache
 
 
@@ -147,7 +144,7 @@ def attention_backward(
 ) -> tuple[np.ndarray, np.ndarray, Params]:
     """dy (B, T, H) and the gradient of the new memory (B, M, H) (None: no later use) ->
     (dh (B, T, H), dmemory (B, M, H) of the memory that came in, parameter gradients)."""
-    p, ln_cache, n, q, sk, sv, kv_in, k, v, probs, scale, ff, kept, M, T = cache
+    p, ln_cache, n, q, sk, sv, kv_in, k, v, probs, scale, ff, M, T = cache
     H = dy.shape[-1]
     grads: Params = {}
     du = dy.copy()  # y = u + r
@@ -180,9 +177,9 @@ def attention_backward(
     grads["query.bias"] = dq.reshape(-1, H).sum(axis=0)
     dn = dq @ p["query.weight"] + dkv_in[:, M:]  # n feeds the query, the keys and the values
     dmemory = dkv_in[:, :M].copy()  # (B, M, H)
-    if dmemory_out is not None:  # the new memory is [memory, n][:, T:] on the kept slots
+    if dmemory_out is not None:  # the new memory is [memory, n][:, T:]
         dcat = np.zeros_like(kv_in)  # (B, S, H)
-        dcat[:, T:] = dmemory_out * kept[..., None]
+        dcat[:, T:] = dmemory_out
         dmemory += dcat[:, :M]
         dn += dcat[:, M:]
     dh_ln, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn, ln_cache)
