@@ -9,8 +9,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from lstmgen.reference import check_model, cross_entropy
 from lstmgen.reference import attention as attn
+from lstmgen.reference import check_model, cross_entropy
 from lstmgen.reference.gradcheck import numeric_gradient, relative_error
 
 HAS_SHA = importlib.util.find_spec("lstmgen.models.attention") is not None
