@@ -359,3 +359,41 @@ def test_model_directories_and_greedy_text_are_shared(tmp_path):
     back = LanguageModel.from_pretrained(tmp_path / "numpy")
     assert torch.equal(back.attention.key_gate, torch.from_numpy(nm.params["attention.key_gate"]))
     assert back.config == cfg
+
+
+# --- training and generation with the NumPy reference -----------------------------------------
+
+
+@needs_sha
+def test_numpy_trainer_trains_a_sha_lstm_that_pytorch_loads(tmp_path, corpus_file):
+    """The reference trainer carries the 4-part state (memory included) between windows and
+    through evaluation, and writes a run folder that the PyTorch backend loads."""
+    import torch
+
+    from lstmgen import LanguageModel, ModelConfig, TrainConfig
+    from lstmgen.reference.train import Trainer
+
+    model_cfg = ModelConfig(
+        embedding_size=8, hidden_size=8, num_layers=2, arch="sha-lstm", memory=24, boom_size=8
+    )
+    train_cfg = TrainConfig(
+        batch_size=4, seq_len=16, max_steps=12, warmup_steps=2, eval_every=6, eval_tokens=300,
+        sample_tokens=10, log_every=6, lr=1e-2,
+    )  # fmt: skip
+    trainer = Trainer.create(tmp_path / "run", [corpus_file], train_cfg, model_cfg)
+    summary = trainer.fit()
+    assert summary["step"] == 12
+    h, c, memory, length = trainer.hidden  # carried from window to window
+    assert memory.shape == (4, 24, 8) and length.tolist() == [24] * 4
+    assert np.abs(memory[:, -8:]).sum() > 0
+    losses = [m["val_loss"] for m in trainer.run.read_metrics() if "val_loss" in m]
+    assert len(losses) == 2 and losses[-1] < losses[0]
+
+    tm = LanguageModel.from_pretrained(tmp_path / "run")
+    assert tm.config.arch == "sha-lstm" and tm.config.memory == 24
+    ids = np.array([tm.tokenizer.encode("ROMEO: the love")])
+    with torch.no_grad():
+        expected = tm(torch.from_numpy(ids))[0].numpy()
+    assert np.abs(trainer.model(ids)[0] - expected).max() < 1e-5
+    text = "".join(trainer.model.generate("ROMEO:", max_new_tokens=40, temperature=0, stop=[]))
+    assert len(text) > 0
