@@ -188,21 +188,38 @@ def test_gradient_check_catches_a_small_error_in_the_block(monkeypatch):
 @needs_sha
 def test_one_token_steps_equal_the_whole_window():
     """With room for the whole window in memory, stepping one token at a time (carrying the
-    memory) gives the same logits and the same final state as one forward over the window."""
+    memory) gives the same logits, final state and gradients (backpropagated step by step
+    through the carried state, memory included) as one forward and backward over the window."""
     model = sha_model(3, M=12, E=5, H=6, V=7, L=3)
     rng = np.random.default_rng(2)
     B, T = 2, 9
     ids = rng.integers(0, 7, (B, T))
     state0 = sha_state(model, B, [0, 3], rng)  # 3 + 9 - 1 <= 12: nothing visible is evicted
-    logits, final = model(ids, state0)
-    state, outs = state0, []
+    dlogits = rng.normal(size=(B, T, 7))
+    dfinal = tuple(rng.normal(size=s.shape) for s in state0[:3])
+    logits, final, cache = model.forward(ids, state0)
+    grads, dstate0 = model.backward(cache, dlogits, dfinal)
+
+    state, outs, caches = state0, [], []
     for t in range(T):
-        out, state = model(ids[:, t : t + 1], state)
+        out, state, c = model.forward(ids[:, t : t + 1], state)
         outs.append(out)
+        caches.append(c)
     np.testing.assert_allclose(np.concatenate(outs, axis=1), logits, rtol=0, atol=1e-12)
     for a, b in zip(state, final, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
     assert final[3].tolist() == [9, 12] and final[3].dtype == np.int64
+
+    total = {k: np.zeros_like(v) for k, v in model.params.items()}
+    dstate = dfinal
+    for t in reversed(range(T)):
+        g, dstate = model.backward(caches[t], dlogits[:, t : t + 1], dstate)
+        for k in total:
+            total[k] += g[k]
+    for k in grads:
+        np.testing.assert_allclose(total[k], grads[k], rtol=0, atol=1e-11, err_msg=k)
+    for a, b in zip(dstate, dstate0, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-11)
 
 
 @needs_sha
