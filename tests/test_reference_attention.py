@@ -414,3 +414,26 @@ def test_numpy_trainer_trains_a_sha_lstm_that_pytorch_loads(tmp_path, corpus_fil
     assert np.abs(trainer.model(ids)[0] - expected).max() < 1e-5
     text = "".join(trainer.model.generate("ROMEO:", max_new_tokens=40, temperature=0, stop=[]))
     assert len(text) > 0
+
+
+@needs_sha
+def test_cli_generates_from_a_sha_lstm_with_the_numpy_backend(tmp_path, run_cli):
+    import torch
+
+    from lstmgen import LanguageModel, ModelConfig
+    from lstmgen.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.fit(["abcdefgh \n"])
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size, embedding_size=8, hidden_size=8, arch="sha-lstm", memory=16
+    )
+    torch.manual_seed(4)
+    tm = LanguageModel(cfg, tok)
+    with torch.no_grad():
+        for p in tm.parameters():
+            p.normal_(0.0, 0.5)
+    tm.save_pretrained(tmp_path / "m")
+    args = ["generate", tmp_path / "m", "-p", "abc", "-t", "0", "-n", "2", "--max-new-tokens", "30"]
+    torch_out, numpy_out = run_cli(*args), run_cli(*args, "--backend", "numpy")
+    assert torch_out.code == numpy_out.code == 0, numpy_out.err
+    assert numpy_out.out == torch_out.out and len(set(numpy_out.out)) > 3
