@@ -78,6 +78,13 @@ def info_command(run: str, as_json: bool) -> None:
         f"{run}: {m.cell.upper()} {m.num_layers}x{m.hidden_size}, embedding "
         f"{m.embedding_size}, dropout {m.dropout}, tied {m.tie_weights}"
     )
+    if m.arch == "sha-lstm":
+        click.echo(
+            f"arch:       sha-lstm, memory {m.memory:,} tokens, attention after layer "
+            f"{m.attention_layer % m.num_layers}, boom size {m.boom_size}"
+        )
+    else:
+        click.echo(f"arch:       {m.arch}")
     click.echo(f"parameters: {info['parameters']:,}")
     click.echo(f"tokenizer:  {tok.kind}, {tok.vocab_size:,} tokens")
     if train_cfg:

@@ -15,13 +15,25 @@ import click
 from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
 from ..errors import ConfigError
 from ..modeldir import read_model_config
+from ..models.registry import ARCHITECTURES
 from ..rundir import LOCK_FILE, RunDir
 from .defaults import preset_defaults
 
 if TYPE_CHECKING:  # torch: imported by train_command, not for --help
     from ..train import Trainer
 
-MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "dropout", "tie_weights")
+MODEL_OPTIONS = (
+    "cell",
+    "embedding_size",
+    "hidden_size",
+    "num_layers",
+    "dropout",
+    "tie_weights",
+    "arch",
+    "memory",
+    "attention_layer",
+    "boom_size",
+)
 
 
 class ProgressCallback:  # a train.Callback (which imports torch) by its methods
@@ -168,6 +180,26 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--num-layers", type=int)
 @click.option("--dropout", type=float)
 @click.option("--tie-weights/--no-tie-weights", default=None)
+@click.option(
+    "--arch",
+    type=click.Choice(sorted(ARCHITECTURES)),
+    help="recurrent (the LSTM/GRU/RNN stack) or sha-lstm (an LSTM with one attention head).",
+)
+@click.option(
+    "--memory",
+    type=int,
+    help="sha-lstm: past tokens the attention head sees beyond the window (>= 1).",
+)
+@click.option(
+    "--attention-layer",
+    type=int,
+    help="sha-lstm: the LSTM layer (0-based) the head follows; negative counts from the end.",
+)
+@click.option(
+    "--boom-size",
+    type=int,
+    help="sha-lstm: width of the feed-forward sublayer after attention (0 = none).",
+)
 @click.option("--batch-size", type=int)
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
 @click.option("--lr", type=float)

@@ -64,6 +64,7 @@ class Handlers:
     api_key: str | None = None
     stream_interval: float = 0.05
     read_timeout: float = 30.0
+    _row_bytes: int | None = None  # one sequence's state, in bytes (_state_bytes)
 
     # --- request checks -----------------------------------------------------------------------
 
@@ -216,6 +217,7 @@ class Handlers:
         )
         prompt_ids = [self.encode_prompt(p, req.unknown) for p in req.prompts]
         specs = self._specs(req, prompt_ids)
+        self._check_state(len(specs))
         heads = [Head() for _ in prompt_ids]
         if req.echo:
             heads = [Head(tok.decode(ids)) for ids in prompt_ids]
@@ -254,6 +256,27 @@ class Handlers:
             return Response(status_code=499)  # nobody reads it; nginx's "client closed"
         texts, tokens, finish, generated = result
         return out.response(texts, tokens, finish, usage_object(prompt_tokens, generated))
+
+    def _check_state(self, rows: int) -> None:
+        """Refuse a request whose ``rows`` sequences would carry more state than the limit."""
+        per_row = self._state_bytes()
+        limit = self.limits.max_state_mib * 2**20
+        if rows * per_row > limit:
+            cfg = self.model.config
+            what = f" (memory {cfg.memory:,} tokens)" if cfg.arch == "sha-lstm" else ""
+            raise APIError(
+                400,
+                f"{rows} completion(s) x {per_row / 2**20:.2f} MiB of model state each{what} "
+                f"is more than the server's limit of {self.limits.max_state_mib} MiB per request",
+                "n",
+            )
+
+    def _state_bytes(self) -> int:
+        """Bytes of one sequence's state (asked of the model once)."""
+        if self._row_bytes is None:
+            one = self.model.init_state(1)
+            self._row_bytes = sum(t.numel() * t.element_size() for t in one)
+        return self._row_bytes
 
     def _specs(self, req: CompletionRequest, prompt_ids: list[list[int]]) -> list[SequenceSpec]:
         """The batcher's sequences of a request: ``n`` per prompt, in OpenAI's choice order

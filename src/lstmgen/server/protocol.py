@@ -80,6 +80,9 @@ class Limits:
     max_choices: int = 16  # prompts x n per request
     max_score_tokens: int = 16384
     max_body_bytes: int = 4 * 1024 * 1024
+    # the state a request's sequences carry together (MiB): a few KiB per LSTM sequence, but
+    # memory x hidden x 4 bytes per sequence of an attention model (issue #12)
+    max_state_mib: int = 1024
 
 
 @dataclass

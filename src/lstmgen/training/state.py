@@ -72,7 +72,9 @@ def unpack(
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and device.type == "cuda":
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    hidden = State.from_tensors(tensors)  # checked against model.init_state above
+    # checked against model.init_state above; its class, so an architecture's parts come back
+    # as its own State (the attention state keeps its length int64 when cast)
+    hidden = type(model.init_state(1)).from_tensors(tensors)
     if hidden is not None:
         # a bf16 run's state is fp16 (cuDNN under autocast); fp32 needs fp32
         hidden = hidden.to(device, torch.float32 if fp32 else None)

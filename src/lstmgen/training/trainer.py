@@ -130,6 +130,7 @@ class Trainer(RunSchedule):
             )
         self.optimizer = self.configure_optimizer()
         self.autocast = self.precision == "bf16"
+        self.model.init_state(B)  # an architecture refuses a state that cannot fit, before any step
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: weight decay on matrices only (optim.decay_groups).
