@@ -437,3 +437,19 @@ def test_cli_generates_from_a_sha_lstm_with_the_numpy_backend(tmp_path, run_cli)
     torch_out, numpy_out = run_cli(*args), run_cli(*args, "--backend", "numpy")
     assert torch_out.code == numpy_out.code == 0, numpy_out.err
     assert numpy_out.out == torch_out.out and len(set(numpy_out.out)) > 3
+
+
+@needs_sha
+def test_cli_trains_a_sha_lstm_with_the_numpy_backend(tmp_path, corpus_file, run_cli):
+    from conftest import tiny_train_args
+    from lstmgen import LanguageModel
+
+    out = tmp_path / "np"
+    args = ["train", corpus_file, "-o", out, "-q", "--backend", "numpy"]
+    sha = ["--arch", "sha-lstm", "--memory", "16", "--boom-size", "8"]
+    res = run_cli(*args, *sha, *tiny_train_args(max_steps=10))
+    assert res.code == 0, res.err
+    model = LanguageModel.from_pretrained(out)  # the PyTorch backend loads the NumPy run
+    assert (model.config.arch, model.config.memory, model.config.boom_size) == ("sha-lstm", 16, 8)
+    gen = run_cli("generate", out, "-p", "ROMEO", "-t", "0", "--max-new-tokens", "20")
+    assert gen.code == 0 and gen.out.startswith("ROMEO")
