@@ -453,3 +453,16 @@ def test_cli_trains_a_sha_lstm_with_the_numpy_backend(tmp_path, corpus_file, run
     assert (model.config.arch, model.config.memory, model.config.boom_size) == ("sha-lstm", 16, 8)
     gen = run_cli("generate", out, "-p", "ROMEO", "-t", "0", "--max-new-tokens", "20")
     assert gen.code == 0 and gen.out.startswith("ROMEO")
+
+
+@needs_sha
+def test_numpy_trainer_refuses_a_memory_that_does_not_fit(tmp_path, corpus_file, monkeypatch):
+    from lstmgen import ConfigError, ModelConfig, TrainConfig
+    from lstmgen.models import attention as torch_attention
+    from lstmgen.reference.train import Trainer
+
+    monkeypatch.setattr(torch_attention, "_available_bytes", lambda device: 2**20)  # 1 MiB
+    cfg = ModelConfig(embedding_size=8, hidden_size=64, arch="sha-lstm", memory=2048)
+    with pytest.raises(ConfigError, match=r"memory 2,048 x hidden_size 64 x 4 bytes x 4 seq"):
+        Trainer.create(tmp_path / "run", [corpus_file], TrainConfig(batch_size=4), cfg)
+    assert not (tmp_path / "run" / "config.json").exists()

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from ..config import GenerationConfig, ModelConfig
 from ..modeldir import weight_shapes as parameter_shapes  # name -> shape, as PyTorch stores them
+from ..models.attention import check_memory_fits
 from ..tokenizers import Tokenizer
 from . import layers
 from .attention import attention_backward, attention_forward
@@ -133,9 +135,17 @@ class LanguageModel:
         c = self.config
         h = np.zeros((c.num_layers, batch_size, c.hidden_size), self.dtype)
         if self.attention_at is not None:
-            memory = np.zeros((batch_size, c.memory, c.hidden_size), self.dtype)
+            self.check_state_fits(batch_size)
+            memory = np.zeros((batch_size, c.memory, c.hidden_size), self.dtype)  # (B, M, H)
             return (h, h.copy(), memory, np.zeros(batch_size, np.int64))
         return (h, h.copy()) if c.cell == "lstm" else h
+
+    def check_state_fits(self, batch_size: int) -> None:
+        """A sha-lstm memory for ``batch_size`` sequences that RAM cannot hold is one error
+        naming the sizes: the PyTorch model's check (it reads only ``device.type``)."""
+        if self.attention_at is not None:
+            cpu = SimpleNamespace(type="cpu")
+            check_memory_fits(self.config, batch_size, cpu, self.dtype.itemsize)  # type: ignore[arg-type]
 
     @property
     def state_batch_dims(self) -> tuple[int, ...]:
