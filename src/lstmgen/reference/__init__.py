@@ -1,8 +1,10 @@
-"""The NumPy reference: LSTM, GRU and RNN language models from scratch, checked against PyTorch.
+"""The NumPy reference: LSTM, GRU and RNN language models (and the sha-lstm, issue #12) from
+scratch, checked against PyTorch.
 
 Read it next to docs/lstm.md, which derives every equation:
 
     cells.py       the three recurrent layers: forward over a sequence, backpropagation through time
+    attention.py   the sha-lstm attention block: layer norm, one head over a memory, boom, backward
     layers.py      embedding, linear, dropout, softmax cross-entropy, gradient clipping, Adam(W)
     model.py       the language model: same weights, names and state as ``lstmgen.model``
     gradcheck.py   analytic gradients against centred finite differences

@@ -74,7 +74,9 @@ def next_token(
 
 
 def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, Any]:
-    """Run each distinct prompt once; -> last logits (B, V) and the state of all B prompts."""
+    """Run each distinct prompt once; -> last logits (B, V) and the state of all B prompts.
+    Each part of the state is gathered along its own batch axis (``model.state_batch_dims``:
+    1 for h and c, 0 for a sha-lstm's memory and lengths), so the memory is carried too."""
     unique: dict[tuple[int, ...], int] = {}
     for p in prompts:
         unique.setdefault(tuple(p), len(unique))
@@ -85,8 +87,12 @@ def prime(model: Any, prompts: Sequence[Sequence[int]]) -> tuple[np.ndarray, Any
         states.append(state if isinstance(state, tuple) else (state,))
     rows = np.array([unique[tuple(p)] for p in prompts])  # (B,)
     last = np.concatenate(logits)[rows]  # (B, V)
-    parts = tuple(np.concatenate(s, axis=1)[:, rows] for s in zip(*states, strict=True))
-    return last, parts if len(parts) == 2 else parts[0]
+    dims = model.state_batch_dims
+    parts = tuple(
+        np.take(np.concatenate(s, axis=d), rows, axis=d)
+        for s, d in zip(zip(*states, strict=True), dims, strict=True)
+    )
+    return last, parts if len(parts) > 1 else parts[0]
 
 
 def stream_text(

@@ -50,8 +50,13 @@ def numeric_gradient(f: Callable[[], float], x: np.ndarray, h: float = 1e-3) -> 
     return grad
 
 
+STATE_PARTS = ("h", "c", "memory")  # the float parts of a state; sha-lstm's lengths are ints
+
+
 def _state_parts(state: State) -> tuple[np.ndarray, ...]:
-    return state if isinstance(state, tuple) else (state,)
+    """The differentiable parts of a state: (h,), (h, c) or (h, c, memory)."""
+    parts = state if isinstance(state, tuple) else (state,)
+    return tuple(s for s in parts if np.issubdtype(s.dtype, np.floating))
 
 
 def check_model(
@@ -65,7 +70,8 @@ def check_model(
     """Max relative error of every parameter's gradient and of the initial state's.
 
     The loss is the cross-entropy plus a random linear function of the final state, so the
-    gradient that arrives through the state (from a later window) is checked too. With
+    gradient that arrives through the state (from a later window) is checked too, the
+    attention memory of a sha-lstm included. With
     dropout, the same masks are drawn on every call (the rng is reseeded). Use float64."""
     state = model.init_state(ids.shape[0]) if state is None else state
     rng = np.random.default_rng(seed)
@@ -80,12 +86,12 @@ def check_model(
 
     logits, _, cache = model.forward(ids, state, np.random.default_rng(seed + 1))
     _, dlogits = cross_entropy(logits, targets)
-    dfinal = weights if isinstance(state, tuple) else weights[0]
+    dfinal = weights if isinstance(state, tuple) else weights[0]  # sha-lstm: (dh, dc, dmemory)
     grads, dstate = model.backward(cache, dlogits, dfinal)
     report = {
         name: relative_error(grads[name], numeric_gradient(loss, p, h))
         for name, p in model.params.items()
     }
     for i, (s, ds) in enumerate(zip(_state_parts(state), _state_parts(dstate), strict=True)):
-        report[f"state.{'hc'[i]}"] = relative_error(ds, numeric_gradient(loss, s, h))
+        report[f"state.{STATE_PARTS[i]}"] = relative_error(ds, numeric_gradient(loss, s, h))
     return report

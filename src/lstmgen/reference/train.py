@@ -126,6 +126,7 @@ class Trainer(RunSchedule):
         model = LanguageModel.init(
             model_config, config.seed, np.float32, corpus.tokenizer, GenerationConfig()
         )
+        model.check_state_fits(config.batch_size)  # before the run folder is written
         run.write_new_run(config, corpus.sources, model)
         return cls(model, config, corpus, out_dir, callbacks)
 
