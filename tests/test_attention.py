@@ -205,9 +205,6 @@ def test_cli_refuses_bad_memory_and_resuming_an_lstm_as_sha_lstm(run_cli, tmp_pa
     assert "Traceback" not in again.err
     with pytest.raises(ConfigError, match="cannot change arch when resuming"):
         Trainer.resume(out, arch="sha-lstm")
-    numpy = run_cli("train", corpus_file, "-o", tmp_path / "np", "--arch", "sha-lstm",
-                    "--backend", "numpy")  # fmt: skip
-    assert numpy.code == 2 and "--arch sha-lstm needs --backend torch" in numpy.err
 
 
 def test_info_shows_the_architecture_and_memory(run_cli, tmp_path):

@@ -271,8 +271,6 @@ def train_command(
             raise click.UsageError("--device applies to --backend torch only")
         if given.get("precision", "fp32") not in ("auto", "fp32"):
             raise click.UsageError("--precision applies to --backend torch only")
-        if given.get("arch", "recurrent") != "recurrent":  # issue #12: torch trains it for now
-            raise click.UsageError(f"--arch {given['arch']} needs --backend torch")
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
