@@ -1,5 +1,7 @@
 """Fine-tuning (issue #13): --init-from, vocabulary growth, ULMFiT's tools, provenance."""
 
+import json
+
 import pytest
 import torch
 
@@ -176,3 +178,70 @@ def test_bad_bases_are_one_clear_error(tmp_path, corpus_file, new_text):
     with pytest.raises(CheckpointError, match="base model.*corrupt"):
         Trainer.create(tmp_path / "d", [new_text], cfg, init_from=base_dir)
     assert not (tmp_path / "d").exists()
+
+
+def tiny_flags(**extra):
+    flags = {**{k: v for k, v in TINY_TRAIN.items() if k != "warmup_steps"}, **extra}
+    return [a for k, v in flags.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def test_cli_init_from_reports_added_tokens_and_info_shows_the_chain(
+    tmp_path, corpus_file, new_text, run_cli
+):
+    base_dir = make_base(tmp_path, corpus_file)
+    out = tmp_path / "ft"
+    r = run_cli(
+        "train",
+        new_text,
+        "-o",
+        out,
+        "--init-from",
+        base_dir,
+        "--max-steps",
+        "3",
+        "--dropout",
+        "0.1",
+        "-q",
+        *tiny_flags(),
+    )
+    assert r.code == 0, r.err
+    added = len(set(new_text.read_text()) - set(corpus_file.read_text()))
+    assert f"added {added} tokens" in r.err
+    saved, _ = RunDir(out).read_config()
+    assert (saved.lr_layer_decay, saved.warmup_steps) == (2.6, 20)  # fine-tuning's defaults
+    assert LanguageModel.from_pretrained(out).config.dropout == 0.1  # dropout may change
+    r = run_cli("info", out)
+    assert r.code == 0 and f"base:       {base_dir.resolve()}" in r.out
+    r = run_cli("info", out, "--json")
+    assert [b["path"] for b in json.loads(r.out)["base_chain"]] == [str(base_dir.resolve())]
+    (base_dir / "model.safetensors").write_bytes(b"changed")
+    r = run_cli("info", out)
+    assert r.code == 0 and "warning:" in r.err and "has changed since" in r.err
+
+
+def test_cli_bad_init_from_is_one_line(tmp_path, corpus_file, new_text, run_cli, monkeypatch):
+    base_dir = make_base(tmp_path, corpus_file)
+    common = ("train", new_text, "--max-steps", "1", "-q")
+    cases = [
+        (("--init-from", base_dir, "--hidden-size", "16"), 2, "--hidden-size 16 (the base has 8)"),
+        (
+            ("--init-from", base_dir, "--tokenizer", "byte"),
+            2,
+            "--tokenizer byte (the base has char)",
+        ),
+        (("--init-from", tmp_path / "nope"), 1, "no such model directory"),
+        (("--init-from", new_text), 1, "is not a model directory"),
+        (("--resume", base_dir, "--init-from", base_dir), 2, "--init-from starts a new run"),
+    ]
+    for args, code, message in cases:
+        r = run_cli(*common, "-o", tmp_path / "x", *args)
+        assert r.code == code and message in r.err, (args, r.err)
+        assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
+    r = run_cli(*common, "-o", tmp_path / "x", "--init-from", base_dir, "--hidden-size", "8")
+    assert r.code == 0, r.err  # repeating the base's size is fine
+    monkeypatch.chdir(tmp_path)
+    r = run_cli(*common, "-o", tmp_path / "y", "--init-from", "base")
+    assert r.code == 0, r.err  # ./base exists here
+    monkeypatch.chdir(tmp_path / "x")
+    r = run_cli(*common, "-o", tmp_path / "z", "--init-from", "base")
+    assert r.code == 1 and "runs/base does not exist (make base" in r.err
