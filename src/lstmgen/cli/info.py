@@ -94,6 +94,9 @@ def info_command(run: str, as_json: bool) -> None:
     for i, record in enumerate(base_chain):  # run <- base <- its base ...
         label = "base:      " if i == 0 else "  from:    "
         click.echo(f"{label} {record['path']} (sha256 {record['sha256'][:12]})")
+    if base_chain and train_cfg:
+        keys = ("lr_layer_decay", "unfreeze_every", "freeze_embeddings", "warmup_steps")
+        click.echo("fine-tune:  " + ", ".join(f"{k}={train_cfg.get(k)}" for k in keys))
     h = history
     best = f"{h['best_val_loss']:.4f}" if h["best_val_loss"] is not None else "-"
     click.echo(
