@@ -245,3 +245,13 @@ def test_cli_bad_init_from_is_one_line(tmp_path, corpus_file, new_text, run_cli,
     monkeypatch.chdir(tmp_path / "x")
     r = run_cli(*common, "-o", tmp_path / "z", "--init-from", "base")
     assert r.code == 1 and "runs/base does not exist (make base" in r.err
+
+
+def test_byte_level_vocabularies_cover_any_new_text():
+    from lstmgen.tokenizers import BPETokenizer, ByteTokenizer
+
+    bpe = BPETokenizer.fit(["the cat sat on the mat. " * 50], vocab_size=300)
+    text = "Ünïcode 世界 🙂 qxz"
+    for tok in (bpe, ByteTokenizer()):
+        assert extend_tokenizer(tok, [text]) is tok  # nothing added
+        assert tok.covers(text) and tok.decode(tok.encode(text)) == text
