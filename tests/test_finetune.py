@@ -232,6 +232,8 @@ def test_cli_bad_init_from_is_one_line(tmp_path, corpus_file, new_text, run_cli,
         (("--init-from", tmp_path / "nope"), 1, "no such model directory"),
         (("--init-from", new_text), 1, "is not a model directory"),
         (("--resume", base_dir, "--init-from", base_dir), 2, "--init-from starts a new run"),
+        (("--init-from", base_dir, "--backend", "numpy"), 2, "--init-from needs --backend torch"),
+        (("--backend", "numpy", "--unfreeze-every", "3"), 2, "need --backend torch"),
     ]
     for args, code, message in cases:
         r = run_cli(*common, "-o", tmp_path / "x", *args)

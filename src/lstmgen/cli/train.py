@@ -306,6 +306,11 @@ def train_command(
             raise click.UsageError("--device applies to --backend torch only")
         if given.get("precision", "fp32") not in ("auto", "fp32"):
             raise click.UsageError("--precision applies to --backend torch only")
+        tools = ("lr_layer_decay", "unfreeze_every", "freeze_embeddings")
+        if any(k in given for k in tools):
+            raise click.UsageError(
+                "--lr-layer-decay, --unfreeze-every and --freeze-embeddings need --backend torch"
+            )
     if init_from and resume:
         raise click.UsageError("--init-from starts a new run: --resume's run has its weights")
     if init_from and backend == "numpy":
