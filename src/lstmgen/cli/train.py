@@ -129,36 +129,28 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its methods
         self.bar = None
 
 
-def _base_kind(init_from: str) -> str:
-    """The tokenizer kind of the base model ``init_from`` (tokenizer.json's ``type``)."""
+def _base_model_config(init_from: str, given: dict[str, Any]) -> tuple[ModelConfig, str]:
+    """The base model's config (with ``--dropout`` if given) and tokenizer kind. A size or
+    tokenizer flag that disagrees with the base is a usage error (repeating the base's value is
+    fine)."""
     from ..modeldir import read_model_meta
     from ..training.finetune import resolve_base
 
-    return read_model_meta(resolve_base(init_from))[1].kind
-
-
-def _base_model_config(init_from: str, given: dict[str, Any]) -> ModelConfig:
-    """The base model's config, with ``--dropout`` if given. A size or tokenizer flag that
-    disagrees with the base is a usage error (repeating the base's value is fine)."""
-    from ..modeldir import read_model_config
-    from ..training.finetune import resolve_base
-
     path = resolve_base(init_from)
-    base = read_model_config(path)
+    base, tokenizer, _ = read_model_meta(path)
     bad = [
         f"--{k.replace('_', '-')} {given[k]} (the base has {getattr(base, k)})"
         for k in MODEL_OPTIONS
         if k in given and k != "dropout" and given[k] != getattr(base, k)
     ]
-    kind = _base_kind(init_from)
-    if given.get("tokenizer", kind) != kind:
-        bad.append(f"--tokenizer {given['tokenizer']} (the base has {kind})")
+    if given.get("tokenizer", tokenizer.kind) != tokenizer.kind:
+        bad.append(f"--tokenizer {given['tokenizer']} (the base has {tokenizer.kind})")
     if bad:
         raise click.UsageError(
             f"{', '.join(bad)}: the architecture, sizes and tokenizer come from the base model "
             f"{path}; leave the flag out"
         )
-    return base.replace(dropout=given.get("dropout", base.dropout))
+    return base.replace(dropout=given.get("dropout", base.dropout)), tokenizer.kind
 
 
 def _install_stop_handlers(trainer: Trainer) -> None:
@@ -332,8 +324,8 @@ def train_command(
     else:
         preset = preset or "cpu-small"
         if init_from:  # the model is the base's; fine-tuning's own defaults
-            model_cfg = _base_model_config(init_from, given)
-            given = {**FINETUNE_DEFAULTS, **given, "tokenizer": _base_kind(init_from)}
+            model_cfg, kind = _base_model_config(init_from, given)
+            given = {**FINETUNE_DEFAULTS, **given, "tokenizer": kind}
         else:
             model_cfg = ModelConfig.from_dict(
                 {**PRESETS[preset]["model"], **{k: given[k] for k in MODEL_OPTIONS if k in given}}
