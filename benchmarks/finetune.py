@@ -36,9 +36,6 @@ from lstmgen.data import tokenize_to_file
 from lstmgen.evaluate import evaluate_tokens
 from lstmgen.model import load_model
 
-WIKI = SHARED_DATA / "wikitext-2"
-SHAKESPEARE = SHARED_DATA / "tiny-shakespeare"
-
 
 class Curve(Callback):
     """(seconds, validation loss) at every evaluation."""
@@ -106,16 +103,23 @@ def main() -> None:
     p.add_argument("--unfreeze-every", type=int, default=0)
     p.add_argument("--base", type=Path, help="reuse this base model instead of training one")
     p.add_argument("--work", type=Path, help="keep the runs here (default: a temp folder)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATA,
+        help="holds wikitext-2/ and tiny-shakespeare/ (tests pass tiny ones)",
+    )
     p.add_argument("--name", default="finetune")
     args = p.parse_args()
+    wiki, shakespeare = args.data / "wikitext-2", args.data / "tiny-shakespeare"
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         piece = work / "shakespeare_slice.txt"
-        text = (SHAKESPEARE / "train.txt").read_bytes()[: args.slice_kb * 1000]
+        text = (shakespeare / "train.txt").read_bytes()[: args.slice_kb * 1000]
         piece.write_bytes(text)
-        valid = [SHAKESPEARE / "val.txt"]
+        valid = [shakespeare / "val.txt"]
         common = {
             "tokenizer": "byte",
             "device": "cpu",
@@ -134,8 +138,8 @@ def main() -> None:
             base = work / "base"
             results["base"] = train(
                 base,
-                [WIKI / "wiki.train.tokens"],
-                [WIKI / "wiki.valid.tokens"],
+                [wiki / "wiki.train.tokens"],
+                [wiki / "wiki.valid.tokens"],
                 TrainConfig(**common, max_time=args.base_time),
                 model_cfg,
                 max_tokens=args.forget_tokens,  # its val_loss is the forgetting baseline's
@@ -155,7 +159,7 @@ def main() -> None:
                 f"after {results[name]['train_seconds']}s",
                 flush=True,
             )
-        wiki_valid = WIKI / "wiki.valid.tokens"
+        wiki_valid = wiki / "wiki.valid.tokens"
         forgetting = {
             name: base_corpus_loss(run, wiki_valid, work, args.forget_tokens)
             for name, run in (
@@ -166,11 +170,7 @@ def main() -> None:
         }
         gain = results["scratch"]["val_loss"] - results["finetuned_ulmfit"]["val_loss"]
         payload = {
-            "settings": vars(args)
-            | {
-                "base": str(args.base) if args.base else None,
-                "work": str(args.work) if args.work else None,
-            },
+            "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "finetune_defaults": FINETUNE_DEFAULTS,
             "runs": results,
             "base_corpus_val_loss": forgetting,
