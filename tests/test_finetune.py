@@ -257,3 +257,22 @@ def test_byte_level_vocabularies_cover_any_new_text():
     for tok in (bpe, ByteTokenizer()):
         assert extend_tokenizer(tok, [text]) is tok  # nothing added
         assert tok.covers(text) and tok.decode(tok.encode(text)) == text
+
+
+def test_fine_tuning_pays_on_a_little_text(tmp_path, corpus_file):
+    """Steps, not seconds, so a loaded machine cannot change the outcome."""
+    from conftest import make_play
+
+    small = tmp_path / "small.txt"
+    small.write_text(make_play(40, seed=7), encoding="utf-8")
+    valid = tmp_path / "valid.txt"
+    valid.write_text(make_play(40, seed=8), encoding="utf-8")
+    model_cfg = ModelConfig(embedding_size=16, hidden_size=16, num_layers=1)
+    cfg = TrainConfig(**{**TINY_TRAIN, "eval_every": 1000}, max_steps=80, lr=2e-2)
+    Trainer.create(tmp_path / "base", [corpus_file], cfg, model_cfg).fit()
+    few = cfg.replace(max_steps=15)
+    scratch = Trainer.create(tmp_path / "scratch", [small], few, model_cfg, [valid]).fit()
+    tuned = Trainer.create(
+        tmp_path / "tuned", [small], few, None, [valid], init_from=tmp_path / "base"
+    ).fit()
+    assert tuned["best_val_loss"] < scratch["best_val_loss"] - 0.5
