@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo base test test-slow lint bench-quality bench-generation bench-throughput bench-server \
-	bench-fairness \
+	bench-fairness bench-finetune \
 	bench-gpu-tiny study clean
 
 demo: $(STAMP)
@@ -43,6 +43,9 @@ bench-generation: $(STAMP)
 
 bench-throughput: $(STAMP)
 	cd benchmarks && ../$(PY) train_throughput.py
+
+bench-finetune: $(STAMP)  # ~20 min on 2 cores: a 600-s WikiText-2 base, then 3 runs of 120 s
+	cd benchmarks && ../$(PY) finetune.py && ../$(PY) finetune_defaults.py
 
 bench-gpu-tiny: $(STAMP)  # the GPU suite's steps at tiny sizes, on CPU
 	PYTHON=$(PY) bash benchmarks/gpu_suite.sh --tiny
