@@ -3,7 +3,8 @@ through ``RunDir``.
 
 A run directory is a model directory (modeldir.py: the *best* model so far) plus::
 
-    train_config.json          TrainConfig of the run and the files each split came from
+    train_config.json          TrainConfig of the run, the files each split came from, and
+                               (fine-tuned runs) the base model: provenance.py
     trainer/state.safetensors  latest weights, optimizer moments, carried hidden state, RNG
                                states, and (in its metadata) step, data position, best loss
                                (what the tensors are: training/state.py; their checks:
