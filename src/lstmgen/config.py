@@ -303,7 +303,9 @@ class GenerationConfig(_JsonConfig):
 # finetune.py). lr_layer_decay 2.6 is ULMFiT's (Howard & Ruder 2018, section 3.2); the short
 # warmup gives AdamW's fresh moments a few steps before full-size updates reach the pretrained
 # weights (the schedule still caps it at 10 % of the run, then decays: ULMFiT's slanted
-# triangular rates have the same shape). benchmarks/finetune.py measures them.
+# triangular rates have the same shape). Not yet measured better here: benchmarks/
+# finetune_defaults.py compares them, and its only run so far (a base too small to tell, on a
+# busy machine) moved the loss by < 0.01 nats either way; the lead reruns it on a quiet machine.
 FINETUNE_DEFAULTS: dict[str, Any] = {"lr_layer_decay": 2.6, "warmup_steps": 20}
 
 # Named bundles of settings for people who do not want to know them. "cpu-small" is the
