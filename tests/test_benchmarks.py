@@ -104,3 +104,27 @@ def test_attention_cost_tiny_compares_memories_with_the_lstm(tmp_path):
     assert r["rows"][0]["vs_lstm"] == 1.0
     table = benchmark_module("attention_cost").markdown(r).splitlines()
     assert table[0] == "| memory (tokens) | batch 1 | batch 2 |" and "(plain LSTM)" in table[2]
+
+
+@pytest.mark.slow
+def test_finetune_benchmark_tiny(tmp_path):
+    from conftest import make_play
+
+    data = tmp_path / "data"
+    (data / "wikitext-2").mkdir(parents=True)
+    (data / "tiny-shakespeare").mkdir()
+    for name, seed in (("wiki.train.tokens", 0), ("wiki.valid.tokens", 1)):
+        (data / "wikitext-2" / name).write_text(make_play(200, seed), encoding="utf-8")
+    (data / "tiny-shakespeare" / "train.txt").write_text(make_play(300, 2), encoding="utf-8")
+    (data / "tiny-shakespeare" / "val.txt").write_text(make_play(40, 3), encoding="utf-8")
+    r = benchmark_result(
+        tmp_path, "finetune.py", "--data", str(data), "--base-time", "3", "--time", "2",
+        "--hidden-size", "8", "--embedding-size", "8", "--eval-every", "5", "--eval-tokens",
+        "500", "--forget-tokens", "500", "--slice-kb", "5", "--name", "ft",
+    )  # fmt: skip
+    assert set(r["runs"]) == {"base", "finetuned_ulmfit", "finetuned_plain", "scratch"}
+    assert r["runs"]["finetuned_ulmfit"]["curve"] and r["runs"]["scratch"]["added_tokens"] == 0
+    assert set(r["base_corpus_val_loss"]) == {"base", "finetuned_ulmfit", "finetuned_plain"}
+    assert r["gain_nats_per_char"] == pytest.approx(
+        r["runs"]["scratch"]["val_loss"] - r["runs"]["finetuned_ulmfit"]["val_loss"], abs=1e-3
+    )

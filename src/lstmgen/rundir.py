@@ -3,7 +3,8 @@ through ``RunDir``.
 
 A run directory is a model directory (modeldir.py: the *best* model so far) plus::
 
-    train_config.json          TrainConfig of the run and the files each split came from
+    train_config.json          TrainConfig of the run, the files each split came from, and
+                               (fine-tuned runs) the base model: provenance.py
     trainer/state.safetensors  latest weights, optimizer moments, carried hidden state, RNG
                                states, and (in its metadata) step, data position, best loss
                                (what the tensors are: training/state.py; their checks:
@@ -129,10 +130,28 @@ class RunDir:
 
     # --- train config ---------------------------------------------------------------------
 
-    def write_config(self, config: TrainConfig, sources: dict[str, list[str]]) -> None:
-        """Save a run's TrainConfig together with the files each split came from."""
-        if self.writer:
-            write_json_atomic(self.config_file, {**config.to_dict(), "sources": sources})
+    def write_config(
+        self,
+        config: TrainConfig,
+        sources: dict[str, list[str]],
+        base: dict[str, Any] | None = None,
+    ) -> None:
+        """Save a run's TrainConfig together with the files each split came from, and the
+        base model it started from (provenance.py; by default the one already recorded, so a
+        resume keeps it)."""
+        if not self.writer:
+            return
+        base = base if base is not None else self.read_base()
+        extra = {"base": base} if base else {}
+        write_json_atomic(self.config_file, {**config.to_dict(), "sources": sources, **extra})
+
+    def read_base(self) -> dict[str, Any] | None:
+        """The base-model record of a fine-tuned run (provenance.py), None for any other."""
+        if not self.config_file.exists():
+            return None
+        saved = read_json(self.config_file)
+        base = saved.get("base") if isinstance(saved, dict) else None
+        return base if isinstance(base, dict) else None
 
     def read_config(self) -> tuple[TrainConfig, dict[str, list[str]]]:
         """The TrainConfig and the corpus sources saved by ``write_config``."""
@@ -143,6 +162,7 @@ class RunDir:
         if not isinstance(saved, dict):
             raise CheckpointError(f"{path} is not a train config")
         sources = saved.pop("sources", {})
+        saved.pop("base", None)  # provenance, read_base's
         # Runs from before line endings were normalised read them as they were: keep doing so,
         # or resuming one would re-tokenize its corpus into other tokens.
         saved.setdefault("keep_line_endings", True)
@@ -158,11 +178,16 @@ class RunDir:
     # --- the model directory and the trainer state -----------------------------------------
 
     def write_new_run(
-        self, config: TrainConfig, sources: dict[str, list[str]], model: Model
+        self,
+        config: TrainConfig,
+        sources: dict[str, list[str]],
+        model: Model,
+        base: dict[str, Any] | None = None,
     ) -> None:
-        """The files of a run just created (by either trainer): its config and sources, the
-        initial model, and no metrics from a run that was there before."""
-        self.write_config(config, sources)
+        """The files of a run just created (by either trainer): its config and sources (and
+        base model, if fine-tuned), the initial model, and no metrics from a run that was
+        there before."""
+        self.write_config(config, sources, base or {})
         self.save_model(model)
         self.clear_metrics()
 

@@ -494,3 +494,31 @@ def fit_tokenizer(kind: str, texts: Iterable[str], **options: Any) -> Tokenizer:
     if kind == "bpe":
         return BPETokenizer.fit(texts, options.get("vocab_size", 8000))
     raise TokenizerError(f"unknown tokenizer {kind!r}")
+
+
+def extend_tokenizer(base: Tokenizer, texts: Iterable[str], **options: Any) -> Tokenizer:
+    """``base``'s vocabulary, in its order, plus what ``texts`` has that it lacks (fine-tuning,
+    training.finetune). Ids of the base never move, so its embedding rows keep their meaning.
+
+    - byte and BPE: ``base`` itself (``texts`` is not read). Both are byte-level: any text
+      encodes (a BPE vocabulary's 256 byte tokens cover what its merges do not), so nothing is
+      ever added.
+    - char: the unseen characters, sorted, after the base's.
+    - word: the unseen words, most frequent first, with ``min_freq``; the whole vocabulary at
+      most ``max_vocab`` words (0 = no limit; a base already that large gains none).
+
+    >>> extend_tokenizer(CharTokenizer(["a", "b"]), ["abc"]).chars
+    ['a', 'b', 'c']
+    """
+    if isinstance(base, CharTokenizer):
+        seen = CharTokenizer.fit(texts).chars
+        new = [c for c in seen if c not in base.index]
+        return CharTokenizer(base.chars + new, base.replacement)
+    if isinstance(base, WordTokenizer):
+        fitted = WordTokenizer.fit(texts, options.get("min_freq", 1))
+        new = [w for w in fitted.words if w not in base.index]
+        limit = options.get("max_vocab", 0)
+        if limit:
+            new = new[: max(0, limit - len(base.words))]
+        return WordTokenizer(base.words + new)
+    return base

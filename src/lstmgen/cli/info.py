@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import click
 
+from .. import provenance
 from ..errors import CheckpointError
 from ..files import check_regular_file, parse_json
 from ..rundir import RunDir
@@ -61,6 +63,11 @@ def info_command(run: str, as_json: bool) -> None:
         "last_train_loss": logs[-1]["train_loss"] if logs else None,
         "training_seconds": pos.get("elapsed", max((r.get("elapsed", 0) for r in rows), default=0)),
     }
+    base_chain = provenance.chain(run_dir.read_base())  # nearest base first
+    for record in base_chain:
+        why = provenance.changed(record)
+        if why:
+            warnings.warn(f"base model {record['path']}: {why}", stacklevel=1)
     info = {
         "path": str(run),
         "model": model.config.to_dict(),
@@ -69,6 +76,7 @@ def info_command(run: str, as_json: bool) -> None:
         "generation": model.generation_config.to_dict(),
         "training": train_cfg,
         "history": history,
+        "base_chain": base_chain,
     }
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False))
@@ -90,6 +98,12 @@ def info_command(run: str, as_json: bool) -> None:
     if train_cfg:
         keys = ("batch_size", "seq_len", "lr", "max_steps", "epochs", "max_time", "seed")
         click.echo("training:   " + ", ".join(f"{k}={train_cfg.get(k)}" for k in keys))
+    for i, record in enumerate(base_chain):  # run <- base <- its base ...
+        label = "base:      " if i == 0 else "  from:    "
+        click.echo(f"{label} {record['path']} (sha256 {record['sha256'][:12]})")
+    if base_chain and train_cfg:
+        keys = ("lr_layer_decay", "unfreeze_every", "freeze_embeddings", "warmup_steps")
+        click.echo("fine-tune:  " + ", ".join(f"{k}={train_cfg.get(k)}" for k in keys))
     h = history
     best = f"{h['best_val_loss']:.4f}" if h["best_val_loss"] is not None else "-"
     click.echo(

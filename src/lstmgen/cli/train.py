@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
+from ..config import (
+    CELLS,
+    FINETUNE_DEFAULTS,
+    PRECISIONS,
+    PRESETS,
+    TOKENIZERS,
+    ModelConfig,
+    TrainConfig,
+)
 from ..errors import ConfigError
 from ..modeldir import read_model_config
 from ..models.registry import ARCHITECTURES
@@ -133,6 +141,30 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its methods
         self.bar = None
 
 
+def _base_model_config(init_from: str, given: dict[str, Any]) -> tuple[ModelConfig, str]:
+    """The base model's config (with ``--dropout`` if given) and tokenizer kind. A size or
+    tokenizer flag that disagrees with the base is a usage error (repeating the base's value is
+    fine)."""
+    from ..modeldir import read_model_meta
+    from ..training.finetune import resolve_base
+
+    path = resolve_base(init_from)
+    base, tokenizer, _ = read_model_meta(path)
+    bad = [
+        f"--{k.replace('_', '-')} {given[k]} (the base has {getattr(base, k)})"
+        for k in MODEL_OPTIONS
+        if k in given and k != "dropout" and given[k] != getattr(base, k)
+    ]
+    if given.get("tokenizer", tokenizer.kind) != tokenizer.kind:
+        bad.append(f"--tokenizer {given['tokenizer']} (the base has {tokenizer.kind})")
+    if bad:
+        raise click.UsageError(
+            f"{', '.join(bad)}: the architecture, sizes and tokenizer come from the base model "
+            f"{path}; leave the flag out"
+        )
+    return base.replace(dropout=given.get("dropout", base.dropout)), tokenizer.kind
+
+
 def _install_stop_handlers(trainer: Trainer) -> None:
     """First Ctrl-C / SIGTERM: finish the step, save, exit. A second one: stop at once."""
 
@@ -161,6 +193,29 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     "--resume", type=click.Path(file_okay=False), help="Continue the run in this directory."
 )
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Named settings.")
+@click.option(
+    "--init-from",
+    help="Fine-tune: start from this trained model directory (its architecture, sizes, "
+    "tokenizer and weights; char/word vocabularies gain the corpus's new tokens). 'base': "
+    "runs/base, made by `make base`.",
+)
+@click.option(
+    "--lr-layer-decay",
+    type=float,
+    help="Layer group k from the top (decoder + top layer, ..., embedding) learns at "
+    "lr / X^k (ULMFiT); 2.6 with --init-from.",
+)
+@click.option(
+    "--unfreeze-every",
+    type=int,
+    help="Gradual unfreezing: train the top layer group only, one more every N steps (0 = off).",
+)
+@click.option(
+    "--freeze-embeddings",
+    is_flag=True,
+    default=None,
+    help="Keep the embedding (and a tied decoder matrix) as it is.",
+)
 @click.option("--tokenizer", type=click.Choice(TOKENIZERS))
 @click.option("--vocab-size", type=int, help="BPE vocabulary size.")
 @click.option("--min-freq", type=int, help="Word level: rarer words become <unk>.")
@@ -204,7 +259,9 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
-@click.option("--warmup-steps", type=int, help="At most 10% of the run's steps or time.")
+@click.option(
+    "--warmup-steps", type=int, help="At most 10% of the run's steps or time; 20 with --init-from."
+)
 @click.option("--grad-clip", type=float)
 @click.option("--max-steps", type=int, help="Steps of training (0 = no limit).")
 @click.option("--epochs", type=float)
@@ -246,6 +303,7 @@ def train_command(
     test_files: tuple[str, ...],
     resume: str | None,
     preset: str | None,
+    init_from: str | None,
     quiet: bool,
     backend: str,
     **options: Any,
@@ -256,6 +314,7 @@ def train_command(
       lstmgen train poems.txt -o runs/poems --max-time 600
       lstmgen train --train ptb.train.txt --valid ptb.valid.txt --tokenizer word -o runs/ptb
       lstmgen train --resume runs/poems --max-steps 20000
+      lstmgen train my_letters.txt --init-from runs/base -o runs/letters --max-time 300
     """
     from ..train import Trainer
 
@@ -271,6 +330,15 @@ def train_command(
             raise click.UsageError("--device applies to --backend torch only")
         if given.get("precision", "fp32") not in ("auto", "fp32"):
             raise click.UsageError("--precision applies to --backend torch only")
+        tools = ("lr_layer_decay", "unfreeze_every", "freeze_embeddings")
+        if any(k in given for k in tools):
+            raise click.UsageError(
+                "--lr-layer-decay, --unfreeze-every and --freeze-embeddings need --backend torch"
+            )
+    if init_from and resume:
+        raise click.UsageError("--init-from starts a new run: --resume's run has its weights")
+    if init_from and backend == "numpy":
+        raise click.UsageError("--init-from needs --backend torch")
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
@@ -287,9 +355,13 @@ def train_command(
         trainer = Trainer.resume(resume, [callback], **given)
     else:
         preset = preset or "cpu-small"
-        model_cfg = ModelConfig.from_dict(
-            {**PRESETS[preset]["model"], **{k: given[k] for k in MODEL_OPTIONS if k in given}}
-        )
+        if init_from:  # the model is the base's; fine-tuning's own defaults
+            model_cfg, kind = _base_model_config(init_from, given)
+            given = {**FINETUNE_DEFAULTS, **given, "tokenizer": kind}
+        else:
+            model_cfg = ModelConfig.from_dict(
+                {**PRESETS[preset]["model"], **{k: given[k] for k in MODEL_OPTIONS if k in given}}
+            )
         train_cfg = TrainConfig.from_dict(
             {
                 **PRESETS[preset]["train"],
@@ -308,10 +380,24 @@ def train_command(
         if others and not RunDir(out).data_dir.exists():  # a run being created has its lock only
             raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
         t0 = time.perf_counter()
+        extra = {"init_from": init_from} if init_from else {}
         trainer = trainer_class.create(
-            out, all_train, train_cfg, model_cfg, valid_files, test_files, callbacks=[callback]
+            out,
+            all_train,
+            train_cfg,
+            model_cfg,
+            valid_files,
+            test_files,
+            callbacks=[callback],
+            **extra,
         )
         click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
+        if init_from:
+            click.echo(
+                f"fine-tuning {init_from}: added {trainer.added_tokens} tokens to its vocabulary "
+                f"({trainer.model.config.vocab_size:,} now)",
+                err=True,
+            )
         if preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
             warnings.warn(
                 f"--preset gpu-fast is sized for a large GPU; on {trainer.device.type} each step "

@@ -41,6 +41,7 @@ from ..runlock import RunLock
 from ..runtime import is_out_of_memory, resolve_device, resolve_precision, synchronize, tf32
 from ..state import State
 from ..tokenizers import load_tokenizer
+from . import finetune
 from . import state as trainer_state
 from .optim import adamw, clip_gradients, decay_groups
 from .schedule import Position, RunSchedule
@@ -116,6 +117,7 @@ class Trainer(RunSchedule):
         self.stop_requested = False
         self.lock: RunLock | NoLock | None = None  # held from create/resume to the end of fit
         self.eval_seconds: float | None = None  # how long the last evaluation took
+        self.added_tokens = 0  # fine-tuning: tokens added to the base's vocabulary (create)
         self._clock = (0.0, time.perf_counter())  # (pos.elapsed, perf_counter) at fit's start
         self.streams = batchify(corpus.train.tokens, config.batch_size)  # (B, n)
         self.windows_per_epoch = num_windows(self.streams, config.seq_len)
@@ -137,6 +139,8 @@ class Trainer(RunSchedule):
         Override to fine-tune: leave parameters out to freeze them, give a group its own
         ``weight_decay``. The groups are part of the trainer state: a resumed run must
         make the same ones."""
+        if finetune.uses_layer_groups(self.config):  # ULMFiT's groups by layer
+            return finetune.param_groups(self.model, self.config)
         return decay_groups(self.model, self.config.weight_decay)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
@@ -155,11 +159,20 @@ class Trainer(RunSchedule):
         valid: Sequence[str | Path] = (),
         test: Sequence[str | Path] = (),
         callbacks: Sequence[Callback] = (),
+        init_from: str | Path | None = None,
     ) -> Trainer:
-        """Start a new run: tokenize the corpus, build the model, write the run directory."""
+        """Start a new run: tokenize the corpus, build the model, write the run directory.
+
+        ``init_from``: a trained model directory to fine-tune (training/finetune.py): its
+        architecture, sizes, tokenizer kind and weights; char and word vocabularies gain the
+        corpus's unseen tokens (``trainer.added_tokens`` says how many). ``model_config`` may
+        then only repeat the base's sizes (its ``dropout`` is used)."""
         config = config or TrainConfig()
         run = RunDir(out_dir)
         resolve_precision(config.precision, resolve_device(config.device))  # errors come first
+        base = finetune.Base.open(init_from) if init_from is not None else None
+        if base is not None:
+            config = base.check_config(config)
         fresh = not run.path.exists()
         lock = run.lock()  # before anything in the folder is written or cleaned
         try:
@@ -168,16 +181,22 @@ class Trainer(RunSchedule):
                     f"{out_dir} already holds a run: use --resume, or another --output"
                 )
             run.remove_stale_temp_files()
-            corpus = prepare_corpus(out_dir, config, train, valid, test)
-            model_config = (model_config or ModelConfig()).replace(
-                vocab_size=corpus.tokenizer.vocab_size
+            corpus = prepare_corpus(
+                out_dir, config, train, valid, test, base=base.tokenizer if base else None
             )
+            vocab = corpus.tokenizer.vocab_size
+            if base is not None:
+                model_config = base.model_config(model_config, vocab)
+            else:
+                model_config = (model_config or ModelConfig()).replace(vocab_size=vocab)
             with memory_hint(config, model_config.hidden_size):
                 torch.manual_seed(config.seed)
                 model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
+                added = base.init(model) if base is not None else 0
                 trainer = cls(model, config, corpus, out_dir, callbacks)
+            trainer.added_tokens = added
             trainer.pos.warmup = trainer.planned_warmup()
-            run.write_new_run(config, corpus.sources, model)
+            run.write_new_run(config, corpus.sources, model, base.record if base else None)
             trainer.save_state()
         except BaseException:
             if fresh:  # a half-made run directory would pass for a run later: leave nothing
@@ -281,13 +300,14 @@ class Trainer(RunSchedule):
     # --- the loop ---------------------------------------------------------------------------
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at()
+        # each group's share of the schedule's lr (fine-tuning: by layer, 0 while frozen)
+        frozen = finetune.set_group_lrs(self.optimizer, self.lr_at(), self.config, self.pos.step)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             logits, hidden = self.model(x, self.hidden)  # (B, T, V)
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        finetune.zero_grads(frozen)
         if self.config.grad_clip:
             clip_gradients(self.model, self.config.grad_clip)
         self.optimizer.step()
