@@ -26,6 +26,7 @@ T = TypeVar("T", bound="_JsonConfig")
 CELLS = ("lstm", "gru", "rnn")
 TOKENIZERS = ("char", "byte", "word", "bpe")
 PRECISIONS = ("auto", "bf16", "fp32")
+LABEL_SOURCES = ("", "folders", "jsonl")
 
 
 def _show(value: Any) -> str:
@@ -133,8 +134,12 @@ class ModelConfig(_JsonConfig):
     # the architecture, a name in models/registry.py (checked there when a model is built or a
     # model directory read); config.json files written before issue #11 have none: the default
     arch: str = "recurrent"
+    # length F of the feature vector each document carries (issue #13; 0 = none): the model maps
+    # it to its initial state (models/recurrent.py, Show and Tell's image-to-state)
+    feature_size: int = 0
 
     def check_values(self) -> None:
+        _check(self.feature_size >= 0, "feature_size must be >= 0")
         _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         _check(self.vocab_size >= 0, "vocab_size must be >= 0")
         _check(self.embedding_size > 0, "embedding_size must be > 0")
@@ -175,6 +180,12 @@ class TrainConfig(_JsonConfig):
     # (see runtime.py: resolve_precision). bf16 needs CUDA.
     precision: str = "auto"
     log_every: int = 10  # steps between progress updates (the only host syncs in the loop)
+    # Conditioning (issue #13, documents.py): where each document's label comes from ("" none,
+    # folders, jsonl), the label of unlabelled documents in a labelled corpus ("" = an error),
+    # and where feature vectors come from ("" none, jsonl)
+    labels_from: str = ""
+    unlabelled_as: str = ""
+    features_from: str = ""
 
     def check_values(self) -> None:
         _check(
@@ -213,6 +224,18 @@ class TrainConfig(_JsonConfig):
         _check(self.patience >= 0, "patience must be >= 0")
         _check(self.sample_tokens >= 0, "sample_tokens must be >= 0")
         _check(self.log_every > 0, "log_every must be > 0")
+        _check(
+            self.labels_from in LABEL_SOURCES,
+            f"labels_from must be folders or jsonl, got {self.labels_from!r}",
+        )
+        _check(
+            self.features_from in ("", "jsonl"),
+            f"features_from must be jsonl, got {self.features_from!r}",
+        )
+        _check(
+            not self.unlabelled_as or bool(self.labels_from),
+            "unlabelled_as needs labels_from (--labels-from folders or jsonl)",
+        )
         _check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",

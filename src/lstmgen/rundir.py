@@ -45,6 +45,7 @@ METRICS = "metrics.jsonl"
 PLOT = "loss.png"
 DATA = "data"
 LOCK_FILE = "train.lock"
+LABELS = "labels.json"  # a labelled run's document count per split and label (documents.py)
 
 
 class NoLock:
@@ -156,6 +157,26 @@ class RunDir:
             raise CheckpointError(f"{path}: {exc}") from None
 
     # --- the model directory and the trainer state -----------------------------------------
+
+    def write_labels(self, counts: dict[str, dict[str, int]]) -> None:
+        """``{"train": {"comedy": 12, ...}, "valid": {...}}``: documents per split and label."""
+        if self.writer:
+            write_json_atomic(self.path / LABELS, counts)
+
+    def read_labels(self) -> dict[str, dict[str, int]]:
+        """What ``write_labels`` wrote ({} without the file or with a broken one)."""
+        path = self.path / LABELS
+        if not path.exists():
+            return {}
+        try:
+            counts = read_json(path)
+        except CheckpointError:
+            return {}
+        ok = isinstance(counts, dict) and all(
+            isinstance(v, dict) and all(isinstance(n, int) for n in v.values())
+            for v in counts.values()
+        )
+        return counts if ok else {}
 
     def write_new_run(
         self, config: TrainConfig, sources: dict[str, list[str]], model: Model

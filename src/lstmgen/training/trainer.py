@@ -94,6 +94,8 @@ class Trainer(RunSchedule):
     >>> Trainer.resume("runs/poems", max_steps=400).fit()  # doctest: +SKIP
     """
 
+    takes_features = False  # a features_from corpus needs training/features.py's FeatureTrainer
+
     def __init__(
         self,
         model: LanguageModel,
@@ -157,6 +159,12 @@ class Trainer(RunSchedule):
     ) -> Trainer:
         """Start a new run: tokenize the corpus, build the model, write the run directory."""
         config = config or TrainConfig()
+        if bool(config.features_from) != cls.takes_features:
+            raise ConfigError(
+                "a --features-from corpus trains with lstmgen.training.features.FeatureTrainer"
+                if config.features_from
+                else f"{cls.__name__} needs a --features-from corpus"
+            )
         run = RunDir(out_dir)
         resolve_precision(config.precision, resolve_device(config.device))  # errors come first
         fresh = not run.path.exists()
@@ -168,8 +176,10 @@ class Trainer(RunSchedule):
                 )
             run.remove_stale_temp_files()
             corpus = prepare_corpus(out_dir, config, train, valid, test)
+            features = getattr(corpus.train, "features", None)  # (D, F) of a feature corpus
             model_config = (model_config or ModelConfig()).replace(
-                vocab_size=corpus.tokenizer.vocab_size
+                vocab_size=corpus.tokenizer.vocab_size,
+                feature_size=0 if features is None else features.shape[1],
             )
             with memory_hint(config, model_config.hidden_size):
                 torch.manual_seed(config.seed)
