@@ -12,6 +12,7 @@ A run directory is a model directory (modeldir.py: the *best* model so far) plus
     loss.png                   train and validation loss curves, written at the end
     data/                      the memmapped token cache, one SPLIT.bin per split
     train.lock                 held (flock) by the one process training the run (runlock.py)
+    labels.json                a labelled run's documents per split and label (documents.py)
 
 ``RunDir(path, writer=False)`` reads like any other but its write methods do nothing: a
 multi-process run gives every rank but the first one of those, so that only one process
