@@ -137,3 +137,18 @@ def test_labels_from_jsonl_train_and_word_tokenizer(run_cli, tmp_path):
 
     tok = LanguageModel.from_pretrained(out).tokenizer
     assert tok.labels == ["a", "b"] and tok.vocab_size == len(tok.words) + 2
+
+
+@pytest.mark.slow  # three (tiny) trainings in a subprocess
+def test_labels_steer_benchmark_smoke(tmp_path):
+    from conftest import SHARED_DATA, benchmark_result
+
+    if not (SHARED_DATA / "wikitext-2").is_dir():
+        pytest.skip("needs ../shared/data")
+    r = benchmark_result(
+        tmp_path, "labels_steer.py", "--budget", "1", "--chars", "5000", "--val-chars", "1000",
+        "--samples", "3", "--sample-tokens", "20", "--preset", "tiny", "--name", "smoke",
+    )  # fmt: skip
+    assert set(r["labels"]) == {"shakespeare", "wikitext"} and "machine" in r
+    for v in r["labels"].values():
+        assert sum(v["classified"].values()) == 3 and v["val_loss_alone"] > 0

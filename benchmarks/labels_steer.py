@@ -1,0 +1,174 @@
+"""Labels steer (issue #13): one labelled model on Shakespeare + WikiText-2.
+
+Trains one char-level model on two corpora of different kinds, each a label
+(``--labels-from folders``): tiny-shakespeare's ``train.txt`` and WikiText-2's
+``wiki.train.tokens`` (``../shared/data``), each cut to ``--chars`` characters so that the labels
+are balanced. Then:
+
+1. **Steering**: ``--samples`` samples per label (prompt "", the label's token first), each
+   classified by a character n-gram naive Bayes trained here on the two training texts (not
+   the model). Floor: >= 95 % classified as the label asked for.
+2. **Cost of sharing**: each label's validation loss (nats/char on ``val.txt`` /
+   ``wiki.valid.tokens``, cut to ``--val-chars``; scored in one stateful pass from
+   ``bos, <|label:X|>``) against a model of the same size trained on that corpus alone for the
+   same ``--budget`` seconds.
+
+Three trainings of ``--budget`` seconds each. The lead's full run:
+
+    python benchmarks/labels_steer.py --budget 600
+    python benchmarks/labels_steer.py --budget 2 --chars 20000 --val-chars 5000 \\
+        --samples 5 --preset tiny --name labels_steer_smoke      # a smoke run (seconds)
+
+Tiny-shakespeare stands for "the built-in Shakespeare corpus" of the issue: the same author,
+with a standard validation split, and present wherever ``../shared/data`` is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from common import SHARED_DATA, write_result
+
+CORPORA = {
+    "shakespeare": ("tiny-shakespeare/train.txt", "tiny-shakespeare/val.txt"),
+    "wikitext": ("wikitext-2/wiki.train.tokens", "wikitext-2/wiki.valid.tokens"),
+}
+
+
+class NgramBayes:
+    """Multinomial naive Bayes over character n-grams (n = 1..N), add-one smoothing."""
+
+    def __init__(self, texts: dict[str, str], n: int = 4):
+        self.n = n
+        self.counts = {label: self._grams(text) for label, text in texts.items()}
+        self.totals = {label: sum(c.values()) for label, c in self.counts.items()}
+        self.vocab = len(set().union(*self.counts.values()))
+
+    def _grams(self, text: str) -> Counter:
+        n = len(text)
+        return Counter(text[i : i + k] for k in range(1, self.n + 1) for i in range(n - k + 1))
+
+    def classify(self, text: str) -> str:
+        grams = self._grams(text)
+        scores = {
+            label: sum(
+                k * math.log((counts.get(g, 0) + 1) / (self.totals[label] + self.vocab))
+                for g, k in grams.items()
+            )
+            for label, counts in self.counts.items()
+        }
+        return max(scores, key=scores.get)
+
+
+def val_loss(model, text: str, label: str | None, seq_len: int = 512) -> float:
+    """Nats per character of ``text`` scored in one stateful pass after ``bos`` (and the
+    label's token): the text's own tokens only."""
+    import torch
+    import torch.nn.functional as F
+
+    tok = model.tokenizer
+    head = [tok.bos_id] + ([tok.label_id(label)] if label is not None else [])
+    ids = tok.encode(text, unknown="replace")
+    seq = torch.tensor([head + ids], dtype=torch.long)
+    total, state, first = 0.0, None, len(head) - 1  # the first input whose target is text
+    with torch.inference_mode():
+        model.eval()
+        for s in range(0, seq.shape[1] - 1, seq_len):
+            x, y = seq[:, s : s + seq_len], seq[:, s + 1 : s + seq_len + 1]
+            x = x[:, : y.shape[1]]
+            logits, state = model(x, state)  # (1, T, V)
+            nll = F.cross_entropy(logits[0].float(), y[0], reduction="none")  # (T,)
+            total += nll[max(0, first - s) :].sum().item()
+    return total / len(ids)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model")
+    ap.add_argument("--chars", type=int, default=1_000_000, help="training chars per corpus")
+    ap.add_argument("--val-chars", type=int, default=100_000, help="validation chars per corpus")
+    ap.add_argument("--samples", type=int, default=100, help="samples per label")
+    ap.add_argument("--sample-tokens", type=int, default=200)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--preset", default="cpu-small")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--name", default="labels_steer")
+    args = ap.parse_args()
+
+    import torch
+
+    from lstmgen import LanguageModel, ModelConfig, TrainConfig, Trainer
+    from lstmgen.config import PRESETS
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    texts, vals = {}, {}
+    for label, (train, val) in CORPORA.items():
+        texts[label] = (SHARED_DATA / train).read_text(encoding="utf-8")[: args.chars]
+        vals[label] = (SHARED_DATA / val).read_text(encoding="utf-8")[: args.val_chars]
+    preset = PRESETS[args.preset]
+    common = {**preset["train"], "max_time": args.budget, "device": args.device, "seed": 1}
+    common.update(sample_tokens=0, eval_every=10**9)  # one evaluation, at the end
+    model_cfg = ModelConfig(**preset["model"])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for split, content in (("train", texts), ("valid", vals)):
+            for label, text in content.items():
+                (root / split / label).mkdir(parents=True)
+                (root / split / label / f"{label}.txt").write_text(text, encoding="utf-8")
+        began = time.perf_counter()
+        cfg = TrainConfig(**common, labels_from="folders")
+        Trainer.create(root / "labelled", [root / "train"], cfg, model_cfg,
+                       valid=[root / "valid"]).fit()  # fmt: skip
+        labelled = LanguageModel.from_pretrained(root / "labelled")
+        alone = {}
+        for label in CORPORA:
+            Trainer.create(root / label, [root / "train" / label], TrainConfig(**common),
+                           model_cfg, valid=[root / "valid" / label]).fit()  # fmt: skip
+            alone[label] = LanguageModel.from_pretrained(root / label)
+        trained = time.perf_counter() - began
+
+        bayes = NgramBayes(texts)
+        per_label = {}
+        for label in CORPORA:
+            samples = labelled.complete(
+                "", n=args.samples, label=label, max_new_tokens=args.sample_tokens,
+                temperature=args.temperature, seed=7,
+            )  # fmt: skip
+            got = Counter(bayes.classify(s) for s in samples)
+            per_label[label] = {
+                "classified_as_asked": got[label] / args.samples,
+                "classified": dict(got),
+                "val_loss_labelled": val_loss(labelled, vals[label], label),
+                "val_loss_alone": val_loss(alone[label], vals[label], None),
+                "example": samples[0][:200],
+            }
+            r = per_label[label]
+            r["val_loss_cost"] = r["val_loss_labelled"] - r["val_loss_alone"]
+    steer = sum(r["classified_as_asked"] for r in per_label.values()) / len(per_label)
+    payload = {
+        "settings": vars(args),
+        "model": model_cfg.to_dict(),
+        "classified_as_asked": steer,
+        "floor": 0.95,
+        "passes_floor": steer >= 0.95,
+        "labels": per_label,
+        "training_seconds": trained,
+        "notes": "val loss in nats/char; classifier: char 1-4-gram naive Bayes on the two "
+        "training texts. Times measured on a shared CPU (other jobs running) are noisy.",
+    }
+    out = write_result(args.name, payload)
+    for label, r in per_label.items():
+        print(
+            f"{label}: {r['classified_as_asked']:.0%} classified as asked; val loss "
+            f"{r['val_loss_labelled']:.4f} labelled vs {r['val_loss_alone']:.4f} alone"
+        )
+    print(f"steering {steer:.1%} (floor 95 %): {out}")
+
+
+if __name__ == "__main__":
+    main()
