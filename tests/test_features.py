@@ -98,3 +98,19 @@ def test_feature_lengths_must_agree(tmp_path, run_cli):
     (tmp_path / "f.jsonl").write_text("\n".join(map(json.dumps, rows)))
     res = run_cli("train", tmp_path / "f.jsonl", "--features-from", "jsonl", "-o", tmp_path / "r")
     assert res.code != 0 and "f.jsonl:2: 1 features where" in res.err
+
+
+def test_feature_runs_resume_and_refuse_the_plain_trainer(tmp_path, run_cli):
+    src = _corpus(tmp_path / "f.jsonl", n=24)
+    flags = ["--embedding-size", "8", "--hidden-size", "8", "--num-layers", "1", "--batch-size",
+             "6", "--eval-every", "4", "--sample-tokens", "0", "-q"]  # fmt: skip
+    res = run_cli("train", src, "--features-from", "jsonl", "-o", tmp_path / "r",
+                  "--max-steps", "4", *flags)  # fmt: skip
+    assert res.code == 0, res.err
+    assert run_cli("train", "--resume", tmp_path / "r", "--max-steps", "8", "-q").code == 0
+    from lstmgen.train import Trainer
+
+    with pytest.raises(ConfigError, match="FeatureTrainer"):
+        Trainer.resume(tmp_path / "r", max_steps=12)
+    ev = run_cli("eval", tmp_path / "r", "--split", "valid")
+    assert ev.code != 0 and "conditioned on feature vectors" in ev.err

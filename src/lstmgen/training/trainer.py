@@ -159,12 +159,7 @@ class Trainer(RunSchedule):
     ) -> Trainer:
         """Start a new run: tokenize the corpus, build the model, write the run directory."""
         config = config or TrainConfig()
-        if bool(config.features_from) != cls.takes_features:
-            raise ConfigError(
-                "a --features-from corpus trains with lstmgen.training.features.FeatureTrainer"
-                if config.features_from
-                else f"{cls.__name__} needs a --features-from corpus"
-            )
+        cls._check_corpus_kind(config)
         run = RunDir(out_dir)
         resolve_precision(config.precision, resolve_device(config.device))  # errors come first
         fresh = not run.path.exists()
@@ -207,6 +202,7 @@ class Trainer(RunSchedule):
         if not run.has_state():
             raise CheckpointError(f"{out_dir} has no trainer state to resume ({STATE_FILE})")
         saved, sources = run.read_config()
+        cls._check_corpus_kind(saved)
         changes = {k: v for k, v in overrides.items() if v is not None}
         unknown = sorted(set(changes) - set(TrainConfig.__dataclass_fields__))
         if unknown:
@@ -239,6 +235,16 @@ class Trainer(RunSchedule):
             raise
         trainer._hold(lock)
         return trainer
+
+    @classmethod
+    def _check_corpus_kind(cls, config: TrainConfig) -> None:
+        """A feature corpus needs the trainer that feeds vectors; other corpora the plain one."""
+        if bool(config.features_from) != cls.takes_features:
+            raise ConfigError(
+                "a --features-from corpus trains with lstmgen.training.features.FeatureTrainer"
+                if config.features_from
+                else f"{cls.__name__} needs a --features-from corpus"
+            )
 
     def _hold(self, lock: RunLock | NoLock) -> None:
         """Keep ``lock`` until ``fit`` ends, or until this trainer is garbage-collected."""
