@@ -87,6 +87,28 @@ def val_loss(model, text: str, label: str | None, seq_len: int = 512) -> float:
     return total / len(ids)
 
 
+def markdown(r: dict) -> str:
+    """The README table (render_readme.py)."""
+    from common import measured
+
+    rows = [
+        "| label | classified as asked | val loss, labelled model | val loss, that corpus alone |",
+        "|---|---|---|---|",
+    ]
+    for label, v in r["labels"].items():
+        rows.append(
+            f"| {label} | {v['classified_as_asked']:.0%} | {v['val_loss_labelled']:.4f} | "
+            f"{v['val_loss_alone']:.4f} |"
+        )
+    verdict = "meets" if r["passes_floor"] else "misses"
+    return (
+        "\n".join(rows)
+        + f"\n\n{r['classified_as_asked']:.1%} of {r['settings']['samples']} samples per label "
+        f"classified as asked ({verdict} the 95 % floor); {r['settings']['budget']:.0f} s of "
+        f"training per model. {measured(r)}."
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model")
