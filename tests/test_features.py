@@ -114,3 +114,20 @@ def test_feature_runs_resume_and_refuse_the_plain_trainer(tmp_path, run_cli):
         Trainer.resume(tmp_path / "r", max_steps=12)
     ev = run_cli("eval", tmp_path / "r", "--split", "valid")
     assert ev.code != 0 and "conditioned on feature vectors" in ev.err
+
+
+def test_an_architecture_without_feature_state_refuses_feature_size(monkeypatch):
+    from lstmgen.models import registry
+    from lstmgen.models.recurrent import Recurrent
+
+    class Plain:  # an architecture that never learned feature vectors
+        def __getattr__(self, name):
+            if name == "feature_state":
+                raise AttributeError(name)
+            return getattr(Recurrent(), name)
+
+    monkeypatch.setitem(registry.ARCHITECTURES, "plain", Plain())
+    cfg = ModelConfig(vocab_size=5, arch="plain", feature_size=3)
+    with pytest.raises(ConfigError, match="arch 'plain' takes no feature vectors"):
+        LanguageModel(cfg, CharTokenizer(list("abcde")))
+    assert LanguageModel(cfg.replace(feature_size=0), CharTokenizer(list("abcde")))
