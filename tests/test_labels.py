@@ -112,7 +112,7 @@ def _jsonl(path, rows):
     ("rows", "message"),
     [
         ([{"text": "a", "label": "x"}, "{not json"], "docs.jsonl:2: not valid JSON"),
-        ([{"text": "a", "label": "x"}, {"label": "x"}], 'docs.jsonl:2: expected an object with'),
+        ([{"text": "a", "label": "x"}, {"label": "x"}], "docs.jsonl:2: expected an object with"),
         ([{"text": "a", "label": "x"}, {"text": "b"}], "docs.jsonl:2 has no label but other"),
         ([{"text": "a", "label": "x y"}], "invalid label name 'x y'"),
         ([{"text": "say <|label:x|> now", "label": "x"}], "spells out the label token"),

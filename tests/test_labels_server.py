@@ -119,8 +119,10 @@ def test_playground_label_picker_in_headless_chromium(labelled_run, client):
                 page.wait_for_selector("#labelbox:not([hidden])")
                 options = page.eval_on_selector_all("#label option", "os => os.map(o => o.value)")
                 page.select_option("#label", "tragedy")
-                page.evaluate("() => { const t = document.querySelector('#temperature');"
-                              " t.value = 0; t.dispatchEvent(new Event('input')); }")
+                page.evaluate(
+                    "() => { const t = document.querySelector('#temperature');"
+                    " t.value = 0; t.dispatchEvent(new Event('input')); }"
+                )
                 page.locator("#max_tokens").fill("20")
                 page.click("#generate")
                 page.wait_for_function(

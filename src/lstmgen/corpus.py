@@ -71,8 +71,9 @@ def prepare_corpus(
     A labelled or featured corpus (``config.labels_from`` / ``features_from``) is read as
     documents (documents.py)."""
     if is_document_corpus(config):
-        return _document_corpus(run_dir, config, {"train": train, "valid": valid, "test": test},
-                                tokenizer)
+        return _document_corpus(
+            run_dir, config, {"train": train, "valid": valid, "test": test}, tokenizer
+        )
     enc = config.encoding
     train_paths = resolve_sources(train, enc) if train else builtin_corpus()
     paths = {
@@ -185,9 +186,7 @@ def _cached_documents(
 ) -> Corpus:
     """A document corpus whose sources are gone, from its token cache."""
     run = RunDir(run_dir)
-    warnings.warn(
-        f"the corpus is gone: using the documents cached in {run.data_dir}", stacklevel=2
-    )
+    warnings.warn(f"the corpus is gone: using the documents cached in {run.data_dir}", stacklevel=2)
     splits = {
         name: open_documents(run.token_file(name), tokenizer)
         for name in ("train", "valid", "test")

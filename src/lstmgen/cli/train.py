@@ -243,11 +243,12 @@ def train_command(
     given = {k: v for k, v in options.items() if v is not None}
     callback = ProgressCallback(quiet)
     trainer_class: Any = Trainer
-    if given.get("features_from") or (resume and RunDir(resume).has_config()
-                                      and RunDir(resume).read_config()[0].features_from):
-        from ..training.features import FeatureTrainer as Trainer  # per-document windows
+    if given.get("features_from") or (
+        resume and RunDir(resume).has_config() and RunDir(resume).read_config()[0].features_from
+    ):
+        from ..training.features import FeatureTrainer  # per-document windows (issue #13)
 
-        trainer_class = Trainer
+        Trainer = trainer_class = FeatureTrainer  # for create and for resume
     if backend == "numpy":
         from ..reference.train import Trainer as trainer_class
 
