@@ -152,3 +152,18 @@ def test_labels_steer_benchmark_smoke(tmp_path):
     assert set(r["labels"]) == {"shakespeare", "wikitext"} and "machine" in r
     for v in r["labels"].values():
         assert sum(v["classified"].values()) == 3 and v["val_loss_alone"] > 0
+
+
+@pytest.mark.parametrize("kind", ["char", "byte"])
+def test_no_text_encodes_to_a_special_id(kind):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    tok = fit_tokenizer(kind, [TEXT]).add_specials([label_token("a"), label_token("b")])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet=st.sampled_from(list(TEXT) + ["<", "|", ">", "é"]), max_size=40))
+    def check(text):
+        assert all(i < tok.text_vocab_size for i in tok.encode(text, unknown="replace"))
+
+    check()
