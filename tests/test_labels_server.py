@@ -69,6 +69,7 @@ def test_label_field_steers_like_the_library(client, labelled_run):
         ({"label": 3}, "label", "label must be a string"),
         ({"features": [1.0]}, "features", "this model takes no feature vectors"),
         ({"features": "x"}, "features", "features must be a non-empty list of numbers"),
+        ({"features": [10**400]}, "features", "features holds a number too large for a float"),
     ],
 )
 def test_bad_conditioning_is_a_400(client, body, param, message):

@@ -116,11 +116,15 @@ def check_features(values: object, size: int | None = None, where: str = "featur
         raise DataError(f"{where} must be a non-empty list of numbers")
     if len(values) > MAX_FEATURES:
         raise DataError(f"{where} has {len(values):,} numbers, more than {MAX_FEATURES:,}")
-    if not all(math.isfinite(v) for v in values):
+    try:
+        floats = [float(v) for v in values]
+    except OverflowError:  # an integer beyond float range (JSON allows any)
+        raise DataError(f"{where} holds a number too large for a float") from None
+    if not all(map(math.isfinite, floats)):
         raise DataError(f"{where} holds NaN or infinity")
-    if size is not None and len(values) != size:
-        raise DataError(f"{where} has {len(values)} numbers; the model takes {size}")
-    return [float(v) for v in values]
+    if size is not None and len(floats) != size:
+        raise DataError(f"{where} has {len(floats)} numbers; the model takes {size}")
+    return floats
 
 
 def _jsonl_documents(sources: Sequence[str | Path], config: TrainConfig) -> list[Document]:
