@@ -144,13 +144,19 @@ def main() -> None:
                 (root / split / label / f"{label}.txt").write_text(text, encoding="utf-8")
         began = time.perf_counter()
         cfg = TrainConfig(**common, labels_from="folders")
-        Trainer.create(root / "labelled", [root / "train"], cfg, model_cfg,
-                       valid=[root / "valid"]).fit()  # fmt: skip
+        steps = {}
+        summary = Trainer.create(
+            root / "labelled", [root / "train"], cfg, model_cfg, valid=[root / "valid"]
+        ).fit()
+        steps["labelled"] = summary["step"]
         labelled = LanguageModel.from_pretrained(root / "labelled")
         alone = {}
         for label in CORPORA:
-            Trainer.create(root / label, [root / "train" / label], TrainConfig(**common),
-                           model_cfg, valid=[root / "valid" / label]).fit()  # fmt: skip
+            summary = Trainer.create(
+                root / label, [root / "train" / label], TrainConfig(**common), model_cfg,
+                valid=[root / "valid" / label],
+            ).fit()  # fmt: skip
+            steps[label] = summary["step"]
             alone[label] = LanguageModel.from_pretrained(root / label)
         trained = time.perf_counter() - began
 
@@ -180,6 +186,7 @@ def main() -> None:
         "passes_floor": steer >= 0.95,
         "labels": per_label,
         "training_seconds": trained,
+        "steps": steps,  # each model's training steps in its budget
         "notes": "val loss in nats/char; classifier: char 1-4-gram naive Bayes on the two "
         "training texts. Times measured on a shared CPU (other jobs running) are noisy.",
     }
