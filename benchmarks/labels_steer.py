@@ -3,7 +3,9 @@
 Trains one char-level model on two corpora of different kinds, each a label
 (``--labels-from folders``): tiny-shakespeare's ``train.txt`` and WikiText-2's
 ``wiki.train.tokens`` (``../shared/data``), each cut to ``--chars`` characters so that the labels
-are balanced. Then:
+are balanced, and into documents of about ``--doc-chars`` characters (at line breaks, one file
+each): the label's token starts every document, so the model meets it often enough to learn
+it (one file per label would show it once per epoch). Then:
 
 1. **Steering**: ``--samples`` samples per label (prompt "", the label's token first), each
    classified by a character n-gram naive Bayes trained here on the two training texts (not
@@ -65,17 +67,35 @@ class NgramBayes:
         return max(scores, key=scores.get)
 
 
-def val_loss(model, text: str, label: str | None, seq_len: int = 512) -> float:
-    """Nats per character of ``text`` scored in one stateful pass after ``bos`` (and the
-    label's token): the text's own tokens only."""
+def documents(text: str, size: int) -> list[str]:
+    """``text`` cut at line breaks into documents of about ``size`` characters."""
+    docs, start = [], 0
+    while start < len(text):
+        cut = text.find("\n", start + size)
+        end = len(text) if cut < 0 else cut + 1
+        docs.append(text[start:end])
+        start = end
+    return docs
+
+
+def val_loss(model, docs: list[str], label: str | None, seq_len: int = 512) -> float:
+    """Nats per character of ``docs`` scored in one stateful pass from ``bos``, each document
+    after its label's token as in training (the labelled model): the text's tokens only."""
     import torch
     import torch.nn.functional as F
 
     tok = model.tokenizer
-    head = [tok.bos_id] + ([tok.label_id(label)] if label is not None else [])
-    ids = tok.encode(text, unknown="replace")
-    seq = torch.tensor([head + ids], dtype=torch.long)
-    total, state, first = 0.0, None, len(head) - 1  # the first input whose target is text
+    ids, scored = [tok.bos_id], [False]
+    for doc in docs:
+        if label is not None:
+            ids.append(tok.label_id(label))
+            scored.append(False)
+        text = tok.encode(doc, unknown="replace")
+        ids += text
+        scored += [True] * len(text)
+    seq = torch.tensor([ids], dtype=torch.long)  # (1, N)
+    mask = torch.tensor(scored[1:])  # (N - 1,): target i + 1 counts
+    total, state = 0.0, None
     with torch.inference_mode():
         model.eval()
         for s in range(0, seq.shape[1] - 1, seq_len):
@@ -83,8 +103,8 @@ def val_loss(model, text: str, label: str | None, seq_len: int = 512) -> float:
             x = x[:, : y.shape[1]]
             logits, state = model(x, state)  # (1, T, V)
             nll = F.cross_entropy(logits[0].float(), y[0], reduction="none")  # (T,)
-            total += nll[max(0, first - s) :].sum().item()
-    return total / len(ids)
+            total += nll[mask[s : s + y.shape[1]]].sum().item()
+    return total / int(mask.sum())
 
 
 def markdown(r: dict) -> str:
@@ -115,6 +135,9 @@ def main() -> None:
     ap.add_argument("--chars", type=int, default=1_000_000, help="training chars per corpus")
     ap.add_argument("--val-chars", type=int, default=100_000, help="validation chars per corpus")
     ap.add_argument("--samples", type=int, default=100, help="samples per label")
+    ap.add_argument(
+        "--doc-chars", type=int, default=2000, help="each corpus is cut into documents this long"
+    )
     ap.add_argument("--sample-tokens", type=int, default=200)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--preset", default="cpu-small")
@@ -138,10 +161,13 @@ def main() -> None:
     model_cfg = ModelConfig(**preset["model"])
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        docs = {}  # a label token starts each document: a label needs many of them to be learnt
         for split, content in (("train", texts), ("valid", vals)):
             for label, text in content.items():
                 (root / split / label).mkdir(parents=True)
-                (root / split / label / f"{label}.txt").write_text(text, encoding="utf-8")
+                docs[split, label] = documents(text, args.doc_chars)
+                for i, doc in enumerate(docs[split, label]):
+                    (root / split / label / f"{i:06d}.txt").write_text(doc, encoding="utf-8")
         began = time.perf_counter()
         cfg = TrainConfig(**common, labels_from="folders")
         steps = {}
@@ -171,8 +197,8 @@ def main() -> None:
             per_label[label] = {
                 "classified_as_asked": got[label] / args.samples,
                 "classified": dict(got),
-                "val_loss_labelled": val_loss(labelled, vals[label], label),
-                "val_loss_alone": val_loss(alone[label], vals[label], None),
+                "val_loss_labelled": val_loss(labelled, docs["valid", label], label),
+                "val_loss_alone": val_loss(alone[label], docs["valid", label], None),
                 "example": samples[0][:200],
             }
             r = per_label[label]
