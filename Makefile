@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: demo base test test-slow lint bench-quality bench-generation bench-throughput bench-server \
-	bench-fairness bench-finetune \
+	bench-fairness bench-finetune bench-labels \
 	bench-gpu-tiny study clean
 
 demo: $(STAMP)
@@ -55,6 +55,9 @@ bench-server: $(STAMP)
 
 bench-fairness: $(STAMP)  # about 80 s: one stream's token gaps under the worst requests
 	cd benchmarks && ../$(PY) server_fairness.py
+
+bench-labels: $(STAMP)  # three trainings of 600 s: labels steer (issue #13)
+	cd benchmarks && ../$(PY) labels_steer.py --budget 600
 
 study: $(STAMP)  # about 13 minutes on 2 cores
 	cd benchmarks && ../$(PY) study_longrange.py && ../$(PY) study_shakespeare.py \

@@ -150,6 +150,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "quality_cpu": quality_cpu,
     "quality_cpu_trials": quality_cpu_trials,
     "load_server": load_server,
+    "labels_steer": _benchmark_markdown("labels_steer"),
 }
 
 

@@ -224,6 +224,7 @@ def test_playground_in_headless_chromium(server, tmp_path):
             )
             text = page.inner_text("#output .text")
             status = page.inner_text("#status")
+            label_picker = page.is_visible("#labelbox")  # this model has no labels
             updates = page.evaluate("window.updates")
             page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
             assert (tmp_path / "playground.png").stat().st_size > 10_000
@@ -233,3 +234,4 @@ def test_playground_in_headless_chromium(server, tmp_path):
     assert "400 tokens" in status and "finish reason: length" in status
     assert len(text) == 400 and "\ufffd" not in text
     assert updates > 1, "the text should appear piece by piece"
+    assert not label_picker

@@ -37,6 +37,7 @@ _LAZY = {
     "LanguageModel": ".model",
     "Callback": ".training.trainer",
     "Trainer": ".training.trainer",
+    "FeatureTrainer": ".training.features",
 }
 
 
@@ -65,6 +66,7 @@ __all__ = [
     "DataError",
     "EvalResult",
     "Event",
+    "FeatureTrainer",
     "GenerationConfig",
     "LanguageModel",
     "LstmgenError",

@@ -26,6 +26,7 @@ T = TypeVar("T", bound="_JsonConfig")
 CELLS = ("lstm", "gru", "rnn")
 TOKENIZERS = ("char", "byte", "word", "bpe")
 PRECISIONS = ("auto", "bf16", "fp32")
+LABEL_SOURCES = ("", "folders", "jsonl")
 
 
 def _show(value: Any) -> str:
@@ -140,8 +141,12 @@ class ModelConfig(_JsonConfig):
     memory: int = 512
     attention_layer: int = -2
     boom_size: int = 0
+    # length F of the feature vector each document carries (issue #13; 0 = none): the model maps
+    # it to its initial state (models/recurrent.py, Show and Tell's image-to-state)
+    feature_size: int = 0
 
     def check_values(self) -> None:
+        _check(self.feature_size >= 0, "feature_size must be >= 0")
         _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         _check(self.vocab_size >= 0, "vocab_size must be >= 0")
         _check(self.embedding_size > 0, "embedding_size must be > 0")
@@ -182,6 +187,8 @@ class ModelConfig(_JsonConfig):
         if self.arch != "sha-lstm":  # older code refuses keys it does not know
             for name in ATTENTION_FIELDS:
                 del data[name]
+        if not self.feature_size:  # likewise: only a feature model's config.json names it
+            del data["feature_size"]
         return data
 
 
@@ -230,6 +237,12 @@ class TrainConfig(_JsonConfig):
     lr_layer_decay: float = 1.0
     unfreeze_every: int = 0
     freeze_embeddings: bool = False
+    # Conditioning (issue #13, documents.py): where each document's label comes from ("" none,
+    # folders, jsonl), the label of unlabelled documents in a labelled corpus ("" = an error),
+    # and where feature vectors come from ("" none, jsonl)
+    labels_from: str = ""
+    unlabelled_as: str = ""
+    features_from: str = ""
 
     def check_values(self) -> None:
         _check(
@@ -270,6 +283,18 @@ class TrainConfig(_JsonConfig):
         _check(self.log_every > 0, "log_every must be > 0")
         _check(self.lr_layer_decay >= 1.0, "lr_layer_decay must be >= 1 (1 = off)")
         _check(self.unfreeze_every >= 0, "unfreeze_every must be >= 0 (0 = off)")
+        _check(
+            self.labels_from in LABEL_SOURCES,
+            f"labels_from must be folders or jsonl, got {self.labels_from!r}",
+        )
+        _check(
+            self.features_from in ("", "jsonl"),
+            f"features_from must be jsonl, got {self.features_from!r}",
+        )
+        _check(
+            not self.unlabelled_as or bool(self.labels_from),
+            "unlabelled_as needs labels_from (--labels-from folders or jsonl)",
+        )
         _check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",

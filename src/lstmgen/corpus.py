@@ -18,6 +18,7 @@ from .data import (
     split_tail,
     tokenize_to_file,
 )
+from .documents import is_document_corpus, open_documents, prepare_documents
 from .errors import CheckpointError, DataError
 from .rundir import RUN_CONFIG, RunDir, read_run_config, write_run_config  # noqa: F401
 from .tokenizers import Tokenizer, extend_tokenizer, fit_tokenizer
@@ -68,7 +69,14 @@ def prepare_corpus(
 ) -> Corpus:
     """Resolve sources, fit the tokenizer on the training text (unless given), and tokenize
     every split into ``<run_dir>/data``. Without ``valid``, the tail of train is held out.
-    ``base``: a base model's tokenizer to extend instead (fine-tuning: ``extend_tokenizer``)."""
+    ``base``: a base model's tokenizer to extend instead (fine-tuning: ``extend_tokenizer``).
+
+    A labelled or featured corpus (``config.labels_from`` / ``features_from``) is read as
+    documents (documents.py)."""
+    if is_document_corpus(config):
+        return _document_corpus(
+            run_dir, config, {"train": train, "valid": valid, "test": test}, tokenizer
+        )
     enc = config.encoding
     train_paths = resolve_sources(train, enc) if train else builtin_corpus()
     paths = {
@@ -98,6 +106,23 @@ def prepare_corpus(
     }
     sources = {name: [str(p.resolve()) for p in files] for name, files in paths.items()}
     return _corpus(tokenizer, splits, config, sources)
+
+
+def _document_corpus(
+    run_dir: str | Path,
+    config: TrainConfig,
+    paths: dict[str, Sequence[str | Path]],
+    tokenizer: Tokenizer | None,
+) -> Corpus:
+    if not paths["train"]:
+        raise DataError("a labelled or featured corpus needs its training sources")
+    run = RunDir(run_dir)
+    files = {name: run.token_file(name) for name in ("train", "valid", "test")}
+    tokenizer, splits, counts = prepare_documents(files, config, paths, tokenizer)
+    if counts:
+        run.write_labels(counts)
+    sources = {name: [str(Path(p).resolve()) for p in ps] for name, ps in paths.items()}
+    return Corpus(tokenizer, splits["train"], splits["valid"], splits.get("test"), sources)
 
 
 def _tokenize_split(
@@ -136,6 +161,10 @@ def load_run_corpus(
     A split whose source files are gone (the corpus moved or was deleted) is read from the
     run's own tokenized copy in ``<run_dir>/data``, with one warning: a changed corpus cannot
     be detected then, but nothing else is needed to resume or score the run."""
+    if is_document_corpus(config):
+        if all(os.path.exists(f) for fs in sources.values() for f in fs):
+            return _document_corpus(run_dir, config, sources, tokenizer)  # type: ignore[arg-type]
+        return _cached_documents(run_dir, config, sources, tokenizer)
     splits: dict[str, TokenFile] = {}
     gone: list[str] = []
     for name in ("train", "valid", "test"):
@@ -160,3 +189,19 @@ def load_run_corpus(
             stacklevel=2,
         )
     return _corpus(tokenizer, splits, config, sources)
+
+
+def _cached_documents(
+    run_dir: str | Path, config: TrainConfig, sources: dict[str, list[str]], tokenizer: Tokenizer
+) -> Corpus:
+    """A document corpus whose sources are gone, from its token cache."""
+    run = RunDir(run_dir)
+    warnings.warn(f"the corpus is gone: using the documents cached in {run.data_dir}", stacklevel=2)
+    splits = {
+        name: open_documents(run.token_file(name), tokenizer)
+        for name in ("train", "valid", "test")
+        if run.token_file(name).exists()
+    }
+    if "valid" not in splits:
+        splits["train"], splits["valid"] = split_tail(splits["train"], config.val_fraction)
+    return Corpus(tokenizer, splits["train"], splits["valid"], splits.get("test"), sources)

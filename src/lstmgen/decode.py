@@ -51,12 +51,14 @@ class Primer:
     >>> p.logits, p.state  # (1, V), a State of one sequence  # doctest: +SKIP
     """
 
-    def __init__(self, model: Model, prompt: Sequence[int]):
+    def __init__(self, model: Model, prompt: Sequence[int], state: State | None = None):
+        """``state``: one sequence's state to start from (a feature vector's, issue #13);
+        None: the model's initial state."""
         self.model = model
         self.ids = torch.tensor([prompt], dtype=torch.long, device=model.device)  # (1, T)
         self.pos = 0  # tokens primed so far
         self.logits: torch.Tensor | None = None  # (1, V) after the last primed token
-        self.state: State | None = None  # one sequence
+        self.state: State | None = state  # one sequence
 
     @property
     def done(self) -> bool:
@@ -84,16 +86,19 @@ class Primer:
 
 
 @torch.inference_mode()
-def prime(model: Model, prompts: Sequence[Sequence[int]]) -> tuple[torch.Tensor, State]:
+def prime(
+    model: Model, prompts: Sequence[Sequence[int]], state: State | None = None
+) -> tuple[torch.Tensor, State]:
     """Run each prompt once; return the last logits (B, V) and the state for all B prompts.
 
-    Identical prompts are run once and their state is copied."""
+    Identical prompts are run once and their state is copied. ``state`` (one sequence) is where
+    every prompt starts (None: the model's initial state)."""
     unique: dict[tuple[int, ...], int] = {}
     for p in prompts:
         unique.setdefault(tuple(p), len(unique))
     logits, states = [], []
     for p in unique:
-        primer = Primer(model, p)
+        primer = Primer(model, p, state)
         while not primer.done:
             primer.step()
         logits.append(primer.logits)  # (1, V)

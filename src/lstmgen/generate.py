@@ -38,9 +38,15 @@ def stream_text(
     config: GenerationConfig | None = None,
     unknown: str = "error",
     cuda_graphs: bool = True,
+    label: str | None = None,
+    features: Sequence[float] | None = None,
     **overrides: Any,
 ) -> Iterator[Event]:
     """Generate one continuation per prompt, as a stream of ``Event``s.
+
+    ``label`` primes every prompt with that label's token (a model trained with
+    ``--labels-from``); ``features`` (F floats) starts every sample from that vector's state
+    (a model trained with ``--features-from``). Issue #13; documents.py has the design.
 
     On CUDA, blocks of tokens are decoded by replaying a CUDA graph of the whole step
     (embedding, LSTM, decoder and sampling; ``cuda_graphs=False`` runs the same ops eagerly).
@@ -55,9 +61,10 @@ def stream_text(
     seed = resolve_seed(cfg)
     device = model.device
     gen = torch.Generator(device=device).manual_seed(seed)
-    ids = prompt_ids(tok, prompts, unknown)
+    ids = prompt_ids(tok, prompts, unknown, label)
     B = len(ids)
-    logits, state = prime(model, ids)
+    start = None if features is None else model.feature_state(list(features))
+    logits, state = prime(model, ids, start)
     seen = None
     if cfg.repetition_penalty != 1.0:
         seen = seen_mask(ids, model.config.vocab_size, device, [True] * B)

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .checkpoint import load_tensors, load_weights_into, save_model
 from .config import GenerationConfig, ModelConfig
+from .errors import ConfigError, DataError
 from .modeldir import WEIGHTS, check_weights_file, read_model_meta
 from .models.base import StepFn, Stepper
 from .models.registry import get_architecture
@@ -41,6 +42,10 @@ class LanguageModel(nn.Module):
         self.tokenizer = tokenizer
         self.generation_config = generation_config or GenerationConfig()
         self.arch = get_architecture(config.arch)  # a plain object: holds no weights
+        if config.feature_size and not hasattr(self.arch, "feature_state"):
+            raise ConfigError(
+                f"arch {config.arch!r} takes no feature vectors: feature_size must be 0"
+            )
         self.arch.build(self)  # the modules: self.embedding, self.rnn, ... for "recurrent"
 
     def reset_parameters(self) -> None:
@@ -57,6 +62,20 @@ class LanguageModel(nn.Module):
         """The initial state for ``batch_size`` sequences (zeros for the recurrent stack:
         (h, c) for LSTM, (h,) otherwise, each (L, B, H))."""
         return self.arch.init_state(self, batch_size)
+
+    def feature_state(self, features: Any) -> State:
+        """The initial state of sequences conditioned on feature vectors (B, F) (issue #13), or
+        a list of F floats for one sequence; checked first: wrong length or NaN is one
+        ``DataError``. Only for a model trained with ``feature_size`` > 0."""
+        from .documents import check_features
+
+        F = self.config.feature_size
+        if not F:
+            raise DataError("this model takes no feature vectors (it was trained without them)")
+        if not isinstance(features, torch.Tensor):
+            features = torch.tensor([check_features(features, F)])  # (1, F)
+        w = self.features.weight
+        return self.arch.feature_state(self, features.to(device=w.device, dtype=w.dtype))
 
     def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         return self.arch.forward(self, ids, state)  # logits (B, T, V), state

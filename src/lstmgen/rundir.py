@@ -13,6 +13,7 @@ A run directory is a model directory (modeldir.py: the *best* model so far) plus
     loss.png                   train and validation loss curves, written at the end
     data/                      the memmapped token cache, one SPLIT.bin per split
     train.lock                 held (flock) by the one process training the run (runlock.py)
+    labels.json                a labelled run's documents per split and label (documents.py)
 
 ``RunDir(path, writer=False)`` reads like any other but its write methods do nothing: a
 multi-process run gives every rank but the first one of those, so that only one process
@@ -46,6 +47,7 @@ METRICS = "metrics.jsonl"
 PLOT = "loss.png"
 DATA = "data"
 LOCK_FILE = "train.lock"
+LABELS = "labels.json"  # a labelled run's document count per split and label (documents.py)
 
 
 class NoLock:
@@ -176,6 +178,26 @@ class RunDir:
             raise CheckpointError(f"{path}: {exc}") from None
 
     # --- the model directory and the trainer state -----------------------------------------
+
+    def write_labels(self, counts: dict[str, dict[str, int]]) -> None:
+        """``{"train": {"comedy": 12, ...}, "valid": {...}}``: documents per split and label."""
+        if self.writer:
+            write_json_atomic(self.path / LABELS, counts)
+
+    def read_labels(self) -> dict[str, dict[str, int]]:
+        """What ``write_labels`` wrote ({} without the file or with a broken one)."""
+        path = self.path / LABELS
+        if not path.exists():
+            return {}
+        try:
+            counts = read_json(path)
+        except CheckpointError:
+            return {}
+        ok = isinstance(counts, dict) and all(
+            isinstance(v, dict) and all(isinstance(n, int) for n in v.values())
+            for v in counts.values()
+        )
+        return counts if ok else {}
 
     def write_new_run(
         self,

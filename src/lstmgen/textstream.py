@@ -38,9 +38,16 @@ def resolve_config(
     return base.replace(**{k: v for k, v in overrides.items() if v is not None})
 
 
-def prompt_ids(tokenizer: Any, prompts: Sequence[str], unknown: str) -> list[list[int]]:
-    """Each prompt as ``[bos_id, *encode(prompt)]``: what generation primes the state with."""
-    return [[tokenizer.bos_id, *tokenizer.encode(p, unknown=unknown)] for p in prompts]
+def prompt_ids(
+    tokenizer: Any, prompts: Sequence[str], unknown: str, label: str | None = None
+) -> list[list[int]]:
+    """Each prompt as ``[bos_id, *encode(prompt)]``: what generation primes the state with.
+    With ``label``, its token goes after ``bos_id``, where a document of it starts in training
+    (documents.py); an unknown label is one error listing the known ones."""
+    head = [tokenizer.bos_id]
+    if label is not None:
+        head.append(tokenizer.label_id(label))
+    return [[*head, *tokenizer.encode(p, unknown=unknown)] for p in prompts]
 
 
 def resolve_seed(config: GenerationConfig) -> int:

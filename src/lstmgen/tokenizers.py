@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -24,6 +25,10 @@ from .errors import TokenizerError
 from .files import MAX_TOKENIZER_BYTES, read_json, write_json_atomic
 
 UNKNOWN_POLICIES = ("error", "drop", "replace")
+
+
+class UnknownLabelError(TokenizerError):
+    """A label the model has no token for."""
 
 
 class UnknownTextError(TokenizerError):
@@ -56,10 +61,94 @@ class StreamDecoder:
         return self._utf8.decode(b"", final=True)
 
 
+SPECIAL_PREFIX, SPECIAL_SUFFIX = "<|", "|>"
+LABEL_PREFIX = "label:"
+# A label name: what may follow ``<|label:``. No whitespace, ``|``, ``<`` or ``>``, so that the
+# token reads back unambiguously and a word vocabulary could never hold it as one word.
+LABEL_CHARS = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def label_token(name: str) -> str:
+    """``comedy`` -> ``<|label:comedy|>``, the special token that starts a document of it."""
+    return f"{SPECIAL_PREFIX}{LABEL_PREFIX}{name}{SPECIAL_SUFFIX}"
+
+
+def check_label_name(name: str) -> None:
+    if not isinstance(name, str) or not LABEL_CHARS.fullmatch(name):
+        raise TokenizerError(
+            f"invalid label name {name!r}: use 1-64 letters, digits, '_', '-' or '.'"
+        )
+
+
 class Tokenizer:
-    """The interface. Subclasses define ``token_bytes`` and the vocabulary."""
+    """The interface. Subclasses define ``token_bytes`` and the vocabulary.
+
+    Special tokens (``specials``, e.g. ``<|label:comedy|>``) take the ids after the text
+    vocabulary: ``text_vocab_size + i``. No text ever encodes to one (``encode`` only knows the
+    text vocabulary, so the literal string ``<|label:comedy|>`` in a prompt is ordinary
+    characters), and ``decode`` renders them as nothing: they steer the model, they are not
+    text. A tokenizer saved without specials writes no ``specials`` key, so model directories
+    from before them read and write back byte for byte."""
 
     kind = ""
+    specials: tuple[str, ...] = ()
+
+    @property
+    def text_vocab_size(self) -> int:
+        """Ids below this are text; the specials follow."""
+        return self.vocab_size - len(self.specials)
+
+    def special_id(self, token: str) -> int:
+        """The id of special token ``token``; ``TokenizerError`` if there is none."""
+        try:
+            return self.text_vocab_size + self.specials.index(token)
+        except ValueError:
+            raise TokenizerError(f"the tokenizer has no special token {token!r}") from None
+
+    @property
+    def labels(self) -> list[str]:
+        """The label names this tokenizer has a ``<|label:NAME|>`` token for, in id order."""
+        head, tail = SPECIAL_PREFIX + LABEL_PREFIX, SPECIAL_SUFFIX
+        return [t[len(head) : -len(tail)] for t in self.specials if t.startswith(head)]
+
+    def label_id(self, name: str) -> int:
+        """The id of label ``name``'s token; an unknown label is one ``TokenizerError`` that
+        lists the known ones."""
+        known = self.labels
+        if name not in known:
+            if not known:
+                raise UnknownLabelError(f"unknown label {name!r}: this model has no labels")
+            raise UnknownLabelError(f"unknown label {name!r}: known labels are {', '.join(known)}")
+        return self.special_id(label_token(name))
+
+    def add_specials(self, tokens: Iterable[str]) -> Tokenizer:
+        """Append special tokens (new ones only, in order) after the vocabulary; returns self."""
+        new = [t for t in dict.fromkeys(tokens) if t not in self.specials]
+        _check_specials([*self.specials, *new])
+        self.specials = (*self.specials, *new)
+        return self
+
+    def _specials_dict(self) -> dict[str, Any]:
+        return {"specials": list(self.specials)} if self.specials else {}
+
+    def _read_specials(self, data: dict[str, Any]) -> Tokenizer:
+        """Set the specials of a tokenizer ``from_dict`` made; returns self."""
+        if "specials" in data:
+            specials = _strings(data, "specials", self.kind)
+            if not specials:
+                raise _malformed(self.kind, "specials is empty (leave the key out)")
+            try:
+                _check_specials(specials)
+            except TokenizerError as exc:
+                raise _malformed(self.kind, str(exc)) from None
+            self.specials = tuple(specials)
+        return self
+
+    def _special_bytes(self, token_id: int) -> bytes:
+        """A special token decodes to nothing (``IndexError`` past the vocabulary)."""
+        if token_id - self.text_vocab_size < len(self.specials) and token_id >= 0:
+            return b""
+        raise IndexError(f"token id {token_id} is past the vocabulary")
 
     @property
     def vocab_size(self) -> int:
@@ -180,7 +269,7 @@ class CharTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return len(self.chars)
+        return len(self.chars) + len(self.specials)
 
     def encode(self, text: str, unknown: str = "error") -> list[int]:
         _check_policy(unknown)
@@ -197,10 +286,12 @@ class CharTokenizer(Tokenizer):
         return [index.get(c, fill) for c in text]
 
     def token_bytes(self, token_id: int) -> bytes:
+        if token_id >= len(self.chars):
+            return self._special_bytes(token_id)
         return self.chars[token_id].encode("utf-8", errors="surrogatepass")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chars": self.chars, "replacement": self.replacement}
+        return {"chars": self.chars, "replacement": self.replacement, **self._specials_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CharTokenizer:
@@ -214,7 +305,7 @@ class CharTokenizer(Tokenizer):
         replacement = data.get("replacement")
         if replacement is not None and replacement not in chars:
             raise _malformed("char", f"replacement must be one of its chars, got {replacement!r}")
-        return cls(chars, replacement)
+        return cls(chars, replacement)._read_specials(data)  # type: ignore[return-value]
 
 
 class ByteTokenizer(Tokenizer):
@@ -228,22 +319,24 @@ class ByteTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return 256
+        return 256 + len(self.specials)
 
     def encode(self, text: str, unknown: str = "error") -> list[int]:
         _check_policy(unknown)
         return list(text.encode("utf-8", errors="surrogatepass"))
 
     def token_bytes(self, token_id: int) -> bytes:
+        if token_id >= 256:
+            return self._special_bytes(token_id)
         return bytes((token_id,))
 
     def to_dict(self) -> dict[str, Any]:
-        return {}
+        return self._specials_dict()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ByteTokenizer:
         _check_keys(data, set(), "byte")
-        return cls()
+        return cls()._read_specials(data)  # type: ignore[return-value]
 
 
 class WordTokenizer(Tokenizer):
@@ -280,7 +373,7 @@ class WordTokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return len(self.words)
+        return len(self.words) + len(self.specials)
 
     def encode_lines(
         self, text: str, unknown: str = "replace", unseen: Counter[str] | None = None
@@ -316,6 +409,8 @@ class WordTokenizer(Tokenizer):
         return ids
 
     def token_bytes(self, token_id: int) -> bytes:
+        if token_id >= len(self.words):
+            return self._special_bytes(token_id)
         w = self.words[token_id]
         return b"\n" if w == self.EOS else w.encode("utf-8")
 
@@ -327,7 +422,7 @@ class WordTokenizer(Tokenizer):
         return self.index[self.EOS]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"words": self.words}
+        return {"words": self.words, **self._specials_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WordTokenizer:
@@ -338,7 +433,7 @@ class WordTokenizer(Tokenizer):
             raise _malformed("word", f"words must be non-empty, without whitespace, got {bad!r}")
         if len(set(words)) != len(words):
             raise _malformed("word", "duplicate words")
-        return cls(words)
+        return cls(words)._read_specials(data)  # type: ignore[return-value]
 
 
 class WordStreamDecoder(StreamDecoder):
@@ -352,6 +447,8 @@ class WordStreamDecoder(StreamDecoder):
         self._line_start = not after or after[-1].isspace()
 
     def step(self, token_id: int) -> str:
+        if token_id >= len(self._words):  # a special token: no text, and no space either
+            return ""
         if token_id == self._eos:
             self._line_start = True
             return "\n"
@@ -419,24 +516,26 @@ class BPETokenizer(Tokenizer):
 
     @property
     def vocab_size(self) -> int:
-        return len(self._bytes)
+        return len(self._bytes) + len(self.specials)
 
     def encode(self, text: str, unknown: str = "error") -> list[int]:
         _check_policy(unknown)
         return self.hf.encode(text).ids
 
     def token_bytes(self, token_id: int) -> bytes:
+        if token_id >= len(self._bytes):
+            return self._special_bytes(token_id)
         return self._bytes[token_id]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"hf": json.loads(self.hf_json)}
+        return {"hf": json.loads(self.hf_json), **self._specials_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BPETokenizer:
         _check_keys(data, {"hf"}, "bpe")
         if not isinstance(data.get("hf"), dict):
             raise _malformed("bpe", "hf must be a Hugging Face tokenizer (an object)")
-        return cls(json.dumps(data["hf"]))
+        return cls(json.dumps(data["hf"]))._read_specials(data)  # type: ignore[return-value]
 
 
 TOKENIZER_CLASSES: dict[str, type[Tokenizer]] = {
@@ -449,9 +548,20 @@ def _malformed(kind: str, detail: str) -> TokenizerError:
 
 
 def _check_keys(data: dict[str, Any], allowed: set[str], kind: str) -> None:
-    unknown = sorted(set(data) - allowed - {"type"})
+    unknown = sorted(set(data) - allowed - {"type", "specials"})
     if unknown:
         raise _malformed(kind, f"unknown key(s) {', '.join(unknown)}")
+
+
+def _check_specials(tokens: Sequence[str]) -> None:
+    if len(set(tokens)) != len(tokens):
+        raise TokenizerError("duplicate special tokens")
+    for t in tokens:
+        inner = t[len(SPECIAL_PREFIX) : -len(SPECIAL_SUFFIX)]
+        if not (t.startswith(SPECIAL_PREFIX) and t.endswith(SPECIAL_SUFFIX)) or not inner:
+            raise TokenizerError(f"special tokens look like <|name|>, got {t!r}")
+        if inner.startswith(LABEL_PREFIX):
+            check_label_name(inner[len(LABEL_PREFIX) :])
 
 
 def _strings(data: dict[str, Any], key: str, kind: str) -> list[str]:

@@ -21,6 +21,9 @@ SPECIAL = {
     "preset": DEFAULT_PRESET,
     "epochs": "10 when neither --max-steps nor --max-time is given",
     "output": "runs/NAME, NAME from the first source; runs/shakespeare",
+    "labels_from": "none: one unlabelled text",
+    "unlabelled_as": "none: unlabelled documents are an error",
+    "features_from": "none",
 }
 
 

@@ -11,7 +11,7 @@ import click
 from ..config import TrainConfig
 from ..corpus import load_run_corpus
 from ..data import resolve_sources, tokenize_to_file
-from ..errors import LstmgenError
+from ..errors import DataError, LstmgenError
 from ..rundir import RunDir
 from ..tokenizers import unknown_policy
 from .common import device_option, load_run, run_argument, unknown_option
@@ -65,6 +65,11 @@ def eval_command(
     from ..evaluate import evaluate_tokens  # torch: imported here, not for --help
 
     model = load_run(run, device)
+    if model.config.feature_size:  # its text depends on vectors a stream of text lacks
+        raise DataError(
+            "this model is conditioned on feature vectors: its validation loss, scored per "
+            "document from each vector, is in RUN/metrics.jsonl (lstmgen eval feeds no vectors)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         if split:
             data = _run_split(run, split, model.tokenizer)

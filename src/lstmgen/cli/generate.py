@@ -65,6 +65,16 @@ def model_default(name: str, built_in: object = None) -> str:
     type=int,
     help="Same seed, same text (on the same --backend). " + model_default("seed", "random"),
 )
+@click.option(
+    "--label", help="Generate in the style of this label (a model trained with --labels-from)."
+)
+@click.option(
+    "--features",
+    "features_file",
+    type=click.Path(dir_okay=False),
+    help="JSON file with a list of floats: the feature vector (a model trained with"
+    " --features-from).",
+)
 @click.option("--stream", is_flag=True, help="Print text as it is generated.")
 @click.option("--no-prompt", is_flag=True, help="Print only the generated text.")
 @click.option(
@@ -94,6 +104,8 @@ def generate_command(
     device: str,
     backend: str,
     stop: tuple[str, ...],
+    label: str | None,
+    features_file: str | None,
     **options,
 ) -> None:
     """Generate text from the model in RUN.
@@ -107,6 +119,13 @@ def generate_command(
     """
     if prompt == "-":
         prompt = read_stdin()
+    conditions: dict = {}
+    if label is not None:
+        conditions["label"] = label
+    if features_file is not None:
+        conditions["features"] = read_features(features_file)
+    if conditions and backend == "numpy":
+        raise click.UsageError("--label and --features need --backend torch")
     if backend == "numpy":
         from .. import reference
 
@@ -127,7 +146,7 @@ def generate_command(
     overrides = {k: v for k, v in options.items() if v is not None}
     if stop:
         overrides["stop"] = list(stop)
-    events = generate(model, [prompt] * num_samples, unknown=unknown, **overrides)
+    events = generate(model, [prompt] * num_samples, unknown=unknown, **conditions, **overrides)
     out = sys.stdout
     head = "" if no_prompt else prompt
     if stream:
@@ -171,3 +190,12 @@ def read_stdin() -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"stdin is not valid UTF-8 (byte offset {exc.start})") from None
+
+
+def read_features(path: str) -> list[float]:
+    """The feature vector in ``path``: a JSON list of floats (checked against the model's
+    length when generating)."""
+    from ..documents import check_features
+    from ..files import read_json
+
+    return check_features(read_json(path), where=path)

@@ -68,11 +68,15 @@ def info_command(run: str, as_json: bool) -> None:
         why = provenance.changed(record)
         if why:
             warnings.warn(f"base model {record['path']}: {why}", stacklevel=1)
+    counts = run_dir.read_labels().get("train", {})
+    labels = {name: counts.get(name) for name in tok.labels}  # documents per label (or None)
     info = {
         "path": str(run),
         "model": model.config.to_dict(),
         "parameters": model.num_parameters(),
         "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size},
+        "labels": labels,
+        "feature_size": model.config.feature_size,
         "generation": model.generation_config.to_dict(),
         "training": train_cfg,
         "history": history,
@@ -95,6 +99,11 @@ def info_command(run: str, as_json: bool) -> None:
         click.echo(f"arch:       {m.arch}")
     click.echo(f"parameters: {info['parameters']:,}")
     click.echo(f"tokenizer:  {tok.kind}, {tok.vocab_size:,} tokens")
+    if labels:
+        shown = ", ".join(f"{k} ({'?' if n is None else n})" for k, n in labels.items())
+        click.echo(f"labels:     {shown} documents")
+    if model.config.feature_size:
+        click.echo(f"features:   vectors of {model.config.feature_size} (generate --features)")
     if train_cfg:
         keys = ("batch_size", "seq_len", "lr", "max_steps", "epochs", "max_time", "seed")
         click.echo("training:   " + ", ".join(f"{k}={train_cfg.get(k)}" for k in keys))

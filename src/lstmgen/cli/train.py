@@ -229,6 +229,19 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     default=None,
     help="Read \\r\\n and \\r as they are (by default both become \\n).",
 )
+@click.option(
+    "--labels-from",
+    type=click.Choice(["folders", "jsonl"]),
+    help="Label each document: by its top-level sub-folder, or the JSONL 'label' field.",
+)
+@click.option(
+    "--unlabelled-as", metavar="NAME", help="Label for unlabelled documents in a labelled corpus."
+)
+@click.option(
+    "--features-from",
+    type=click.Choice(["jsonl"]),
+    help="Condition on each JSONL document's 'features' vector (its initial state).",
+)
 @click.option("--cell", type=click.Choice(CELLS), help="Recurrent cell.")
 @click.option("--embedding-size", type=int)
 @click.option("--hidden-size", type=int)
@@ -321,11 +334,19 @@ def train_command(
     given = {k: v for k, v in options.items() if v is not None}
     callback = ProgressCallback(quiet)
     trainer_class: Any = Trainer
+    if given.get("features_from") or (
+        resume and RunDir(resume).has_config() and RunDir(resume).read_config()[0].features_from
+    ):
+        from ..training.features import FeatureTrainer  # per-document windows (issue #13)
+
+        Trainer = trainer_class = FeatureTrainer  # for create and for resume
     if backend == "numpy":
         from ..reference.train import Trainer as trainer_class
 
         if resume:
             raise click.UsageError("--resume needs --backend torch (numpy runs keep no state)")
+        if given.get("features_from"):
+            raise click.UsageError("--features-from needs --backend torch")
         if given.get("device", "cpu") not in ("auto", "cpu"):
             raise click.UsageError("--device applies to --backend torch only")
         if given.get("precision", "fp32") not in ("auto", "fp32"):

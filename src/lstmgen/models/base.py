@@ -49,6 +49,10 @@ class Model(Protocol):
 
     def init_state(self, batch_size: int) -> State: ...
 
+    def feature_state(self, features: Any) -> State:
+        """The initial state from feature vectors (issue #13; feature_size > 0 only)."""
+        ...
+
     def fast_stepper(self, batch_size: int) -> Stepper | None:
         """The architecture's fused step for ``batch_size`` on this device, or None where
         ``forward`` on one token is as fast or the architecture declares no stepper."""

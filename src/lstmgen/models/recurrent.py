@@ -50,6 +50,10 @@ class Recurrent:
         if not config.tie_weights:  # tied: the decoder's weight is the embedding, stored once
             shapes["decoder.weight"] = (V, H)
         shapes["decoder.bias"] = (V,)
+        if config.feature_size:  # feature vector -> initial state (feature_state)
+            S = (2 if config.cell == "lstm" else 1) * config.num_layers * H
+            shapes["features.weight"] = (S, config.feature_size)
+            shapes["features.bias"] = (S,)
         return shapes
 
     def check_weight_header(
@@ -75,6 +79,10 @@ class Recurrent:
         model.decoder = nn.Linear(E if cfg.tie_weights else H, V)
         if cfg.tie_weights:
             model.decoder.weight = model.embedding.weight  # Press & Wolf 2017, Inan et al. 2017
+        # Conditioning on a feature vector F (issue #13): one linear map to every layer's initial
+        # h (and c), as Show and Tell feeds the image embedding in first (Vinyals et al. 2015).
+        parts = 2 if cfg.cell == "lstm" else 1
+        model.features = nn.Linear(cfg.feature_size, parts * L * H) if cfg.feature_size else None
         self.reset_parameters(model)
 
     def reset_parameters(self, model: nn.Module) -> None:
@@ -104,6 +112,19 @@ class Recurrent:
         w = model.embedding.weight
         h = torch.zeros(L, batch_size, H, device=w.device, dtype=w.dtype)  # (L, B, H)
         return State((h, torch.zeros_like(h)) if model.config.cell == "lstm" else (h,))
+
+    def feature_state(self, model: nn.Module, features: Tensor) -> State:
+        """features (B, F) -> the initial state of B sequences: h = tanh(W f + b) for every
+        layer (in the range h always has), and for an LSTM c = W' f + b' (a cell is unbounded)."""
+        import torch
+
+        L, H = model.config.num_layers, model.config.hidden_size
+        B = features.shape[0]
+        parts = model.features(features).view(B, -1, L, H).permute(1, 2, 0, 3)  # (P, L, B, H)
+        h = torch.tanh(parts[0]).contiguous()  # (L, B, H)
+        if model.config.cell == "lstm":
+            return State((h, parts[1].contiguous()))
+        return State((h,))
 
     def forward(self, model: nn.Module, ids: Tensor, state: Any) -> tuple[Tensor, State]:
         lstm = model.config.cell == "lstm"

@@ -63,6 +63,7 @@ class SequenceSpec:
     logprobs: int | None = None  # None: off; k >= 0: chosen token plus the k most likely
     index: int = 0  # the choice index in the response
     after: str = ""  # the text it continues (a word model spaces its first word from it)
+    features: tuple[float, ...] | None = None  # the feature vector it starts from (issue #13)
 
 
 @dataclass
@@ -130,7 +131,9 @@ class _Priming:
 
     def __init__(self, model: Model, rows: list[_Row]):
         self.rows = rows
-        self.primer = Primer(model, rows[0].spec.prompt_ids)
+        spec = rows[0].spec
+        start = None if spec.features is None else model.feature_state(list(spec.features))
+        self.primer = Primer(model, spec.prompt_ids, start)
 
     @property
     def cancelled(self) -> bool:
@@ -278,7 +281,7 @@ class Batcher:
     def _queue(self, jobs: list[Job]) -> None:
         """Queue the new sequences for priming; identical prompts are primed once."""
         model, tok = self.model, self.model.tokenizer
-        by_prompt: dict[tuple[int, ...], list[_Row]] = {}
+        by_prompt: dict[tuple, list[_Row]] = {}  # (prompt ids, features) -> its rows
         for job in jobs:
             finished = []
             for spec in job.specs:
@@ -286,7 +289,7 @@ class Batcher:
                     finished.append(Chunk(spec.index, "", "length"))
                 else:
                     row = _Row(spec, job, tok, model.device)
-                    by_prompt.setdefault(spec.prompt_ids, []).append(row)
+                    by_prompt.setdefault((spec.prompt_ids, spec.features), []).append(row)
             if finished:
                 _deliver(job, finished)
         self._priming += [_Priming(model, rows) for rows in by_prompt.values()]

@@ -183,6 +183,8 @@ class Handlers:
             "config": model.config.to_dict(),
             "parameters": model.num_parameters(),
             "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size},
+            "labels": tok.labels,  # for the request's "label" field (issue #13)
+            "feature_size": model.config.feature_size,  # the "features" field's length, 0: none
             "generation_config": model.generation_config.to_dict(),
             "limits": {
                 **asdict(self.limits),
@@ -216,6 +218,7 @@ class Handlers:
             await self.read_json(request), self.model_name, model.generation_config, self.limits
         )
         prompt_ids = [self.encode_prompt(p, req.unknown) for p in req.prompts]
+        self._check_conditioning(req)
         specs = self._specs(req, prompt_ids)
         self._check_state(len(specs))
         heads = [Head() for _ in prompt_ids]
@@ -278,6 +281,23 @@ class Handlers:
             self._row_bytes = sum(t.numel() * t.element_size() for t in one)
         return self._row_bytes
 
+    def _check_conditioning(self, req: CompletionRequest) -> None:
+        """A 400 for a label the model does not know, or features it does not take."""
+        if req.label is not None:
+            try:
+                self.model.tokenizer.label_id(req.label)
+            except LstmgenError as exc:
+                raise APIError(400, str(exc), "label", "unknown_label") from None
+        if req.features is not None:
+            size = self.model.config.feature_size
+            if not size:
+                raise APIError(400, "this model takes no feature vectors", "features")
+            if len(req.features) != size:
+                raise APIError(
+                    400, f"features has {len(req.features)} numbers; the model takes {size}",
+                    "features",
+                )  # fmt: skip
+
     def _specs(self, req: CompletionRequest, prompt_ids: list[list[int]]) -> list[SequenceSpec]:
         """The batcher's sequences of a request: ``n`` per prompt, in OpenAI's choice order
         (prompt-major), seeds ``seed + i``."""
@@ -289,13 +309,14 @@ class Handlers:
             for prompt, ids in zip(req.prompts, prompt_ids, strict=True)
         ]
         settings = RowSettings(req.temperature, req.top_k, req.top_p, req.repetition_penalty)
+        head = () if req.label is None else (tok.label_id(req.label),)  # where a document starts
         specs = []
         for p, ids in enumerate(prompt_ids):
             for j in range(req.n):
                 i = p * req.n + j
                 specs.append(
                     SequenceSpec(
-                        prompt_ids=(tok.bos_id, *ids),
+                        prompt_ids=(tok.bos_id, *head, *ids),
                         max_new_tokens=req.max_tokens,
                         settings=settings,
                         stop=req.stop,
@@ -303,6 +324,7 @@ class Handlers:
                         logprobs=req.logprobs,
                         index=i,
                         after=after[p],
+                        features=req.features,
                     )
                 )
         return specs

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import SAMPLING_RANGES, GenerationConfig
-from ..errors import ConfigError
+from ..documents import check_features
+from ..errors import ConfigError, LstmgenError
 
 MAX_STOP = 4  # as OpenAI
 MAX_LOGPROBS = 5  # as OpenAI
@@ -101,6 +102,8 @@ class CompletionRequest:
     echo: bool
     logprobs: int | None
     unknown: str | None
+    label: str | None = None  # a label of the model (issue #13): its token primes every prompt
+    features: tuple[float, ...] | None = None  # the model's feature vector: the initial state
 
 
 @dataclass
@@ -263,10 +266,11 @@ def parse_completion(
         {
             "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed",
             "stream", "stream_options", "echo", "logprobs", "top_k", "repetition_penalty",
-            "unknown", "user", *_NEUTRAL,
+            "unknown", "user", "label", "features", *_NEUTRAL,
         },
     )  # fmt: skip
     check_model(body, served)
+    label, features = _conditioning(body)
     for name, neutral in _NEUTRAL.items():
         if body.get(name) is not None and body[name] not in neutral:
             raise _bad(f"{name} is not supported by lstmgen (leave it out)", name)
@@ -316,7 +320,24 @@ def parse_completion(
         echo=_boolean(body, "echo"),
         logprobs=_integer(body, "logprobs", None, 0, MAX_LOGPROBS),
         unknown=_unknown_policy(body),
+        label=label,
+        features=features,
     )
+
+
+def _conditioning(body: dict) -> tuple[str | None, tuple[float, ...] | None]:
+    """The lstmgen extras ``label`` (a string) and ``features`` (a list of finite numbers);
+    whether the model knows the label or takes vectors of this length is the handler's check."""
+    label = body.get("label")
+    if label is not None and not isinstance(label, str):
+        raise _bad("label must be a string", "label")
+    features = body.get("features")
+    if features is None:
+        return label, None
+    try:
+        return label, tuple(check_features(features))
+    except LstmgenError as exc:
+        raise _bad(str(exc), "features") from None
 
 
 def parse_score(body: Any, served: str) -> ScoreRequest:

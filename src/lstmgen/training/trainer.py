@@ -95,6 +95,8 @@ class Trainer(RunSchedule):
     >>> Trainer.resume("runs/poems", max_steps=400).fit()  # doctest: +SKIP
     """
 
+    takes_features = False  # a features_from corpus needs training/features.py's FeatureTrainer
+
     def __init__(
         self,
         model: LanguageModel,
@@ -168,11 +170,14 @@ class Trainer(RunSchedule):
         corpus's unseen tokens (``trainer.added_tokens`` says how many). ``model_config`` may
         then only repeat the base's sizes (its ``dropout`` is used)."""
         config = config or TrainConfig()
+        cls._check_corpus_kind(config)
         run = RunDir(out_dir)
         resolve_precision(config.precision, resolve_device(config.device))  # errors come first
         base = finetune.Base.open(init_from) if init_from is not None else None
         if base is not None:
             config = base.check_config(config)
+            if config.labels_from or config.features_from:  # its vocabulary has no specials
+                raise ConfigError("--init-from cannot fine-tune on a labelled or featured corpus")
         fresh = not run.path.exists()
         lock = run.lock()  # before anything in the folder is written or cleaned
         try:
@@ -184,11 +189,14 @@ class Trainer(RunSchedule):
             corpus = prepare_corpus(
                 out_dir, config, train, valid, test, base=base.tokenizer if base else None
             )
+            features = getattr(corpus.train, "features", None)  # (D, F) of a feature corpus
             vocab = corpus.tokenizer.vocab_size
             if base is not None:
                 model_config = base.model_config(model_config, vocab)
             else:
-                model_config = (model_config or ModelConfig()).replace(vocab_size=vocab)
+                model_config = (model_config or ModelConfig()).replace(
+                    vocab_size=vocab, feature_size=0 if features is None else features.shape[1]
+                )
             with memory_hint(config, model_config.hidden_size):
                 torch.manual_seed(config.seed)
                 model = LanguageModel(model_config, corpus.tokenizer, GenerationConfig())
@@ -217,6 +225,7 @@ class Trainer(RunSchedule):
         if not run.has_state():
             raise CheckpointError(f"{out_dir} has no trainer state to resume ({STATE_FILE})")
         saved, sources = run.read_config()
+        cls._check_corpus_kind(saved)
         changes = {k: v for k, v in overrides.items() if v is not None}
         unknown = sorted(set(changes) - set(TrainConfig.__dataclass_fields__))
         if unknown:
@@ -249,6 +258,16 @@ class Trainer(RunSchedule):
             raise
         trainer._hold(lock)
         return trainer
+
+    @classmethod
+    def _check_corpus_kind(cls, config: TrainConfig) -> None:
+        """A feature corpus needs the trainer that feeds vectors; other corpora the plain one."""
+        if bool(config.features_from) != cls.takes_features:
+            raise ConfigError(
+                "a --features-from corpus trains with lstmgen.training.features.FeatureTrainer"
+                if config.features_from
+                else f"{cls.__name__} needs a --features-from corpus"
+            )
 
     def _hold(self, lock: RunLock | NoLock) -> None:
         """Keep ``lock`` until ``fit`` ends, or until this trainer is garbage-collected."""

@@ -1,0 +1,229 @@
+"""Labels steer (issue #13): one labelled model on Shakespeare + WikiText-2.
+
+Trains one char-level model on two corpora of different kinds, each a label
+(``--labels-from folders``): tiny-shakespeare's ``train.txt`` and WikiText-2's
+``wiki.train.tokens`` (``../shared/data``), each cut to ``--chars`` characters so that the labels
+are balanced, and into documents of about ``--doc-chars`` characters (at line breaks, one file
+each): the label's token starts every document, so the model meets it often enough to learn
+it (one file per label would show it once per epoch). Then:
+
+1. **Steering**: ``--samples`` samples per label (prompt "", the label's token first), each
+   classified by a character n-gram naive Bayes trained here on the two training texts (not
+   the model). Floor: >= 95 % classified as the label asked for.
+2. **Cost of sharing**: each label's validation loss (nats/char on ``val.txt`` /
+   ``wiki.valid.tokens``, cut to ``--val-chars``; scored in one stateful pass from
+   ``bos, <|label:X|>``) against a model of the same size trained on that corpus alone for the
+   same ``--budget`` seconds.
+
+Three trainings of ``--budget`` seconds each. The lead's full run:
+
+    python benchmarks/labels_steer.py --budget 600
+    python benchmarks/labels_steer.py --budget 2 --chars 20000 --val-chars 5000 \\
+        --samples 5 --preset tiny --name labels_steer_smoke      # a smoke run (seconds)
+
+Tiny-shakespeare stands for "the built-in Shakespeare corpus" of the issue: the same author,
+with a standard validation split, and present wherever ``../shared/data`` is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from common import SHARED_DATA, write_result
+
+CORPORA = {
+    "shakespeare": ("tiny-shakespeare/train.txt", "tiny-shakespeare/val.txt"),
+    "wikitext": ("wikitext-2/wiki.train.tokens", "wikitext-2/wiki.valid.tokens"),
+}
+
+
+class NgramBayes:
+    """Multinomial naive Bayes over character n-grams (n = 1..N), add-one smoothing."""
+
+    def __init__(self, texts: dict[str, str], n: int = 4):
+        self.n = n
+        self.counts = {label: self._grams(text) for label, text in texts.items()}
+        self.totals = {label: sum(c.values()) for label, c in self.counts.items()}
+        self.vocab = len(set().union(*self.counts.values()))
+
+    def _grams(self, text: str) -> Counter:
+        n = len(text)
+        return Counter(text[i : i + k] for k in range(1, self.n + 1) for i in range(n - k + 1))
+
+    def classify(self, text: str) -> str:
+        grams = self._grams(text)
+        scores = {
+            label: sum(
+                k * math.log((counts.get(g, 0) + 1) / (self.totals[label] + self.vocab))
+                for g, k in grams.items()
+            )
+            for label, counts in self.counts.items()
+        }
+        return max(scores, key=scores.get)
+
+
+def documents(text: str, size: int) -> list[str]:
+    """``text`` cut at line breaks into documents of about ``size`` characters."""
+    docs, start = [], 0
+    while start < len(text):
+        cut = text.find("\n", start + size)
+        end = len(text) if cut < 0 else cut + 1
+        docs.append(text[start:end])
+        start = end
+    return docs
+
+
+def val_loss(model, docs: list[str], label: str | None, seq_len: int = 512) -> float:
+    """Nats per character of ``docs`` scored in one stateful pass from ``bos``, each document
+    after its label's token as in training (the labelled model): the text's tokens only."""
+    import torch
+    import torch.nn.functional as F
+
+    tok = model.tokenizer
+    ids, scored = [tok.bos_id], [False]
+    for doc in docs:
+        if label is not None:
+            ids.append(tok.label_id(label))
+            scored.append(False)
+        text = tok.encode(doc, unknown="replace")
+        ids += text
+        scored += [True] * len(text)
+    seq = torch.tensor([ids], dtype=torch.long)  # (1, N)
+    mask = torch.tensor(scored[1:])  # (N - 1,): target i + 1 counts
+    total, state = 0.0, None
+    with torch.inference_mode():
+        model.eval()
+        for s in range(0, seq.shape[1] - 1, seq_len):
+            x, y = seq[:, s : s + seq_len], seq[:, s + 1 : s + seq_len + 1]
+            x = x[:, : y.shape[1]]
+            logits, state = model(x, state)  # (1, T, V)
+            nll = F.cross_entropy(logits[0].float(), y[0], reduction="none")  # (T,)
+            total += nll[mask[s : s + y.shape[1]]].sum().item()
+    return total / int(mask.sum())
+
+
+def markdown(r: dict) -> str:
+    """The README table (render_readme.py)."""
+    from common import measured
+
+    rows = [
+        "| label | classified as asked | val loss, labelled model | val loss, that corpus alone |",
+        "|---|---|---|---|",
+    ]
+    for label, v in r["labels"].items():
+        rows.append(
+            f"| {label} | {v['classified_as_asked']:.0%} | {v['val_loss_labelled']:.4f} | "
+            f"{v['val_loss_alone']:.4f} |"
+        )
+    verdict = "meets" if r["passes_floor"] else "misses"
+    return (
+        "\n".join(rows)
+        + f"\n\n{r['classified_as_asked']:.1%} of {r['settings']['samples']} samples per label "
+        f"classified as asked ({verdict} the 95 % floor); {r['settings']['budget']:.0f} s of "
+        f"training per model. {measured(r)}."
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model")
+    ap.add_argument("--chars", type=int, default=1_000_000, help="training chars per corpus")
+    ap.add_argument("--val-chars", type=int, default=100_000, help="validation chars per corpus")
+    ap.add_argument("--samples", type=int, default=100, help="samples per label")
+    ap.add_argument(
+        "--doc-chars", type=int, default=2000, help="each corpus is cut into documents this long"
+    )
+    ap.add_argument("--sample-tokens", type=int, default=200)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--preset", default="cpu-small")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--name", default="labels_steer")
+    args = ap.parse_args()
+
+    import torch
+
+    from lstmgen import LanguageModel, ModelConfig, TrainConfig, Trainer
+    from lstmgen.config import PRESETS
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    texts, vals = {}, {}
+    for label, (train, val) in CORPORA.items():
+        texts[label] = (SHARED_DATA / train).read_text(encoding="utf-8")[: args.chars]
+        vals[label] = (SHARED_DATA / val).read_text(encoding="utf-8")[: args.val_chars]
+    preset = PRESETS[args.preset]
+    common = {**preset["train"], "max_time": args.budget, "device": args.device, "seed": 1}
+    common.update(sample_tokens=0, eval_every=10**9)  # one evaluation, at the end
+    model_cfg = ModelConfig(**preset["model"])
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        docs = {}  # a label token starts each document: a label needs many of them to be learnt
+        for split, content in (("train", texts), ("valid", vals)):
+            for label, text in content.items():
+                (root / split / label).mkdir(parents=True)
+                docs[split, label] = documents(text, args.doc_chars)
+                for i, doc in enumerate(docs[split, label]):
+                    (root / split / label / f"{i:06d}.txt").write_text(doc, encoding="utf-8")
+        began = time.perf_counter()
+        cfg = TrainConfig(**common, labels_from="folders")
+        steps = {}
+        summary = Trainer.create(
+            root / "labelled", [root / "train"], cfg, model_cfg, valid=[root / "valid"]
+        ).fit()
+        steps["labelled"] = summary["step"]
+        labelled = LanguageModel.from_pretrained(root / "labelled")
+        alone = {}
+        for label in CORPORA:
+            summary = Trainer.create(
+                root / label, [root / "train" / label], TrainConfig(**common), model_cfg,
+                valid=[root / "valid" / label],
+            ).fit()  # fmt: skip
+            steps[label] = summary["step"]
+            alone[label] = LanguageModel.from_pretrained(root / label)
+        trained = time.perf_counter() - began
+
+        bayes = NgramBayes(texts)
+        per_label = {}
+        for label in CORPORA:
+            samples = labelled.complete(
+                "", n=args.samples, label=label, max_new_tokens=args.sample_tokens,
+                temperature=args.temperature, seed=7,
+            )  # fmt: skip
+            got = Counter(bayes.classify(s) for s in samples)
+            per_label[label] = {
+                "classified_as_asked": got[label] / args.samples,
+                "classified": dict(got),
+                "val_loss_labelled": val_loss(labelled, docs["valid", label], label),
+                "val_loss_alone": val_loss(alone[label], docs["valid", label], None),
+                "example": samples[0][:200],
+            }
+            r = per_label[label]
+            r["val_loss_cost"] = r["val_loss_labelled"] - r["val_loss_alone"]
+    steer = sum(r["classified_as_asked"] for r in per_label.values()) / len(per_label)
+    payload = {
+        "settings": vars(args),
+        "model": model_cfg.to_dict(),
+        "classified_as_asked": steer,
+        "floor": 0.95,
+        "passes_floor": steer >= 0.95,
+        "labels": per_label,
+        "training_seconds": trained,
+        "steps": steps,  # each model's training steps in its budget
+        "notes": "val loss in nats/char; classifier: char 1-4-gram naive Bayes on the two "
+        "training texts. Times measured on a shared CPU (other jobs running) are noisy.",
+    }
+    out = write_result(args.name, payload)
+    for label, r in per_label.items():
+        print(
+            f"{label}: {r['classified_as_asked']:.0%} classified as asked; val loss "
+            f"{r['val_loss_labelled']:.4f} labelled vs {r['val_loss_alone']:.4f} alone"
+        )
+    print(f"steering {steer:.1%} (floor 95 %): {out}")
+
+
+if __name__ == "__main__":
+    main()
