@@ -15,6 +15,7 @@ from ..errors import LstmgenError
 from .evaluate import eval_command
 from .generate import generate_command
 from .info import info_command
+from .quantize import quantize_command
 from .serve import serve_command
 from .train import train_command
 
@@ -30,6 +31,7 @@ cli.add_command(generate_command)
 cli.add_command(eval_command)
 cli.add_command(info_command)
 cli.add_command(serve_command)
+cli.add_command(quantize_command)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:

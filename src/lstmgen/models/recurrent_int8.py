@@ -1,0 +1,116 @@
+"""The recurrent stack's one-token step on CPU with int8 weights (``lstmgen quantize``).
+
+Same step as recurrent_steppers.TorchStepper (gate order, GRU's separate products), but each
+matrix-vector product runs through PyTorch's dynamic int8 linear (fbgemm / x86 kernels): the
+activations are quantized to 8 bits per call, multiplied with the int8 weights in int32, and
+scaled back per output channel. The weights are the int8 matrices and scales the directory holds
+(``LanguageModel.int8``), not a re-quantization of the float copies.
+
+Why this path (benchmarks/quantize.py, 2-core Intel Xeon, 3x512 char LSTM, batch 1): the three
+fused 1024 -> 2048 gate products take ~0.45 ms in int8 against ~0.57 ms through NumPy float32
+and ~1.1 ms through torch float32 matmuls; at batch 64 int8 is ~4x faster than float32. A NumPy
+int8 path has no integer BLAS to call (int8 @ int8 in NumPy is a slow generic loop), and
+onnxruntime's quantized MatMul pays a session call per step (benchmarks/quantize.py measures it
+as the onnx backend).
+
+Replacement plan: ``torch.ao.nn.quantized.dynamic`` (and the quantized tensor it is built from)
+is deprecated in PyTorch 2.10+ (pytorch/pytorch#184982) in favour of torchao. When it goes,
+swap ``_int8_linear`` for torchao's int8 dynamic-activation / int8-weight linear, or for
+onnxruntime's MatMulInteger through the onnx backend; nothing else here depends on it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..state import State
+
+if TYPE_CHECKING:
+    from .base import Model
+
+# Above this batch, nn.LSTM on the dequantized weights is as fast (its per-call setup is
+# amortised); measured with benchmarks/quantize.py.
+INT8_BELOW = 128
+
+
+def _int8_linear(q: Tensor, scale: Tensor, bias: Tensor | None) -> torch.nn.Module:
+    """A dynamic int8 linear computing ``x @ (q * scale[:, None]).T + bias``."""
+    from torch.ao.nn.quantized.dynamic import Linear
+
+    out_features, in_features = q.shape
+    zeros = torch.zeros(out_features, dtype=torch.long)
+    with warnings.catch_warnings():  # the deprecation notice: see the replacement plan above
+        warnings.simplefilter("ignore")
+        lin = Linear(in_features, out_features, bias_=bias is not None, dtype=torch.qint8)
+        qw = torch._make_per_channel_quantized_tensor(q, scale.double(), zeros, 0)
+        lin.set_weight_bias(qw, None if bias is None else bias.detach().float().contiguous())
+    return lin
+
+
+class Int8Stepper:
+    """One-token step with int8 weight matrices on CPU: ids (B,), State -> logits (B, V), State."""
+
+    batch_below = INT8_BELOW
+
+    def __init__(self, model: Model):
+        cfg, int8 = model.config, model.int8
+        self.cell, self.H = cfg.cell, cfg.hidden_size
+        params = dict(model.named_parameters())
+
+        def linear(name: str, bias: str | None) -> torch.nn.Module:
+            b = None if bias is None else params[bias]
+            if name in int8:
+                return _int8_linear(*int8[name], b)
+            lin = torch.nn.Linear(1, 1, bias=b is not None)  # a float matrix left as it was
+            lin.weight, lin.bias = params[name], b
+            return lin
+
+        self.ih = [linear(f"rnn.weight_ih_l{k}", f"rnn.bias_ih_l{k}") for k in range(cfg.num_layers)]
+        self.hh = [linear(f"rnn.weight_hh_l{k}", f"rnn.bias_hh_l{k}") for k in range(cfg.num_layers)]
+        self.projection = None if model.projection is None else linear("projection.weight", None)
+        decoder = "embedding.weight" if cfg.tie_weights else "decoder.weight"
+        self.decoder = linear(decoder, "decoder.bias")
+        self.embedding = int8.get("embedding.weight")  # (int8 (V, E), scales (V,)) or None
+        self.embedding_f = params["embedding.weight"].detach()
+
+    def embed(self, ids: Tensor) -> Tensor:
+        if self.embedding is None:
+            return F.embedding(ids, self.embedding_f)  # (B, E)
+        q, s = self.embedding
+        return q[ids].float() * s[ids, None]  # (B, E)
+
+    @torch.inference_mode()
+    def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        H = self.H
+        x = self.embed(ids)  # (B, E)
+        state = State.of(state)
+        h_all, c_all = state[0], state[1] if self.cell == "lstm" else None
+        hs, cs = [], []
+        for k in range(len(self.ih)):
+            h = h_all[k]  # (B, H)
+            gi, gh = self.ih[k](x), self.hh[k](h)  # (B, G*H) each
+            if self.cell == "lstm":
+                gates = gi + gh
+                i, f = torch.sigmoid(gates[:, :H]), torch.sigmoid(gates[:, H : 2 * H])
+                o = torch.sigmoid(gates[:, 3 * H :])
+                c = f * c_all[k] + i * torch.tanh(gates[:, 2 * H : 3 * H])
+                x = o * torch.tanh(c)  # (B, H)
+                cs.append(c)
+            elif self.cell == "gru":
+                rz = torch.sigmoid(gi[:, : 2 * H] + gh[:, : 2 * H])
+                r, z = rz[:, :H], rz[:, H:]
+                n = torch.tanh(gi[:, 2 * H :] + r * gh[:, 2 * H :])
+                x = (1 - z) * n + z * h
+            else:
+                x = torch.tanh(gi + gh)
+            hs.append(x)
+        if self.projection is not None:
+            x = self.projection(x)  # (B, E)
+        logits = self.decoder(x)  # (B, V)
+        h_new = torch.stack(hs)  # (L, B, H)
+        return logits, State((h_new, torch.stack(cs)) if self.cell == "lstm" else (h_new,))
