@@ -70,9 +70,11 @@ class Int8Stepper:
             lin.weight, lin.bias = params[name], b
             return lin
 
-        self.ih = [linear(f"rnn.weight_ih_l{k}", f"rnn.bias_ih_l{k}") for k in range(cfg.num_layers)]
-        self.hh = [linear(f"rnn.weight_hh_l{k}", f"rnn.bias_hh_l{k}") for k in range(cfg.num_layers)]
-        self.projection = None if model.projection is None else linear("projection.weight", None)
+        layers = range(cfg.num_layers)
+        self.ih = [linear(f"rnn.weight_ih_l{k}", f"rnn.bias_ih_l{k}") for k in layers]
+        self.hh = [linear(f"rnn.weight_hh_l{k}", f"rnn.bias_hh_l{k}") for k in layers]
+        proj = model.projection
+        self.projection = None if proj is None else linear("projection.weight", None)
         decoder = "embedding.weight" if cfg.tie_weights else "decoder.weight"
         self.decoder = linear(decoder, "decoder.bias")
         self.embedding = int8.get("embedding.weight")  # (int8 (V, E), scales (V,)) or None
