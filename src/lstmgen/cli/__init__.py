@@ -13,6 +13,7 @@ import click
 
 from ..errors import LstmgenError
 from .evaluate import eval_command
+from .export import export_command
 from .generate import generate_command
 from .info import info_command
 from .quantize import quantize_command
@@ -32,6 +33,7 @@ cli.add_command(eval_command)
 cli.add_command(info_command)
 cli.add_command(serve_command)
 cli.add_command(quantize_command)
+cli.add_command(export_command)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:

@@ -76,12 +76,13 @@ def model_default(name: str, built_in: object = None) -> str:
 @device_option
 @click.option(
     "--backend",
-    type=click.Choice(["torch", "numpy"]),
+    type=click.Choice(["torch", "numpy", "onnx"]),
     default="torch",
     show_default=True,
-    help="numpy: the from-scratch reference (lstmgen.reference), CPU only. The two backends"
-    " draw from different random number generators: the same --seed samples different text"
-    " (greedy text, -t 0, is the same).",
+    help="numpy: the from-scratch reference (lstmgen.reference), CPU only. onnx: a folder"
+    " from `lstmgen export --format onnx`, decoded by onnxruntime without PyTorch (pip install"
+    " lstmgen[onnx]). numpy and onnx draw from NumPy's random numbers, torch from PyTorch's:"
+    " the same --seed samples different text (greedy text, -t 0, is the same).",
 )
 def generate_command(
     run: str,
@@ -107,12 +108,17 @@ def generate_command(
     """
     if prompt == "-":
         prompt = read_stdin()
+    if backend != "torch" and device not in ("auto", "cpu"):
+        raise click.UsageError("--device applies to --backend torch only")
     if backend == "numpy":
         from .. import reference
 
-        if device not in ("auto", "cpu"):
-            raise click.UsageError("--device applies to --backend torch only")
         model, generate = reference.LanguageModel.from_pretrained(run), reference.stream_text
+    elif backend == "onnx":
+        from ..export.onnx_runtime import OnnxModel
+        from ..reference.generate import stream_text as generate
+
+        model = OnnxModel(run)
     else:
         from ..generate import stream_text
 

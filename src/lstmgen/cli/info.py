@@ -10,6 +10,7 @@ import click
 
 from ..errors import CheckpointError
 from ..files import check_regular_file, parse_json
+from ..modeldir import read_quantization
 from ..rundir import RunDir
 from .common import run_argument
 
@@ -65,6 +66,7 @@ def info_command(run: str, as_json: bool) -> None:
         "path": str(run),
         "model": model.config.to_dict(),
         "parameters": model.num_parameters(),
+        "quantization": read_quantization(run),
         "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size},
         "generation": model.generation_config.to_dict(),
         "training": train_cfg,
@@ -79,6 +81,9 @@ def info_command(run: str, as_json: bool) -> None:
         f"{m.embedding_size}, dropout {m.dropout}, tied {m.tie_weights}"
     )
     click.echo(f"parameters: {info['parameters']:,}")
+    if info["quantization"]:
+        q = info["quantization"]
+        click.echo(f"weights:    {q['method']} ({len(q['weights'])} matrices), {q.get('scheme')}")
     click.echo(f"tokenizer:  {tok.kind}, {tok.vocab_size:,} tokens")
     if train_cfg:
         keys = ("batch_size", "seq_len", "lr", "max_steps", "epochs", "max_time", "seed")

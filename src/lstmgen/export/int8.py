@@ -42,14 +42,13 @@ def quantizable(weights: dict[str, np.ndarray], embedding: bool) -> list[str]:
     return sorted(
         k
         for k, w in weights.items()
-        if w.ndim == 2 and np.issubdtype(w.dtype, np.floating)
+        if w.ndim == 2
+        and np.issubdtype(w.dtype, np.floating)
         and (embedding or k != "embedding.weight")
     )
 
 
-def quantize_weights(
-    weights: dict[str, np.ndarray], names: list[str]
-) -> dict[str, np.ndarray]:
+def quantize_weights(weights: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
     """Float weights by name -> the same with each of ``names`` as ``.qweight`` + ``.scale``."""
     out = {k: w for k, w in weights.items() if k not in names}
     for k in names:
