@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_quantize import TEXT, make_model
+from test_quantize import make_model
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -64,7 +64,8 @@ def test_greedy_text_is_the_torch_backends_for_500_tokens(exported, run_cli):
     assert torch_out.code == 0 and onnx_out.code == 0, onnx_out.err
     assert len(torch_out.out) > 400
     text = torch_out.out
-    assert len(set(text)) > 5 and sum(a != b for a, b in zip(text, text[1:])) > 20  # not a loop
+    changes = sum(a != b for a, b in zip(text, text[1:], strict=False))
+    assert len(set(text)) > 5 and changes > 20  # not one token repeated
     assert onnx_out.out == torch_out.out
 
 
