@@ -158,3 +158,16 @@ def test_torch_backend_on_an_onnx_folder(exported, run_cli):
     _, path = exported
     err = one_line(run_cli("generate", path), code=2)
     assert "is an ONNX export: use --backend onnx" in err
+
+
+@pytest.mark.parametrize("command", ["quantize", "export"])
+def test_new_commands_help_without_torch(command):
+    code = (
+        "import sys; from lstmgen.cli import main; "
+        f"assert main([{command!r}, '--help']) == 0; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "--output" in r.stdout

@@ -141,4 +141,4 @@ def test_int8_weights_relabelled_are_refused(tmp_path, run_cli):
     header = raw[8 : 8 + n].replace(b'"I8"', b'"U8"', 1)
     path.write_bytes(raw[:8] + header + raw[8 + n :])
     r = run_cli("generate", tmp_path / "int8", "--max-new-tokens", "3")
-    assert r.code == 1 and "has dtype U8, the model's is I8" in r.err
+    assert r.code == 1 and "has dtype U8, the model's int8 weights are I8" in r.err

@@ -82,7 +82,8 @@ def model_default(name: str, built_in: object = None) -> str:
     help="numpy: the from-scratch reference (lstmgen.reference), CPU only. onnx: a folder"
     " from `lstmgen export --format onnx`, decoded by onnxruntime without PyTorch (pip install"
     " lstmgen[onnx]). numpy and onnx draw from NumPy's random numbers, torch from PyTorch's:"
-    " the same --seed samples different text (greedy text, -t 0, is the same).",
+    " they use different random number generators, so the same --seed samples different"
+    " text (greedy text, -t 0, is the same).",
 )
 def generate_command(
     run: str,
