@@ -195,8 +195,9 @@ def check_weights_file(
     check_shapes(shapes, {k: shape for k, (shape, _) in table.items()}, path)
     for k, (_, dtype) in header.items():
         if dtype != table[k][1]:
-            kind = "int8 weights are" if table[k][1] == "I8" else "weights are"
-            raise CheckpointError(f"{path}: {k} has dtype {dtype}, the model's {kind} {table[k][1]}")
+            want = table[k][1]
+            kind = "int8 weights are" if want == "I8" else "weights are"
+            raise CheckpointError(f"{path}: {k} has dtype {dtype}, the model's {kind} {want}")
 
 
 def non_finite(path: Path, name: str) -> CheckpointError:
