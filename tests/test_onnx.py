@@ -157,7 +157,7 @@ def test_a_corrupt_onnx_file(exported, run_cli):
 def test_torch_backend_on_an_onnx_folder(exported, run_cli):
     _, path = exported
     err = one_line(run_cli("generate", path), code=2)
-    assert "is an ONNX export: use --backend onnx" in err
+    assert "is an ONNX export: decode it with `lstmgen generate" in err and "--backend onnx" in err
 
 
 @pytest.mark.parametrize("command", ["quantize", "export"])

@@ -31,6 +31,9 @@ def load_run(run: str, device: str) -> LanguageModel:
     from ..runtime import resolve_device
 
     if is_onnx_folder(run):
-        raise click.UsageError(f"{run} is an ONNX export: use --backend onnx")
+        raise click.UsageError(
+            f"{run} is an ONNX export: decode it with `lstmgen generate {run} --backend onnx`"
+            " (eval and serve take the model directory it was exported from)"
+        )
 
     return LanguageModel.from_pretrained(run, device=resolve_device(device))
