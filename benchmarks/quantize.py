@@ -34,8 +34,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# One BLAS thread unless told: NumPy's OpenBLAS threads (lstmgen's float32 CPU step) and
+# torch's would otherwise fight for the cores (sampling.py), and on a shared machine a spinning
+# BLAS thread made the float32 path 40x slower in a trial run.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from common import SHARED_DATA, write_result
 from generation import eager_tokens_per_s
 
