@@ -56,16 +56,24 @@ def test_quantized_directory_loads_and_steps_close_to_float(tmp_path, run_cli, c
     assert header["rnn.weight_hh_l0.scale"] == ((model.rnn.weight_hh_l0.shape[0],), "F32")
     assert ("embedding.weight.qweight" in header) == tie
     q = LanguageModel.from_pretrained(tmp_path / "int8")
-    step = q.stepper(1)
-    assert type(step).__name__ == "Int8Stepper"
-    ids, state = torch.tensor([3, 5]), q.init_state(2)
-    got, got_state = step(ids, state)
+    assert type(q.stepper(1)).__name__ in ("OrtInt8Stepper", "Int8Stepper")
+    from lstmgen.models import recurrent_int8
+
+    steppers = [recurrent_int8.Int8Stepper(q)]
+    try:
+        steppers.append(recurrent_int8.OrtInt8Stepper(q))
+    except ImportError:
+        pass  # without the onnx extra: the PyTorch int8 step only
+    ids = torch.tensor([3, 5])
     want, want_state = model(ids[:, None], model.init_state(2))
-    # int8 weights and 8-bit activations: close to float32, not equal
-    assert (got - want[:, 0]).abs().max() < 0.05 * want.abs().max() + 1e-3
-    assert not torch.equal(got, want[:, 0].detach())
-    for a, b in zip(got_state, want_state, strict=True):
-        assert (a - b).abs().max() < 0.05
+    for step in steppers:
+        got, got_state = step(ids, q.init_state(2))
+        # int8 weights and 8-bit activations: close to float32, not equal
+        assert (got - want[:, 0]).abs().max() < 0.05 * want.abs().max() + 1e-3
+        assert not torch.equal(got, want[:, 0].detach())
+        for a, b in zip(got_state, want_state, strict=True):
+            assert (a - b).abs().max() < 0.05
+
 
 
 def test_int8_directory_is_a_quarter_of_the_size(tmp_path, run_cli):

@@ -27,6 +27,7 @@ OPSET = 17
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # PyTorch's gate blocks -> ONNX's order, per cell (indices of H-sized blocks)
 ONNX_GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}
+Int8 = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (int8 (out, in), scales (out,))
 
 
 def state_names(cell: str) -> list[str]:
@@ -80,13 +81,14 @@ def _io(config: Any, ids_shape: list[Any]) -> tuple[list[Any], list[Any]]:
     return inputs, outputs
 
 
-def _decoder(g: _Graph, config: Any, w: dict[str, np.ndarray], x: str) -> str:
+def _decoder(
+    g: _Graph, config: Any, w: dict[str, np.ndarray], x: str, int8: Int8 | None = None
+) -> str:
     """x (B, H) -> logits (B, V): [projection] then the decoder (tied: the embedding)."""
     if "projection.weight" in w:
-        x = g.op("MatMul", x, g.const(w["projection.weight"].T))  # (B, E)
-        # tied weights: the decoder is the embedding
-    dec = w["embedding.weight"] if config.tie_weights else w["decoder.weight"]  # (V, E|H)
-    logits = g.op("MatMul", x, g.const(dec.T, "decoder_weight_t"))  # (B, V)
+        x = _matmul(g, x, "projection.weight", w, int8)  # (B, E)
+    dec = "embedding.weight" if config.tie_weights else "decoder.weight"  # (V, E|H)
+    logits = _matmul(g, x, dec, w, int8)  # (B, V)
     return g.op("Add", logits, g.const(w["decoder.bias"]), name="logits")
 
 
@@ -99,8 +101,22 @@ def _stack(g: _Graph, parts: list[str], name: str) -> str:
     return g.op("Concat", *[g.op("Unsqueeze", p, axes) for p in parts], axis=0, name=name)
 
 
-def step_model(config: Any, w: dict[str, np.ndarray]) -> Any:
-    """The one-token step graph (see the module docstring)."""
+def _matmul(g: _Graph, x: str, name: str, w: dict[str, np.ndarray], int8: Int8 | None) -> str:
+    """x (B, in) @ W.T for the weight ``name`` (out, in): float32, or with the directory's int8
+    matrix (activations quantized per call to uint8, products in int32, then scaled back per
+    output channel), the pattern onnxruntime's own dynamic quantization produces."""
+    if int8 is None or name not in int8:
+        return g.op("MatMul", x, g.const(w[name].T))
+    q, scale = int8[name]  # (out, in) int8, (out,) float32
+    xq, xs, xzp = g.op("DynamicQuantizeLinear", x, outputs=3)  # uint8, scalar scale, zero point
+    acc = g.op("MatMulInteger", xq, g.const(np.ascontiguousarray(q.T)), xzp)  # (B, out) int32
+    return g.op("Mul", g.op("Cast", acc, to=1), g.op("Mul", xs, g.const(scale)))  # 1: FLOAT
+
+
+def step_model(config: Any, w: dict[str, np.ndarray], int8: Int8 | None = None) -> Any:
+    """The one-token step graph (see the module docstring); with ``int8`` (name -> (int8
+    (out, in), float32 scales (out,)), an int8 directory's matrices) those products run in int8,
+    input and recurrent products apart (their rows have different scales)."""
     g = _Graph()
     cell, H = config.cell, config.hidden_size
     x = g.op("Gather", g.const(w["embedding.weight"], "embedding"), "ids", axis=0)  # (B, E)
@@ -109,9 +125,10 @@ def step_model(config: Any, w: dict[str, np.ndarray]) -> Any:
         w_ih, w_hh = w[f"rnn.weight_ih_l{k}"], w[f"rnn.weight_hh_l{k}"]  # (G*H, E_l), (G*H, H)
         b_ih, b_hh = w[f"rnn.bias_ih_l{k}"], w[f"rnn.bias_hh_l{k}"]
         h = _layer_index(g, "state_0", k)  # (B, H)
+        ih, hh = f"rnn.weight_ih_l{k}", f"rnn.weight_hh_l{k}"
         if cell == "gru":
-            gi = g.op("Add", g.op("MatMul", x, g.const(w_ih.T)), g.const(b_ih))  # (B, 3H)
-            gh = g.op("Add", g.op("MatMul", h, g.const(w_hh.T)), g.const(b_hh))
+            gi = g.op("Add", _matmul(g, x, ih, w, int8), g.const(b_ih))  # (B, 3H)
+            gh = g.op("Add", _matmul(g, h, hh, w, int8), g.const(b_hh))
             sizes = g.const(np.array([H, H, H], dtype=np.int64))
             ir, iz, i_n = g.op("Split", gi, sizes, axis=1, outputs=3)
             hr, hz, h_n = g.op("Split", gh, sizes, axis=1, outputs=3)
@@ -121,9 +138,13 @@ def step_model(config: Any, w: dict[str, np.ndarray]) -> Any:
             # h' = (1 - z) n + z h = n + z (h - n)
             x = g.op("Add", n, g.op("Mul", z, g.op("Sub", h, n)))
         else:
-            fused = np.concatenate([w_ih, w_hh], axis=1).T  # (E_l + H, G*H)
-            xh = g.op("Concat", x, h, axis=1)  # (B, E_l + H)
-            pre = g.op("Add", g.op("MatMul", xh, g.const(fused)), g.const(b_ih + b_hh))
+            if int8 is None:
+                fused = np.concatenate([w_ih, w_hh], axis=1).T  # (E_l + H, G*H)
+                xh = g.op("Concat", x, h, axis=1)  # (B, E_l + H)
+                pre = g.op("MatMul", xh, g.const(fused))  # (B, G*H)
+            else:
+                pre = g.op("Add", _matmul(g, x, ih, w, int8), _matmul(g, h, hh, w, int8))
+            pre = g.op("Add", pre, g.const(b_ih + b_hh))
             if cell == "rnn":
                 x = g.op("Tanh", pre)
             else:
@@ -138,7 +159,7 @@ def step_model(config: Any, w: dict[str, np.ndarray]) -> Any:
                 x = g.op("Mul", g.op("Sigmoid", o), g.op("Tanh", c))  # (B, H)
                 cs.append(c)
         hs.append(x)
-    _decoder(g, config, w, x)
+    _decoder(g, config, w, x, int8)
     _stack(g, hs, "state_0_out")
     if cs:
         _stack(g, cs, "state_1_out")

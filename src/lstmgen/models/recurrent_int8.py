@@ -52,6 +52,49 @@ def _int8_linear(q: Tensor, scale: Tensor, bias: Tensor | None) -> torch.nn.Modu
     return lin
 
 
+class OrtInt8Stepper:
+    """The same step as ``Int8Stepper`` as one onnxruntime call: the step graph of
+    export/onnx_graph.py with the directory's int8 matrices (MatMulInteger). The fastest CPU
+    path measured (benchmarks/quantize.py): one call into C++ per token instead of ~40 PyTorch
+    op dispatches. Used when onnx and onnxruntime are installed (``lstmgen[onnx]``)."""
+
+    batch_below = INT8_BELOW
+
+    def __init__(self, model: Model):
+        import onnxruntime as ort
+
+        from ..export.onnx_graph import state_names, step_model
+
+        with torch.no_grad():
+            weights = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+        int8 = {k: (q.numpy(), s.numpy()) for k, (q, s) in model.int8.items()}
+        graph = step_model(model.config, weights, int8)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # batch-1 decoding: threads cost more than they give
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(
+            graph.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        self.names = state_names(model.config.cell)
+
+    def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
+        feed = {n: p.detach().numpy() for n, p in zip(self.names, State.of(state), strict=True)}
+        feed["ids"] = ids.numpy()
+        logits, *parts = self.session.run(None, feed)
+        return torch.from_numpy(logits), State(tuple(torch.from_numpy(p) for p in parts))
+
+
+def int8_stepper(model: Model) -> OrtInt8Stepper | Int8Stepper:
+    """onnxruntime's int8 step where installed, else PyTorch's."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return Int8Stepper(model)
+    return OrtInt8Stepper(model)
+
+
 class Int8Stepper:
     """One-token step with int8 weight matrices on CPU: ids (B,), State -> logits (B, V), State."""
 

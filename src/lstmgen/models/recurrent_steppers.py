@@ -184,8 +184,8 @@ def make_stepper(model: Model, batch_size: int) -> Any:
     if model.device.type != "cpu":
         return None
     if getattr(model, "int8", None) and model.embedding.weight.dtype == torch.float32:
-        from .recurrent_int8 import Int8Stepper  # a quantized directory (lstmgen quantize)
+        from .recurrent_int8 import INT8_BELOW, int8_stepper  # an int8 directory
 
-        return Int8Stepper(model) if batch_size < Int8Stepper.batch_below else None
+        return int8_stepper(model) if batch_size < INT8_BELOW else None
     cls = NumpyStepper if model.embedding.weight.dtype in NUMPY_DTYPES else TorchStepper
     return cls(model) if batch_size < cls.batch_below else None
