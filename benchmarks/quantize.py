@@ -65,6 +65,37 @@ def lstmgen_rate(model: LanguageModel, batch: int, steps: int, seed: int) -> flo
     return batch * steps / (time.perf_counter() - t0)
 
 
+def torch_ao(fn, *args):
+    """``fn(*args)`` with int8 directories stepping through torch.ao (recurrent_int8.py's
+    fallback without onnxruntime) instead of onnxruntime."""
+    from lstmgen.models import recurrent_int8
+
+    chosen = recurrent_int8.int8_stepper
+    recurrent_int8.int8_stepper = recurrent_int8.Int8Stepper
+    try:
+        return fn(*args)
+    finally:
+        recurrent_int8.int8_stepper = chosen
+
+
+def numpy_int8_product_us(n_in: int, n_out: int) -> dict:
+    """One batch-1 product in NumPy: float32 (BLAS) against int8 (no integer BLAS: NumPy's
+    generic loop, int32 accumulation), the NumPy int8 path's core."""
+    rng = np.random.default_rng(0)
+    w32 = rng.standard_normal((n_in, n_out)).astype(np.float32)
+    w8 = rng.integers(-127, 128, (n_in, n_out)).astype(np.int8)
+    x32 = rng.standard_normal((1, n_in)).astype(np.float32)
+    x8 = rng.integers(-127, 128, (1, n_in)).astype(np.int8)
+    out = {}
+    for name, f in (("float32", lambda: x32 @ w32), ("int8", lambda: x8.astype(np.int32) @ w8)):
+        f()
+        t0 = time.perf_counter()
+        for _ in range(20):
+            f()
+        out[f"numpy_{name}_us"] = round((time.perf_counter() - t0) / 20 * 1e6, 1)
+    return out
+
+
 def onnx_rate(model: OnnxModel, batch: int, steps: int, seed: int) -> float:
     t0 = time.perf_counter()
     for _ in numpy_stream_text(
@@ -192,6 +223,7 @@ def main() -> None:
             "eager_nn_lstm_f32": lambda b, s, r: eager_tokens_per_s(f32, b, s, seed=r),
             "lstmgen_f32": lambda b, s, r: lstmgen_rate(f32, b, s, r),
             "lstmgen_int8": lambda b, s, r: lstmgen_rate(int8, b, s, r),
+            "lstmgen_int8_torch_ao": lambda b, s, r: torch_ao(lstmgen_rate, int8, b, s, r),
             "onnx_f32": lambda b, s, r: onnx_rate(onnx32, b, s, r),
             "onnx_int8": lambda b, s, r: onnx_rate(onnx8, b, s, r),
         }
@@ -211,6 +243,9 @@ def main() -> None:
             row["int8_vs_lstmgen_f32"] = round(med["lstmgen_int8"] / med["lstmgen_f32"], 2)
             row["onnx_f32_vs_lstmgen_f32"] = round(med["onnx_f32"] / med["lstmgen_f32"], 2)
             row["onnx_int8_vs_lstmgen_int8"] = round(med["onnx_int8"] / med["lstmgen_int8"], 2)
+            row["int8_onnxruntime_vs_torch_ao"] = round(
+                med["lstmgen_int8"] / med["lstmgen_int8_torch_ao"], 2
+            )
             row["runs"] = {k: [round(x, 1) for x in v] for k, v in runs.items()}
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "runs"}))
@@ -223,6 +258,11 @@ def main() -> None:
         }
         size["int8_over_float32"] = round(size["int8_bytes"] / size["float32_bytes"], 4)
         print(json.dumps(size))
+        micro = {
+            "product": f"(1, {2 * H}) @ ({2 * H}, {4 * H})",
+            **numpy_int8_product_us(2 * H, 4 * H),
+        }
+        print(json.dumps(micro))
 
         bw = bandwidth_gb_s(64 if args.tiny else 1024)
         physical = {"bandwidth_gb_s": round(bw, 2)}
@@ -268,6 +308,7 @@ def main() -> None:
             "rows": rows,
             "size": size,
             "physical_reference": physical,
+            "numpy_int8_candidate": micro,
             "cold_start_generate_1_token": cold_row,
             "loss": loss,
             "floors": floors,

@@ -150,3 +150,23 @@ def test_int8_weights_relabelled_are_refused(tmp_path, run_cli):
     path.write_bytes(raw[:8] + header + raw[8 + n :])
     r = run_cli("generate", tmp_path / "int8", "--max-new-tokens", "3")
     assert r.code == 1 and "has dtype U8, the model's int8 weights are I8" in r.err
+
+
+def test_serve_an_int8_directory(tmp_path, run_cli):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from lstmgen.generate import stream_text
+    from lstmgen.server.app import create_app
+
+    make_model(tmp_path / "f32", scale=3.0)
+    assert run_cli("quantize", tmp_path / "f32", "-o", tmp_path / "int8").code == 0
+    model = LanguageModel.from_pretrained(tmp_path / "int8")
+    app = create_app(model, "int8")
+    body = {"model": "int8", "prompt": "the", "max_tokens": 20, "temperature": 0, "n": 2}
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200, r.text
+    want = "".join(ev.text for ev in stream_text(model, ["the"], max_new_tokens=20, temperature=0))
+    assert [c["text"] for c in r.json()["choices"]] == [want, want]
