@@ -12,6 +12,7 @@ import warnings
 import click
 
 from ..errors import LstmgenError
+from .distill import distill_command
 from .evaluate import eval_command
 from .export import export_command
 from .generate import generate_command
@@ -34,6 +35,7 @@ cli.add_command(info_command)
 cli.add_command(serve_command)
 cli.add_command(quantize_command)
 cli.add_command(export_command)
+cli.add_command(distill_command)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:

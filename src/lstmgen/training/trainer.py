@@ -40,7 +40,7 @@ from ..rundir import STATE_FILE, NoLock, RunDir
 from ..runlock import RunLock
 from ..runtime import is_out_of_memory, resolve_device, resolve_precision, synchronize, tf32
 from ..state import State
-from ..tokenizers import load_tokenizer
+from ..tokenizers import Tokenizer, load_tokenizer
 from . import state as trainer_state
 from .optim import adamw, clip_gradients, decay_groups
 from .schedule import Position, RunSchedule
@@ -154,8 +154,11 @@ class Trainer(RunSchedule):
         valid: Sequence[str | Path] = (),
         test: Sequence[str | Path] = (),
         callbacks: Sequence[Callback] = (),
+        tokenizer: Tokenizer | None = None,
     ) -> Trainer:
-        """Start a new run: tokenize the corpus, build the model, write the run directory."""
+        """Start a new run: tokenize the corpus, build the model, write the run directory.
+        ``tokenizer``: use this one instead of fitting one (a distilled student: the teacher's).
+        """
         config = config or TrainConfig()
         run = RunDir(out_dir)
         resolve_precision(config.precision, resolve_device(config.device))  # errors come first
@@ -167,7 +170,7 @@ class Trainer(RunSchedule):
                     f"{out_dir} already holds a run: use --resume, or another --output"
                 )
             run.remove_stale_temp_files()
-            corpus = prepare_corpus(out_dir, config, train, valid, test)
+            corpus = prepare_corpus(out_dir, config, train, valid, test, tokenizer)
             model_config = (model_config or ModelConfig()).replace(
                 vocab_size=corpus.tokenizer.vocab_size
             )
