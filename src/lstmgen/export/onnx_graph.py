@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 OPSET = 17
+IR_VERSION = 8
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 # PyTorch's gate blocks -> ONNX's order, per cell (indices of H-sized blocks)
 ONNX_GATE_ORDER = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2], "rnn": [0]}
@@ -62,7 +63,11 @@ class _Graph:
     def model(self, name: str, inputs: list[Any], outputs: list[Any]) -> Any:
         h = self.helper
         graph = h.make_graph(self.nodes, name, inputs, outputs, self.inits)
-        model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)])
+        # IR version 8 is opset 17's: a newer onnx would stamp its own (onnxruntime-web 1.30
+        # refuses IR 12), and nothing here needs more
+        model = h.make_model(
+            graph, opset_imports=[h.make_opsetid("", OPSET)], ir_version=IR_VERSION
+        )
         model.producer_name = "lstmgen"
         return model
 
