@@ -171,3 +171,15 @@ def test_new_commands_help_without_torch(command):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "--output" in r.stdout
+
+
+@pytest.mark.slow
+def test_quantize_benchmark_runs_end_to_end(tmp_path):
+    from conftest import benchmark_result
+
+    r = benchmark_result(
+        tmp_path, "quantize.py", "--tiny", "--repeats", "1", "--train-seconds", "5", "--name", "q"
+    )
+    assert r["machine"]["cpu_model"] and r["rows"][0]["batch"] == 1
+    assert r["size"]["int8_bytes"] < r["size"]["float32_bytes"]
+    assert "int8_batch1_ge_8x_eager" in r["floors"]
