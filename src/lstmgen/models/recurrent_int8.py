@@ -6,15 +6,14 @@ activations are quantized to 8 bits per call, multiplied with the int8 weights i
 scaled back per output channel. The weights are the int8 matrices and scales the directory holds
 (``LanguageModel.int8``), not a re-quantization of the float copies.
 
-Why this path (benchmarks/quantize.py, 2-core Intel Xeon, 3x512 char LSTM, batch 1): the three
-fused 1024 -> 2048 gate products take ~0.45 ms in int8 against ~0.57 ms through NumPy float32
-and ~1.1 ms through torch float32 matmuls; at batch 64 int8 is ~4x faster than float32. A NumPy
-int8 path has no integer BLAS to call (int8 @ int8 in NumPy is a slow generic loop), and
-onnxruntime's quantized MatMul pays a session call per step (benchmarks/quantize.py measures it
-as the onnx backend).
+Why these paths (benchmarks/quantize.py, 3x512 char LSTM, one thread, 2-core Intel Xeon under
+load): onnxruntime's int8 graph (``OrtInt8Stepper``, one C++ call per token) decodes 1.47x as
+fast as this module's torch.ao path at batch 1 and 1.43x at batch 64, so it is used where the
+onnx extra is installed; ``Int8Stepper`` is the fallback. A NumPy int8 path has no integer BLAS
+to call (a (1, 1024) x (1024, 2048) int8 product: 58.6 ms, against 2.5 ms in float32).
 
 Replacement plan: ``torch.ao.nn.quantized.dynamic`` (and the quantized tensor it is built from)
-is deprecated in PyTorch 2.10+ (pytorch/pytorch#184982) in favour of torchao. When it goes,
+is deprecated (PyTorch 2.13 warns, pytorch/pytorch#184982) in favour of torchao. When it goes,
 swap ``_int8_linear`` for torchao's int8 dynamic-activation / int8-weight linear, or for
 onnxruntime's MatMulInteger through the onnx backend; nothing else here depends on it.
 """
