@@ -69,11 +69,29 @@ def test_greedy_text_is_the_torch_backends_for_500_tokens(exported, run_cli):
     assert onnx_out.out == torch_out.out
 
 
-def test_same_seed_same_text_on_the_onnx_backend(exported, run_cli):
+@pytest.mark.parametrize(
+    "options",
+    [["-t", "1"], ["-t", "0.8", "--top-k", "5", "--top-p", "0.9", "--repetition-penalty", "1.3"]],
+)
+def test_same_seed_same_text_as_the_torch_backend(exported, run_cli, options):
     _, path = exported
-    args = ["--backend", "onnx", "-t", "1", "--max-new-tokens", "60", "--seed", "3", "-n", "2"]
-    a, b = run_cli("generate", path, *args), run_cli("generate", path, *args)
-    assert a.code == 0 and a.out == b.out
+    args = ["--max-new-tokens", "200", "--seed", "3", "-n", "3", "-p", "the", *options]
+    want = run_cli("generate", path.parent / "f32", *args)
+    got = run_cli("generate", path, "--backend", "onnx", *args)
+    assert want.code == 0 and got.code == 0, got.err
+    assert got.out == want.out
+    other = run_cli("generate", path, "--backend", "onnx", *args[:3], "4", *args[4:])
+    assert other.out != got.out  # the seed matters
+
+
+def test_torch_random_replays_torchs_generator():
+    from lstmgen.export.onnx_runtime import TorchRandom
+
+    for seed in (0, 7, 2**40 + 3, -5):
+        want = torch.empty(2, 3, dtype=torch.float64).uniform_(
+            generator=torch.Generator().manual_seed(seed)
+        )
+        np.testing.assert_array_equal(TorchRandom(seed).random((2, 3)), want.numpy())
 
 
 def test_onnx_backend_never_imports_torch(exported):

@@ -81,9 +81,9 @@ def model_default(name: str, built_in: object = None) -> str:
     show_default=True,
     help="numpy: the from-scratch reference (lstmgen.reference), CPU only. onnx: a folder"
     " from `lstmgen export --format onnx`, decoded by onnxruntime without PyTorch (pip install"
-    " lstmgen[onnx]). numpy and onnx draw from NumPy's random numbers, torch from PyTorch's:"
-    " they use different random number generators, so the same --seed samples different"
-    " text (greedy text, -t 0, is the same).",
+    " lstmgen[onnx]), with the torch backend's random numbers: the same --seed gives the same"
+    " text. numpy and torch use different random number generators: the same --seed samples"
+    " different text on each (greedy text, -t 0, is the same).",
 )
 def generate_command(
     run: str,
@@ -116,10 +116,12 @@ def generate_command(
 
         model, generate = reference.LanguageModel.from_pretrained(run), reference.stream_text
     elif backend == "onnx":
-        from ..export.onnx_runtime import OnnxModel
-        from ..reference.generate import stream_text as generate
+        from functools import partial
 
-        model = OnnxModel(run)
+        from ..export.onnx_runtime import OnnxModel, TorchRandom
+        from ..reference.generate import stream_text
+
+        model, generate = OnnxModel(run), partial(stream_text, random=TorchRandom)
     else:
         from ..generate import stream_text
 

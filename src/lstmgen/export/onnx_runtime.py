@@ -3,9 +3,9 @@
 ``OnnxModel`` is called like the NumPy reference model, ``logits, state = model(ids (B, T),
 state)``, so ``reference.generate.stream_text`` drives it: the same sampling filters
 (repetition penalty, temperature, top-k, top-p) and the same ``textstream.TextStreams`` as the
-other backends. Greedy decoding gives the PyTorch backend's tokens; with a temperature the draws
-come from NumPy's generator (the same seed gives the same text on this backend, not the same as
-``--backend torch``).
+other backends. Greedy decoding gives the PyTorch backend's tokens, and with ``TorchRandom`` as
+the generator a temperature draws what PyTorch's generator would: the same seed gives the same
+text as ``--backend torch``.
 
 A prompt is primed through prime.onnx in one call (ONNX's LSTM operator over all its tokens),
 each new token through step.onnx.
@@ -22,6 +22,26 @@ from ..errors import CheckpointError
 from ..files import read_json
 from ..modeldir import TOKENIZER, read_model_meta
 from .onnx_export import GRAPHS, MANIFEST, ONNX_FORMAT, ONNX_FORMAT_VERSION, need
+
+
+class TorchRandom:
+    """float64 uniforms in [0, 1) equal to ``torch.empty(n, dtype=torch.float64).uniform_(
+    generator=torch.Generator().manual_seed(seed))`` on CPU, without torch: PyTorch's CPU
+    generator is MT19937 seeded with the seed's low 32 bits (NumPy's ``RandomState`` seeds the
+    same way), and a float64 uniform takes two 32-bit outputs (first the high word) and keeps
+    53 bits. The generator (generate.py) draws B uniforms per token in row order, as
+    ``reference.generate.next_token`` asks for them, so the same seed samples the same text as
+    ``--backend torch`` (up to float rounding between the two backends' logits, which can move
+    a draw that lands within ~1e-7 of a token's boundary)."""
+
+    def __init__(self, seed: int):
+        self.state = np.random.RandomState(seed & 0xFFFFFFFF)
+
+    def random(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        words = self.state.randint(0, 2**32, size=2 * n, dtype=np.uint32).astype(np.uint64)
+        bits = ((words[0::2] << np.uint64(32)) | words[1::2]) & np.uint64((1 << 53) - 1)
+        return (bits.astype(np.float64) * 2.0**-53).reshape(shape)
 
 
 def is_onnx_folder(path: str | Path) -> bool:
