@@ -133,6 +133,54 @@ def weight_bytes_per_token(path: Path) -> int:
     return total
 
 
+def word_model_sizes(tmp: Path, tiny: bool) -> dict:
+    """The embedding's share: a word-level model (vocabulary 10,000: the embedding and the
+    decoder dominate), float32 against int8 without and with ``--embedding``."""
+    from lstmgen.tokenizers import WordTokenizer
+
+    V = 200 if tiny else 10000
+    tok = WordTokenizer(["<eos>", "<unk>", *(f"w{i}" for i in range(V - 2))])
+    E, H = (16, 16) if tiny else (256, 512)
+    cfg = ModelConfig(vocab_size=V, embedding_size=E, hidden_size=H, num_layers=2)
+    LanguageModel(cfg, tok).save_pretrained(tmp / "word")
+    quantize_model_dir(tmp / "word", tmp / "word-int8")
+    quantize_model_dir(tmp / "word", tmp / "word-int8-emb", embedding=True)
+    f32 = dir_bytes(tmp / "word")
+    return {
+        "model": f"word LSTM 2x{H}, embedding {E}, vocab {V:,}, untied",
+        "float32_bytes": f32,
+        "int8_over_float32": round(dir_bytes(tmp / "word-int8") / f32, 4),
+        "int8_embedding_too_over_float32": round(dir_bytes(tmp / "word-int8-emb") / f32, 4),
+    }
+
+
+def priming(model: OnnxModel, prompt_len: int, repeats: int) -> dict:
+    """A prompt through prime.onnx (ONNX's LSTM over all its tokens, one call) against one
+    step.onnx call per token: whether the prime graph earns its place."""
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, (1, prompt_len))
+    out = {}
+    for name, fn in (
+        ("prime_graph", lambda: model(ids)),
+        ("step_by_step", lambda: _step_through(model, ids)),
+    ):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[f"{name}_ms"] = round(1000 * statistics.median(times), 2)
+    out["prompt_tokens"] = prompt_len
+    out["prime_graph_speedup"] = round(out["step_by_step_ms"] / out["prime_graph_ms"], 2)
+    return out
+
+
+def _step_through(model: OnnxModel, ids: np.ndarray) -> None:
+    state = None
+    for t in range(ids.shape[1]):
+        _, state = model(ids[:, t : t + 1], state)
+
+
 def cold_start(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
@@ -258,6 +306,10 @@ def main() -> None:
         }
         size["int8_over_float32"] = round(size["int8_bytes"] / size["float32_bytes"], 4)
         print(json.dumps(size))
+        words = word_model_sizes(tmp, args.tiny)
+        print(json.dumps(words))
+        prime_row = priming(onnx32, 16 if args.tiny else 256, args.repeats)
+        print(json.dumps(prime_row))
         micro = {
             "product": f"(1, {2 * H}) @ ({2 * H}, {4 * H})",
             **numpy_int8_product_us(2 * H, 4 * H),
@@ -309,6 +361,8 @@ def main() -> None:
             "size": size,
             "physical_reference": physical,
             "numpy_int8_candidate": micro,
+            "word_model_size": words,
+            "onnx_prompt_priming": prime_row,
             "cold_start_generate_1_token": cold_row,
             "loss": loss,
             "floors": floors,
