@@ -324,7 +324,7 @@ def main() -> None:
             physical[f"{kind}_floor_tokens_per_s"] = round(bw * 1e9 / nbytes, 1)
         b1 = rows[0]
         for k in paths:
-            kind = "int8" if k.endswith("int8") else "float32"
+            kind = "int8" if "int8" in k else "float32"
             measured = b1[f"{k}_tokens_per_s"]
             physical[f"{k}_fraction_of_floor"] = round(
                 measured / physical[f"{kind}_floor_tokens_per_s"], 3

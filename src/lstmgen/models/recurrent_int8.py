@@ -7,10 +7,11 @@ scaled back per output channel. The weights are the int8 matrices and scales the
 (``LanguageModel.int8``), not a re-quantization of the float copies.
 
 Why these paths (benchmarks/quantize.py, 3x512 char LSTM, one thread, 2-core Intel Xeon under
-load): onnxruntime's int8 graph (``OrtInt8Stepper``, one C++ call per token) decodes 1.47x as
-fast as this module's torch.ao path at batch 1 and 1.43x at batch 64, so it is used where the
-onnx extra is installed; ``Int8Stepper`` is the fallback. A NumPy int8 path has no integer BLAS
-to call (a (1, 1024) x (1024, 2048) int8 product: 58.6 ms, against 2.5 ms in float32).
+load): onnxruntime's int8 graph (``OrtInt8Stepper``, one C++ call per token) decodes 1.35x as
+fast as this module's torch.ao path at batch 1 and 1.19x at batch 64 (1.47x / 1.43x in an
+earlier run), so it is used where the onnx extra is installed; ``Int8Stepper`` is the fallback.
+A NumPy int8 path has no integer BLAS to call (a (1, 1024) x (1024, 2048) int8 product: 47.6 ms,
+against 1.2 ms in float32).
 
 Replacement plan: ``torch.ao.nn.quantized.dynamic`` (and the quantized tensor it is built from)
 is deprecated (PyTorch 2.13 warns, pytorch/pytorch#184982) in favour of torchao. When it goes,
