@@ -116,11 +116,13 @@ def test_int8_export_decodes_close_to_float(tmp_path, run_cli):
     assert r.code == 0, r.err
     step = (tmp_path / "onnx8" / "step.onnx").read_bytes()
     assert b"MatMulInteger" in step or b"DynamicQuantizeMatMul" in step
+    assert b"DynamicQuantizeLSTM" in (tmp_path / "onnx8" / "prime.onnx").read_bytes()
     ids = np.array([[1, 5, 3]])
-    got, _ = OnnxModel(tmp_path / "onnx8")(ids[:, :1])
-    want, _ = model(torch.tensor(ids[:, :1]))
-    want = want[:, -1].detach().numpy()
-    assert np.abs(got[:, 0] - want).max() < 0.05 * np.abs(want).max() + 1e-3
+    for prompt in (ids[:, :1], ids):  # step.onnx, prime.onnx
+        got, _ = OnnxModel(tmp_path / "onnx8")(prompt)
+        want, _ = model(torch.tensor(prompt))
+        want = want[:, -1].detach().numpy()
+        assert np.abs(got[:, 0] - want).max() < 0.05 * np.abs(want).max() + 1e-3
 
 
 def test_export_of_an_int8_directory(tmp_path, run_cli):

@@ -101,7 +101,7 @@ def _quantize(onnx: Any, model: Any, path: Path) -> None:
                 out,
                 weight_type=QuantType.QInt8,
                 per_channel=True,
-                op_types_to_quantize=["MatMul"],
+                op_types_to_quantize=["MatMul", "LSTM"],  # GRU, RNN: no int8 kernel, float
             )
         finally:
             logging.disable(logging.NOTSET)
