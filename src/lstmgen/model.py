@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from .checkpoint import load_tensors, load_weights_into, save_model
 from .config import GenerationConfig, ModelConfig
 from .errors import ConfigError, DataError
-from .modeldir import WEIGHTS, check_weights_file, read_model_meta
+from .modeldir import WEIGHTS, check_weights_file, read_model_meta, read_quantization
 from .models.base import StepFn, Stepper
 from .models.registry import get_architecture
 from .state import State
@@ -47,6 +47,9 @@ class LanguageModel(nn.Module):
                 f"arch {config.arch!r} takes no feature vectors: feature_size must be 0"
             )
         self.arch.build(self)  # the modules: self.embedding, self.rnn, ... for "recurrent"
+        # int8 weights as loaded (name -> (int8 (out, in), float32 scales (out,))) when the
+        # directory is quantized; the modules hold them dequantized (export/int8.py)
+        self.int8: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def reset_parameters(self) -> None:
         self.arch.reset_parameters(self)
@@ -142,8 +145,19 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Language
     before the model is built (modeldir.py), the tensors before they are loaded."""
     path = Path(path)
     config, tokenizer, gen = read_model_meta(path)
-    check_weights_file(path / WEIGHTS, config)
+    quantization = read_quantization(path)
+    check_weights_file(path / WEIGHTS, config, quantization)
     model = LanguageModel(config, tokenizer, gen)
-    load_weights_into(model, load_tensors(path / WEIGHTS), path / WEIGHTS)
+    tensors = load_tensors(path / WEIGHTS)
+    if quantization is not None:
+        from .export.int8 import QWEIGHT, SCALE
+
+        # The modules compute with the dequantized values (priming, evaluation, large CPU
+        # batches, GPUs); the CPU decoding step uses the int8 matrices (recurrent_int8.py).
+        model.int8 = {
+            k: (tensors.pop(k + QWEIGHT), tensors.pop(k + SCALE)) for k in quantization["weights"]
+        }
+        tensors.update({k: q.float() * s[:, None] for k, (q, s) in model.int8.items()})
+    load_weights_into(model, tensors, path / WEIGHTS)
     model.eval()
     return model.to(device)

@@ -32,6 +32,9 @@ CONFIG, TOKENIZER, GENERATION, WEIGHTS = (
     "generation_config.json",
     "model.safetensors",
 )
+# config.json's entry for int8 weights (export/int8.py), written only by `lstmgen quantize`: a
+# version of lstmgen that predates it refuses the folder with "unknown key(s) quantization".
+QUANTIZATION = "quantization"
 
 
 def read_model_config(path: str | Path) -> ModelConfig:
@@ -48,7 +51,8 @@ def read_model_config(path: str | Path) -> ModelConfig:
         raise CheckpointError(f"{path / CONFIG} is not an lstmgen model config")
     if data.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} has unsupported format version {data.get('format_version')}")
-    data = {k: v for k, v in data.items() if k not in ("format", "format_version")}
+    # "quantization" is the weights' encoding, not the network: read_quantization checks it.
+    data = {k: v for k, v in data.items() if k not in ("format", "format_version", QUANTIZATION)}
     try:
         config = ModelConfig.from_dict(data)
         get_architecture(config.arch)  # an unknown arch: one error naming the known ones
@@ -81,16 +85,44 @@ def read_model_meta(path: str | Path) -> tuple[ModelConfig, Tokenizer, Generatio
     return config, tokenizer, gen
 
 
+def read_quantization(path: str | Path) -> dict[str, Any] | None:
+    """config.json's ``quantization`` entry (None for float32 weights), checked against the
+    config: ``{"method": "int8", "scheme": ..., "weights": [names of the int8 matrices]}``."""
+    path = Path(path)
+    config = read_model_config(path)
+    entry = read_json(path / CONFIG).get(QUANTIZATION)
+    if entry is None:
+        return None
+    from .export.int8 import METHOD
+
+    where = f"{path / CONFIG}: {QUANTIZATION}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("weights"), list):
+        raise CheckpointError(f"{where} must be an object with a list of weights")
+    if entry.get("method") != METHOD:
+        raise CheckpointError(
+            f"{path} holds weights quantized as {entry.get('method')!r}, which this version of"
+            f" lstmgen cannot load (it reads {METHOD!r})"
+        )
+    shapes = weight_shapes(config)
+    for name in entry["weights"]:
+        if not isinstance(name, str) or len(shapes.get(name, ())) != 2:
+            raise CheckpointError(f"{where} names {name!r}, not a weight matrix of this model")
+    return entry
+
+
 def write_model_meta(
     path: str | Path,
     config: ModelConfig,
     tokenizer: Tokenizer | None,
     generation_config: GenerationConfig,
+    quantization: dict[str, Any] | None = None,
 ) -> None:
     """The JSON parts of a model directory (the weights are the backend's job)."""
     path = Path(path)
+    extra = {QUANTIZATION: quantization} if quantization else {}
     write_json_atomic(
-        path / CONFIG, {"format": FORMAT, "format_version": FORMAT_VERSION, **config.to_dict()}
+        path / CONFIG,
+        {"format": FORMAT, "format_version": FORMAT_VERSION, **config.to_dict(), **extra},
     )
     if tokenizer is not None:
         tokenizer.save(path / TOKENIZER)
@@ -104,7 +136,23 @@ def weight_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return get_architecture(config.arch).weight_shapes(config)
 
 
-WEIGHT_DTYPE = "F32"  # every parameter is float32 (both backends save float32)
+WEIGHT_DTYPE = "F32"  # every float parameter is float32 (both backends save float32)
+
+
+def weight_table(
+    config: ModelConfig, quantization: dict[str, Any] | None = None
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Tensor name -> (shape, safetensors dtype) that a weights file must hold: the
+    architecture's float32 weights, each int8 matrix X as ``X.qweight`` (I8, X's shape) and
+    ``X.scale`` (F32, one per output channel)."""
+    from .export.int8 import QWEIGHT, SCALE
+
+    table = {k: (shape, WEIGHT_DTYPE) for k, shape in weight_shapes(config).items()}
+    for name in (quantization or {}).get("weights", []):
+        shape, _ = table.pop(name)
+        table[name + QWEIGHT] = (shape, "I8")
+        table[name + SCALE] = ((shape[0],), WEIGHT_DTYPE)
+    return table
 
 
 def read_weight_header(path: Path) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -126,7 +174,9 @@ def read_weight_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return {k: shape for k, (shape, _) in read_weight_header(path).items()}
 
 
-def check_weights_file(path: str | Path, config: ModelConfig) -> None:
+def check_weights_file(
+    path: str | Path, config: ModelConfig, quantization: dict[str, Any] | None = None
+) -> None:
     """Refuse a weights file whose header does not fit ``config``, before the model is built
     (a hand-edited ``"num_layers": 1000000000`` would otherwise build for hours), and tensors
     of another dtype (an F32 tensor relabelled I32 has the same size: its bits would be read as
@@ -134,13 +184,20 @@ def check_weights_file(path: str | Path, config: ModelConfig) -> None:
     path = Path(path)
     header = read_weight_header(path)
     shapes = {k: shape for k, (shape, _) in header.items()}
-    reason = get_architecture(config.arch).check_weight_header(shapes, config)
+    from .export.int8 import QWEIGHT, SCALE
+
+    # the architecture sees its own names: X, not X.qweight and X.scale
+    logical = {k.removesuffix(QWEIGHT): v for k, v in shapes.items() if not k.endswith(SCALE)}
+    reason = get_architecture(config.arch).check_weight_header(logical, config)
     if reason is not None:
         raise CheckpointError(f"{path} {reason}")
-    check_shapes(shapes, weight_shapes(config), path)
+    table = weight_table(config, quantization)
+    check_shapes(shapes, {k: shape for k, (shape, _) in table.items()}, path)
     for k, (_, dtype) in header.items():
-        if dtype != WEIGHT_DTYPE:
-            raise CheckpointError(f"{path}: {k} has dtype {dtype}, the model's weights are F32")
+        if dtype != table[k][1]:
+            want = table[k][1]
+            kind = "int8 weights are" if want == "I8" else "weights are"
+            raise CheckpointError(f"{path}: {k} has dtype {dtype}, the model's {kind} {want}")
 
 
 def non_finite(path: Path, name: str) -> CheckpointError:

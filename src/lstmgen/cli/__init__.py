@@ -12,9 +12,12 @@ import warnings
 import click
 
 from ..errors import LstmgenError
+from .distill import distill_command
 from .evaluate import eval_command
+from .export import export_command
 from .generate import generate_command
 from .info import info_command
+from .quantize import quantize_command
 from .serve import serve_command
 from .train import train_command
 
@@ -30,6 +33,9 @@ cli.add_command(generate_command)
 cli.add_command(eval_command)
 cli.add_command(info_command)
 cli.add_command(serve_command)
+cli.add_command(quantize_command)
+cli.add_command(export_command)
+cli.add_command(distill_command)
 
 
 def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:

@@ -26,7 +26,14 @@ unknown_option = click.option(
 
 
 def load_run(run: str, device: str) -> LanguageModel:
+    from ..export.onnx_runtime import is_onnx_folder
     from ..model import LanguageModel
     from ..runtime import resolve_device
+
+    if is_onnx_folder(run):
+        raise click.UsageError(
+            f"{run} is an ONNX export: decode it with `lstmgen generate {run} --backend onnx`"
+            " (eval and serve take the model directory it was exported from)"
+        )
 
     return LanguageModel.from_pretrained(run, device=resolve_device(device))

@@ -86,12 +86,14 @@ def model_default(name: str, built_in: object = None) -> str:
 @device_option
 @click.option(
     "--backend",
-    type=click.Choice(["torch", "numpy"]),
+    type=click.Choice(["torch", "numpy", "onnx"]),
     default="torch",
     show_default=True,
-    help="numpy: the from-scratch reference (lstmgen.reference), CPU only. The two backends"
-    " draw from different random number generators: the same --seed samples different text"
-    " (greedy text, -t 0, is the same).",
+    help="numpy: the from-scratch reference (lstmgen.reference), CPU only. onnx: a folder"
+    " from `lstmgen export --format onnx`, decoded by onnxruntime without PyTorch (pip install"
+    " lstmgen[onnx]), with the torch backend's random numbers: the same --seed gives the same"
+    " text. numpy and torch use different random number generators: the same --seed samples"
+    " different text on each (greedy text, -t 0, is the same).",
 )
 def generate_command(
     run: str,
@@ -124,14 +126,21 @@ def generate_command(
         conditions["label"] = label
     if features_file is not None:
         conditions["features"] = read_features(features_file)
-    if conditions and backend == "numpy":
+    if conditions and backend != "torch":
         raise click.UsageError("--label and --features need --backend torch")
+    if backend != "torch" and device not in ("auto", "cpu"):
+        raise click.UsageError("--device applies to --backend torch only")
     if backend == "numpy":
         from .. import reference
 
-        if device not in ("auto", "cpu"):
-            raise click.UsageError("--device applies to --backend torch only")
         model, generate = reference.LanguageModel.from_pretrained(run), reference.stream_text
+    elif backend == "onnx":
+        from functools import partial
+
+        from ..export.onnx_runtime import OnnxModel, TorchRandom
+        from ..reference.generate import stream_text
+
+        model, generate = OnnxModel(run), partial(stream_text, random=TorchRandom)
     else:
         from ..generate import stream_text
 

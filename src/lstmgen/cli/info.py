@@ -12,6 +12,7 @@ import click
 from .. import provenance
 from ..errors import CheckpointError
 from ..files import check_regular_file, parse_json
+from ..modeldir import read_quantization
 from ..rundir import RunDir
 from .common import run_argument
 
@@ -74,6 +75,7 @@ def info_command(run: str, as_json: bool) -> None:
         "path": str(run),
         "model": model.config.to_dict(),
         "parameters": model.num_parameters(),
+        "quantization": read_quantization(run),
         "tokenizer": {"type": tok.kind, "vocab_size": tok.vocab_size},
         "labels": labels,
         "feature_size": model.config.feature_size,
@@ -98,6 +100,9 @@ def info_command(run: str, as_json: bool) -> None:
     else:
         click.echo(f"arch:       {m.arch}")
     click.echo(f"parameters: {info['parameters']:,}")
+    if info["quantization"]:
+        q = info["quantization"]
+        click.echo(f"weights:    {q['method']} ({len(q['weights'])} matrices), {q.get('scheme')}")
     click.echo(f"tokenizer:  {tok.kind}, {tok.vocab_size:,} tokens")
     if labels:
         shown = ", ".join(f"{k} ({'?' if n is None else n})" for k, n in labels.items())

@@ -22,7 +22,7 @@ values but hold their own copies, so make a new stepper after training changes t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -178,10 +178,14 @@ class NumpyStepper:
         return torch.from_numpy(logits), State(parts)
 
 
-def make_stepper(model: Model, batch_size: int) -> TorchStepper | NumpyStepper | None:
+def make_stepper(model: Model, batch_size: int) -> Any:
     """The fastest one-token step for ``batch_size`` sequences on the model's device, or None
     where a plain ``model(ids[:, None], state)`` call is as fast (large CPU batches, GPU)."""
     if model.device.type != "cpu":
         return None
+    if getattr(model, "int8", None) and model.embedding.weight.dtype == torch.float32:
+        from .recurrent_int8 import INT8_BELOW, int8_stepper  # an int8 directory
+
+        return int8_stepper(model) if batch_size < INT8_BELOW else None
     cls = NumpyStepper if model.embedding.weight.dtype in NUMPY_DTYPES else TorchStepper
     return cls(model) if batch_size < cls.batch_below else None

@@ -22,6 +22,7 @@ from ..modeldir import (  # noqa: F401  (check_weights re-exported for reference
     check_weights_file,
     non_finite,
     read_model_meta,
+    read_quantization,
     write_model_meta,
 )
 from ..tokenizers import Tokenizer
@@ -38,11 +39,16 @@ def read_model_dir(
     config, tokenizer, gen = read_model_meta(path)
     weights_path = path / WEIGHTS
     # before reading what may not fit the config: names, shapes, dtypes, and a regular file
-    check_weights_file(weights_path, config)
+    quantization = read_quantization(path)
+    check_weights_file(weights_path, config, quantization)
     try:
         weights = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} is truncated or corrupt ({exc})") from None
+    if quantization is not None:  # int8 weights: the reference computes with their values
+        from ..export.int8 import dequantize_weights
+
+        weights = dequantize_weights(weights, quantization["weights"])
     for name, w in weights.items():
         if np.issubdtype(w.dtype, np.floating) and not np.isfinite(w).all():
             raise non_finite(weights_path, name)

@@ -9,7 +9,7 @@ here, but not the same text as PyTorch's generator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -100,9 +100,12 @@ def stream_text(
     prompts: Sequence[str],
     config: GenerationConfig | None = None,
     unknown: str = "error",
+    random: Callable[[int], Any] = np.random.default_rng,
     **overrides: Any,
 ) -> Iterator[Event]:
     """One continuation per prompt as a stream of ``Event``s (see ``lstmgen.generate``).
+    ``random(seed)`` makes the generator of the draws (its ``random(shape)`` is called; the
+    onnx backend passes one that replays PyTorch's stream).
 
     >>> for ev in stream_text(model, ["ROMEO:"] * 2, temperature=0.8, seed=1):  # doctest: +SKIP
     ...     print(ev.index, ev.text)
@@ -110,7 +113,7 @@ def stream_text(
     cfg = resolve_config(model, config, **overrides)
     tok = model.tokenizer
     seed = resolve_seed(cfg)
-    rng = np.random.default_rng(seed)
+    rng = random(seed)
     ids = prompt_ids(tok, prompts, unknown)
     B = len(ids)
     logits, state = prime(model, ids)

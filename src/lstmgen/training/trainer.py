@@ -40,7 +40,7 @@ from ..rundir import STATE_FILE, NoLock, RunDir
 from ..runlock import RunLock
 from ..runtime import is_out_of_memory, resolve_device, resolve_precision, synchronize, tf32
 from ..state import State
-from ..tokenizers import load_tokenizer
+from ..tokenizers import Tokenizer, load_tokenizer
 from . import finetune
 from . import state as trainer_state
 from .optim import adamw, clip_gradients, decay_groups
@@ -162,13 +162,16 @@ class Trainer(RunSchedule):
         test: Sequence[str | Path] = (),
         callbacks: Sequence[Callback] = (),
         init_from: str | Path | None = None,
+        tokenizer: Tokenizer | None = None,
     ) -> Trainer:
         """Start a new run: tokenize the corpus, build the model, write the run directory.
 
         ``init_from``: a trained model directory to fine-tune (training/finetune.py): its
         architecture, sizes, tokenizer kind and weights; char and word vocabularies gain the
         corpus's unseen tokens (``trainer.added_tokens`` says how many). ``model_config`` may
-        then only repeat the base's sizes (its ``dropout`` is used)."""
+        then only repeat the base's sizes (its ``dropout`` is used).
+        ``tokenizer``: use this one instead of fitting one (a distilled student: the teacher's).
+        """
         config = config or TrainConfig()
         cls._check_corpus_kind(config)
         run = RunDir(out_dir)
@@ -187,8 +190,9 @@ class Trainer(RunSchedule):
                 )
             run.remove_stale_temp_files()
             corpus = prepare_corpus(
-                out_dir, config, train, valid, test, base=base.tokenizer if base else None
-            )
+                out_dir, config, train, valid, test, tokenizer,
+                base=base.tokenizer if base else None,
+            )  # fmt: skip
             features = getattr(corpus.train, "features", None)  # (D, F) of a feature corpus
             vocab = corpus.tokenizer.vocab_size
             if base is not None:

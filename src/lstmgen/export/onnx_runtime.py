@@ -1,0 +1,117 @@
+"""The onnx backend: decoding an exported folder (onnx_export.py) with onnxruntime, no torch.
+
+``OnnxModel`` is called like the NumPy reference model, ``logits, state = model(ids (B, T),
+state)``, so ``reference.generate.stream_text`` drives it: the same sampling filters
+(repetition penalty, temperature, top-k, top-p) and the same ``textstream.TextStreams`` as the
+other backends. Greedy decoding gives the PyTorch backend's tokens, and with ``TorchRandom`` as
+the generator a temperature draws what PyTorch's generator would: the same seed gives the same
+text as ``--backend torch``.
+
+A prompt is primed through prime.onnx in one call (ONNX's LSTM operator over all its tokens),
+each new token through step.onnx.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointError
+from ..files import read_json
+from ..modeldir import TOKENIZER, read_model_meta
+from .onnx_export import GRAPHS, MANIFEST, ONNX_FORMAT, ONNX_FORMAT_VERSION, need
+
+
+class TorchRandom:
+    """float64 uniforms in [0, 1) equal to ``torch.empty(n, dtype=torch.float64).uniform_(
+    generator=torch.Generator().manual_seed(seed))`` on CPU, without torch: PyTorch's CPU
+    generator is MT19937 seeded with the seed's low 32 bits (NumPy's ``RandomState`` seeds the
+    same way), and a float64 uniform takes two 32-bit outputs (first the high word) and keeps
+    53 bits. The generator (generate.py) draws B uniforms per token in row order, as
+    ``reference.generate.next_token`` asks for them, so the same seed samples the same text as
+    ``--backend torch`` (up to float rounding between the two backends' logits, which can move
+    a draw that lands within ~1e-7 of a token's boundary)."""
+
+    def __init__(self, seed: int):
+        self.state = np.random.RandomState(seed & 0xFFFFFFFF)
+
+    def random(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        words = self.state.randint(0, 2**32, size=2 * n, dtype=np.uint32).astype(np.uint64)
+        bits = ((words[0::2] << np.uint64(32)) | words[1::2]) & np.uint64((1 << 53) - 1)
+        return (bits.astype(np.float64) * 2.0**-53).reshape(shape)
+
+
+def is_onnx_folder(path: str | Path) -> bool:
+    return (Path(path) / MANIFEST).exists()
+
+
+class OnnxModel:
+    """An exported folder behind onnxruntime: ``(logits (B, 1, V), state) = model(ids (B, T))``.
+
+    >>> model = OnnxModel("runs/poems-onnx")  # doctest: +SKIP
+    >>> from lstmgen.reference import stream_text  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1):
+        ort = need("onnxruntime")
+        path = Path(path)
+        if not path.is_dir() or not is_onnx_folder(path):
+            raise CheckpointError(f"{path} is not an lstmgen ONNX folder (no {MANIFEST})")
+        manifest = read_json(path / MANIFEST)
+        if (
+            not isinstance(manifest, dict)
+            or manifest.get("format") != ONNX_FORMAT
+            or manifest.get("format_version") != ONNX_FORMAT_VERSION
+        ):
+            raise CheckpointError(f"{path / MANIFEST} is not an lstmgen ONNX manifest")
+        if not (path / TOKENIZER).exists():
+            raise CheckpointError(f"{path} has no {TOKENIZER}: export the folder again")
+        self.config, self.tokenizer, self.generation_config = read_model_meta(path)
+        self.path = path
+        self.state_names: list[str] = list(manifest.get("state", []))
+        options = ort.SessionOptions()
+        # Decoding is a chain of small products: threads cost more than they give at batch 1
+        # (the same reason the PyTorch CPU path runs single-threaded kernels).
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings would print on every load
+        self.sessions = {k: self._session(ort, options, path / f) for k, f in GRAPHS.items()}
+        L, H = self.config.num_layers, self.config.hidden_size
+        self.state_shape = (L, H)
+
+    @staticmethod
+    def _session(ort: Any, options: Any, file: Path) -> Any:
+        if not file.exists():
+            raise CheckpointError(f"missing file {file}")
+        try:
+            return ort.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime's own exception types (InvalidProtobuf, Fail...)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc)
+            raise CheckpointError(f"{file} is not a valid ONNX model ({first})") from None
+
+    def init_state(self, batch_size: int) -> tuple[np.ndarray, ...]:
+        L, H = self.state_shape
+        return tuple(np.zeros((L, batch_size, H), np.float32) for _ in self.state_names)
+
+    def __call__(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
+        """ids (B, T) -> logits (B, 1, V) after the last token, and the state: a tuple of
+        (L, B, H) arrays (the reference generator's form)."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if state is None:
+            state = self.init_state(ids.shape[0])
+        parts = state if isinstance(state, tuple) else (state,)
+        feed = {
+            n: np.ascontiguousarray(p, dtype=np.float32)
+            for n, p in zip(self.state_names, parts, strict=True)
+        }
+        if ids.shape[1] == 1:
+            feed["ids"] = ids[:, 0]
+            out = self.sessions["step"].run(None, feed)
+        else:
+            feed["ids"] = ids
+            out = self.sessions["prime"].run(None, feed)
+        logits, new = out[0], tuple(out[1:])
+        return logits[:, None], new
