@@ -16,7 +16,7 @@ import codecs
 import json
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,14 @@ class Tokenizer:
     def token_bytes(self, token_id: int) -> bytes:
         """The UTF-8 bytes one id stands for (possibly part of a character)."""
         raise NotImplementedError
+
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        """The last index at which ``text`` may be cut so that the two parts tokenize (and fit)
+        as the whole does; 0 when there is none. Corpora are read in blocks cut there
+        (``data.iter_text``), so their tokens never depend on the block size. It may look at
+        ``text[i - 1]``, never further left. By default: after the last line break."""
+        return text.rfind("\n") + 1
 
     def decode(self, ids: Iterable[int]) -> str:
         stream = self.stream_decoder()
@@ -199,6 +207,10 @@ class CharTokenizer(Tokenizer):
     def token_bytes(self, token_id: int) -> bytes:
         return self.chars[token_id].encode("utf-8", errors="surrogatepass")
 
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        return len(text)  # one token per character: anywhere
+
     def to_dict(self) -> dict[str, Any]:
         return {"chars": self.chars, "replacement": self.replacement}
 
@@ -236,6 +248,10 @@ class ByteTokenizer(Tokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         return bytes((token_id,))
+
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        return len(text)  # the bytes of each character: anywhere between characters
 
     def to_dict(self) -> dict[str, Any]:
         return {}
@@ -307,6 +323,8 @@ class WordTokenizer(Tokenizer):
                 ids.append(i)
             ids.append(eos)
         return ids
+
+    # safe_cut: the default, after a line break (every line, cut or not, gets its <eos>).
 
     def encode(self, text: str, unknown: str = "replace") -> list[int]:
         """Words of ``text``; ``<eos>`` only where a line actually ends (for prompts)."""
@@ -428,6 +446,22 @@ class BPETokenizer(Tokenizer):
     def token_bytes(self, token_id: int) -> bytes:
         return self._bytes[token_id]
 
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        """Before a space or line break that follows a non-space. Merges never cross the
+        ByteLevel pre-tokens (GPT-2's pattern: ``'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+|
+        ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+``), and no pre-token runs from a non-space into
+        the whitespace after it, so one always starts there. A cut after a line break would
+        not do: ``"\\n  x"`` is ``"\\n "``, ``" x"`` whole but ``"\\n"``, ``" "``, ``" x"`` cut.
+        Python's ``isspace`` covers every character the pattern's ``\\s`` does."""
+        i = len(text)
+        while True:
+            i = max(text.rfind(" ", 0, i), text.rfind("\n", 0, i))
+            if i <= 0:
+                return 0
+            if not text[i - 1].isspace():
+                return i
+
     def to_dict(self) -> dict[str, Any]:
         return {"hf": json.loads(self.hf_json)}
 
@@ -481,6 +515,13 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         return tokenizer_from_dict(read_json(path, MAX_TOKENIZER_BYTES))
     except TokenizerError as exc:
         raise TokenizerError(f"{path}: {exc}") from None
+
+
+def safe_cut_for(kind: str) -> Callable[[str], int]:
+    """``safe_cut`` of the tokenizer ``kind`` (line breaks for a kind not known here), for
+    reading the text its vocabulary is fitted on before the tokenizer exists."""
+    cls = TOKENIZER_CLASSES.get(kind, Tokenizer)
+    return cls.safe_cut
 
 
 def fit_tokenizer(kind: str, texts: Iterable[str], **options: Any) -> Tokenizer:
