@@ -101,3 +101,104 @@ def test_a_long_line_is_read_in_blocks_for_char_and_byte(tmp_path, monkeypatch):
         chunks = list(iter_text(path, cut=safe_cut_for(kind)))
         assert max(map(len, chunks)) <= 16 and len(chunks) > 10
     assert len(list(iter_text(path, cut=safe_cut_for("word")))) == 1
+
+
+def _tiny_model():
+    import torch
+
+    from lstmgen import LanguageModel, ModelConfig
+    from lstmgen.tokenizers import CharTokenizer
+
+    torch.manual_seed(0)
+    tok = CharTokenizer.fit(["abcdefgh \n"])
+    cfg = ModelConfig(vocab_size=tok.vocab_size, embedding_size=8, hidden_size=8, num_layers=1)
+    return LanguageModel(cfg, tok).double().eval(), tok
+
+
+def _whole_array_loss(model, tokens, batch_size, seq_len, warmup):
+    """The evaluation as it was: every piece laid out in full (B, W) arrays first."""
+    import torch
+    import torch.nn.functional as F
+
+    from lstmgen.evaluate import _layout
+
+    tokens = np.asarray(tokens, dtype=np.int64)
+    inputs = np.concatenate([[model.tokenizer.bos_id], tokens[:-1]])
+    pieces = _layout(len(tokens), batch_size, warmup)
+    width = max(end - read for read, _, end in pieces)
+    x = np.zeros((len(pieces), width), dtype=np.int64)
+    y, scored = np.zeros_like(x), np.zeros(x.shape, dtype=bool)
+    for b, (read, score, end) in enumerate(pieces):
+        x[b, : end - read], y[b, : end - read] = inputs[read:end], tokens[read:end]
+        scored[b, score - read : end - read] = True
+    total, state = 0.0, None
+    with torch.no_grad():
+        for t in range(0, width, seq_len):
+            logits, state = model(torch.from_numpy(x[:, t : t + seq_len]), state)
+            nll = F.cross_entropy(
+                logits.transpose(1, 2), torch.from_numpy(y[:, t : t + seq_len]), reduction="none"
+            )
+            total += (nll * torch.from_numpy(scored[:, t : t + seq_len])).sum().item()
+    return total / len(tokens)
+
+
+@pytest.mark.parametrize("n,B,T,warmup", [(997, 7, 50, 20), (600, 1, 64, 0), (300, 16, 37, 8)])
+def test_evaluation_read_window_by_window_scores_as_the_whole_arrays(n, B, T, warmup):
+    from lstmgen.data import TokenFile
+    from lstmgen.evaluate import evaluate_tokens
+
+    model, tok = _tiny_model()
+    tokens = np.random.default_rng(n).integers(0, tok.vocab_size, n).astype(np.uint16)
+    result = evaluate_tokens(model, TokenFile(tokens, n, n), batch_size=B, seq_len=T, warmup=warmup)
+    assert result.loss == pytest.approx(_whole_array_loss(model, tokens, B, T, warmup), rel=1e-12)
+
+
+def test_evaluation_memory_does_not_grow_with_the_split(tmp_path):
+    """A full validation pass over a memmapped split allocates one window, not the split:
+    200,000 tokens made 5 MB of int64 arrays before."""
+    import tracemalloc
+
+    from lstmgen.data import TokenFile
+    from lstmgen.evaluate import evaluate_tokens
+
+    model, tok = _tiny_model()
+    path = tmp_path / "valid.bin"
+    rng = np.random.default_rng(0)
+    rng.integers(0, tok.vocab_size, 200_000).astype(np.uint16).tofile(path)
+    tokens = np.memmap(path, dtype=np.uint16, mode="r")
+    tracemalloc.start()
+    try:
+        evaluate_tokens(model, TokenFile(tokens, len(tokens), len(tokens)), 16, 256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+
+
+def test_streams_reach_the_device_in_pieces(monkeypatch):
+    """The GPU-resident copy of the training streams is made a block of columns at a time
+    (here on CPU, the path's slicing): the same windows, never a whole host copy."""
+    import torch
+
+    import lstmgen.training.windows as windows
+    from lstmgen.data import batchify, get_window
+
+    tokens = np.arange(1000, dtype=np.uint16)
+    streams = batchify(tokens, 4)  # (4, 250)
+    monkeypatch.setattr(windows, "COPY_BYTES", 4 * 4 * 7)  # 7 columns a piece
+    w = windows.Windows(streams, 16, torch.device("cpu"), resident=True)
+    assert torch.equal(w.on_device, torch.from_numpy(streams.astype(np.int32)))
+    for k in (0, 3, 15):
+        x, y = w(k)
+        ex, ey = get_window(streams, k, 16)
+        assert np.array_equal(x.numpy(), ex) and np.array_equal(y.numpy(), ey)
+
+
+def test_damaged_cache_check_reads_in_pieces(tmp_path):
+    from lstmgen.data import _max_token
+
+    path = tmp_path / "t.bin"
+    ids = np.zeros((1 << 23) + 5, dtype=np.uint16)  # more than one 16 MB piece
+    ids[-1] = 70
+    ids.tofile(path)
+    assert _max_token(path, np.dtype(np.uint16)) == 70

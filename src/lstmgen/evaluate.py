@@ -53,6 +53,30 @@ def _layout(n: int, batch_size: int, warmup: int) -> list[tuple[int, int, int]]:
     return pieces
 
 
+def _window(
+    tokens: np.ndarray, pieces: list[tuple[int, int, int]], bos: int, t: int, T: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns [t, t + T) of the pieces laid side by side: inputs (B, T), targets (B, T) and
+    which targets count (B, T), zero past a piece's end. Only these columns are read from
+    ``tokens``, so a validation split of any size is scored in memory of one window."""
+    B = len(pieces)
+    x = np.zeros((B, T), dtype=np.int64)  # input i predicts target i
+    y = np.zeros((B, T), dtype=np.int64)
+    scored = np.zeros((B, T), dtype=bool)
+    for b, (read, score, end) in enumerate(pieces):
+        lo, hi = read + t, min(read + t + T, end)  # positions of the bos-prefixed stream
+        if lo >= hi:
+            continue
+        y[b, : hi - lo] = tokens[lo:hi]
+        if lo == 0:  # the first token is predicted from bos
+            x[b, 0] = bos
+            x[b, 1 : hi - lo] = tokens[: hi - 1]
+        else:
+            x[b, : hi - lo] = tokens[lo - 1 : hi - 1]
+        scored[b, max(score, lo) - lo : hi - lo] = True
+    return x, y, scored
+
+
 @torch.inference_mode()
 def evaluate_tokens(
     model,
@@ -70,19 +94,11 @@ def evaluate_tokens(
     """
     was_training = model.training
     model.eval()
-    tokens = np.asarray(data.tokens[: max_tokens or None], dtype=np.int64)
+    tokens = data.tokens[: max_tokens or None]  # (n,) the memmap: read one window at a time
     n = len(tokens)
-    inputs = np.concatenate([[model.tokenizer.bos_id], tokens[:-1]])  # input i predicts token i
     pieces = _layout(n, batch_size, warmup)
     width = max(end - read for read, _, end in pieces)
-    B = len(pieces)
-    x = np.zeros((B, width), dtype=np.int64)  # (B, W) padded inputs
-    y = np.zeros((B, width), dtype=np.int64)  # (B, W) targets
-    scored = np.zeros((B, width), dtype=bool)  # which (row, column) targets count
-    for b, (read, score, end) in enumerate(pieces):
-        x[b, : end - read] = inputs[read:end]
-        y[b, : end - read] = tokens[read:end]
-        scored[b, score - read : end - read] = True
+    bos = model.tokenizer.bos_id
     device = model.device
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
@@ -90,9 +106,10 @@ def evaluate_tokens(
         if should_stop is not None and should_stop():
             model.train(was_training)
             raise EvaluationStopped
-        xb = torch.from_numpy(x[:, t : t + seq_len]).to(device)
-        yb = torch.from_numpy(y[:, t : t + seq_len]).to(device)
-        mb = torch.from_numpy(scored[:, t : t + seq_len]).to(device)
+        x, y, scored = _window(tokens, pieces, bos, t, min(seq_len, width - t))
+        xb = torch.from_numpy(x).to(device)
+        yb = torch.from_numpy(y).to(device)
+        mb = torch.from_numpy(scored).to(device)
         logits, state = model(xb, state)  # (B, T, V)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
         nll = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # (B, T)
