@@ -202,3 +202,56 @@ def test_damaged_cache_check_reads_in_pieces(tmp_path):
     ids[-1] = 70
     ids.tofile(path)
     assert _max_token(path, np.dtype(np.uint16)) == 70
+
+
+def test_char_table_lookup_is_encode():
+    from lstmgen.tokenizers import CharTokenizer
+
+    tok = CharTokenizer.fit([TEXT])
+    text = _normalised(TEXT)
+    assert tok.encode_array(text).tolist() == tok.encode(text)
+    assert tok.encode_array(text + "Q") is None  # unseen: encode's policy decides
+    assert tok.encode_array(text + "\U0010ffff") is None  # past the table
+
+
+def _big_corpus_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "big_corpus.py"
+    spec = importlib.util.spec_from_file_location("big_corpus", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_big_corpus_is_shuffled_whole_lines_of_the_sources(tmp_path):
+    bench = _big_corpus_module()
+    for i, name in enumerate(bench.SOURCES):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("".join(f"line {i}.{k}\n" for k in range(50)))
+    out = tmp_path / "big.txt"
+    size = bench.make_corpus(out, 0.02, data=tmp_path)
+    lines = out.read_text().splitlines()
+    assert size >= 0.02 * (1 << 20) and size == out.stat().st_size
+    assert set(lines) == {f"line {i}.{k}" for i in range(3) for k in range(50)}
+    assert lines[:150] != sorted(lines[:150])  # shuffled
+
+
+@pytest.mark.slow
+def test_big_corpus_benchmark_end_to_end(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "big_corpus.py"
+    env = {**os.environ, "LSTMGEN_RESULTS_DIR": str(tmp_path)}
+    cmd = [sys.executable, str(script), "--size-mb", "0.5", "--hidden", "8", "--steps", "2"]
+    cmd += ["--bpe-vocab", "300", "--tmp", str(tmp_path), "--name", "big"]
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    r = json.loads((tmp_path / "big.json").read_text())
+    assert set(r["tokenize"]) == {"char", "byte", "word", "bpe"}
+    assert r["train"]["steps"] == 2 and r["under_floor"]
+    assert [p.name for p in tmp_path.iterdir()] == ["big.json"]  # the corpus is gone

@@ -45,7 +45,13 @@ import numpy as np
 
 from .errors import CheckpointError, DataError, TokenizerError
 from .files import read_json, write_json_atomic
-from .tokenizers import CharTokenizer, Tokenizer, WordTokenizer, unseen_words_message
+from .tokenizers import (
+    ByteTokenizer,
+    CharTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    unseen_words_message,
+)
 
 READ_BLOCK = 1 << 20  # bytes per read: memory stays bounded whatever the corpus size
 
@@ -237,12 +243,18 @@ def iter_corpus(
 
 def _encode_chunk(
     tokenizer: Tokenizer, text: str, unknown: str, unseen: Counter[str] | None = None
-) -> list[int]:
+) -> list[int] | np.ndarray:
     """Corpus text in the corpus convention (word level: <eos> ends every line). Characters a
     char vocabulary lacks and ``unknown="replace"`` replaces, and words a word vocabulary lacks
     and scores as ``<unk>`` (or drops), are counted into ``unseen``."""
     if isinstance(tokenizer, WordTokenizer):
         return tokenizer.encode_lines(text, unknown, unseen)
+    if isinstance(tokenizer, ByteTokenizer):  # the same ids, without a list of ints
+        return np.frombuffer(text.encode("utf-8", errors="surrogatepass"), dtype=np.uint8)
+    if isinstance(tokenizer, CharTokenizer):
+        ids = tokenizer.encode_array(text)
+        if ids is not None:
+            return ids
     if unseen is not None and unknown == "replace" and isinstance(tokenizer, CharTokenizer):
         try:
             return tokenizer.encode(text, unknown="error")  # the usual case, at no extra cost

@@ -204,6 +204,22 @@ class CharTokenizer(Tokenizer):
         fill = index[self.replacement]
         return [index.get(c, fill) for c in text]
 
+    def encode_array(self, text: str) -> Any:
+        """``encode(text)`` as a NumPy int64 array, or None when ``text`` has a character
+        outside the vocabulary (``encode`` then applies its policy). A table lookup over the
+        code points: ~10x faster than the dict for the megabytes of a corpus block."""
+        import numpy as np
+
+        if getattr(self, "_table", None) is None:
+            codes = [ord(c) for c in self.chars]
+            table = np.full(max(codes) + 2, -1, dtype=np.int64)  # the last entry: "too big"
+            table[codes] = np.arange(len(codes))
+            self._table = table
+        table = self._table
+        codes = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+        ids = table[np.minimum(codes, len(table) - 1)]  # (N,)
+        return None if (ids < 0).any() else ids
+
     def token_bytes(self, token_id: int) -> bytes:
         return self.chars[token_id].encode("utf-8", errors="surrogatepass")
 
