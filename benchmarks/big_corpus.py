@@ -146,11 +146,13 @@ def child_train(args: argparse.Namespace) -> dict:
     trainer = Trainer(model, config, corpus, args.run, [Clock()])
     trainer.pos.warmup = trainer.planned_warmup()
     RunDir(args.run).write_new_run(config, corpus.sources, model)
+    t_built = time.perf_counter()
     summary = trainer.fit()
     return {
         "steps": len(steps),
         "hidden_size": args.hidden,
-        "open_cache_s": round(t_cache - t_start, 2),
+        "open_cache_s": round(t_cache - t_start, 2),  # torch's import included
+        "build_trainer_s": round(t_built - t_cache, 2),
         "time_to_first_step_s": round(steps[0] - t_start, 2),
         "step_s": round((steps[-1] - steps[0]) / max(len(steps) - 1, 1), 3),
         "final_val_loss": summary.get("best_val_loss"),

@@ -255,3 +255,14 @@ def test_big_corpus_benchmark_end_to_end(tmp_path):
     assert set(r["tokenize"]) == {"char", "byte", "word", "bpe"}
     assert r["train"]["steps"] == 2 and r["under_floor"]
     assert [p.name for p in tmp_path.iterdir()] == ["big.json"]  # the corpus is gone
+
+
+def test_long_bpe_text_encoded_in_pieces_is_the_whole_encoding(monkeypatch):
+    from lstmgen.tokenizers import BPETokenizer
+
+    text = _normalised(TEXT) * 40 + "没有空格的一长段中文" * 30 + _normalised(TEXT)
+    tok = BPETokenizer.fit([text], vocab_size=300)
+    assert len(text) > 2 * tok.PIECE
+    assert tok.encode(text) == tok.hf.encode(text).ids
+    monkeypatch.setattr(BPETokenizer, "PIECE", 7)  # pieces of a few characters, and no cut
+    assert tok.encode(text) == tok.hf.encode(text).ids
