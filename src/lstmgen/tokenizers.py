@@ -300,8 +300,7 @@ class WordTokenizer(Tokenizer):
     def fit(cls, texts: Iterable[str], min_freq: int = 1, max_vocab: int = 0) -> WordTokenizer:
         counts: Counter[str] = Counter()
         for chunk in texts:
-            for line in chunk.split("\n"):
-                counts.update(line.split())
+            counts.update(chunk.split())  # the words of its lines, in order: one call a block
         # One <eos> per line; it and <unk> are always in the vocabulary.
         words = [
             w for w, n in counts.most_common() if n >= min_freq and w not in (cls.EOS, cls.UNK)
