@@ -266,3 +266,20 @@ def test_long_bpe_text_encoded_in_pieces_is_the_whole_encoding(monkeypatch):
     assert tok.encode(text) == tok.hf.encode(text).ids
     monkeypatch.setattr(BPETokenizer, "PIECE", 7)  # pieces of a few characters, and no cut
     assert tok.encode(text) == tok.hf.encode(text).ids
+
+
+def test_numpy_reference_evaluation_reads_windows_and_matches_pytorch():
+    from lstmgen.data import TokenFile
+    from lstmgen.evaluate import evaluate_tokens
+    from lstmgen.reference.model import LanguageModel as NumpyModel
+    from lstmgen.reference.train import evaluate
+
+    model, tok = _tiny_model()
+    params = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+    ref = NumpyModel(model.config, params, tok)
+    tokens = np.random.default_rng(5).integers(0, tok.vocab_size, 997).astype(np.uint16)
+    tf = TokenFile(tokens, 997, 997)
+    expected = evaluate_tokens(model, tf, batch_size=7, seq_len=50, warmup=20).loss
+    assert evaluate(ref, tf, batch_size=7, seq_len=50, warmup=20)["val_loss"] == pytest.approx(
+        expected, rel=1e-9
+    )

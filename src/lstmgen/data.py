@@ -510,3 +510,28 @@ def get_window(streams: Any, k: int, seq_len: int) -> tuple[Any, Any]:
     if isinstance(streams, np.ndarray):
         return np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64)
     return x.long(), y.long()  # a tensor: no torch import needed here
+
+
+def eval_window(
+    tokens: np.ndarray, pieces: list[tuple[int, int, int]], bos: int, t: int, T: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns [t, t + T) of evaluation pieces ``(read_from, score_from, end)`` laid side by
+    side (``evaluate._layout``): inputs (B, T), targets (B, T) and which targets count (B, T),
+    zero past a piece's end. Only these columns are read from ``tokens`` (the memmap), so a
+    split of any size is scored in the memory of one window (both evaluators use it)."""
+    B = len(pieces)
+    x = np.zeros((B, T), dtype=np.int64)  # input i predicts target i
+    y = np.zeros((B, T), dtype=np.int64)
+    scored = np.zeros((B, T), dtype=bool)
+    for b, (read, score, end) in enumerate(pieces):
+        lo, hi = read + t, min(read + t + T, end)  # positions of the bos-prefixed stream
+        if lo >= hi:
+            continue
+        y[b, : hi - lo] = tokens[lo:hi]
+        if lo == 0:  # the first token is predicted from bos
+            x[b, 0] = bos
+            x[b, 1 : hi - lo] = tokens[: hi - 1]
+        else:
+            x[b, : hi - lo] = tokens[lo - 1 : hi - 1]
+        scored[b, max(score, lo) - lo : hi - lo] = True
+    return x, y, scored

@@ -13,11 +13,10 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import TokenFile
+from .data import TokenFile, eval_window
 from .errors import NumericalError
 
 
@@ -53,30 +52,6 @@ def _layout(n: int, batch_size: int, warmup: int) -> list[tuple[int, int, int]]:
     return pieces
 
 
-def _window(
-    tokens: np.ndarray, pieces: list[tuple[int, int, int]], bos: int, t: int, T: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Columns [t, t + T) of the pieces laid side by side: inputs (B, T), targets (B, T) and
-    which targets count (B, T), zero past a piece's end. Only these columns are read from
-    ``tokens``, so a validation split of any size is scored in memory of one window."""
-    B = len(pieces)
-    x = np.zeros((B, T), dtype=np.int64)  # input i predicts target i
-    y = np.zeros((B, T), dtype=np.int64)
-    scored = np.zeros((B, T), dtype=bool)
-    for b, (read, score, end) in enumerate(pieces):
-        lo, hi = read + t, min(read + t + T, end)  # positions of the bos-prefixed stream
-        if lo >= hi:
-            continue
-        y[b, : hi - lo] = tokens[lo:hi]
-        if lo == 0:  # the first token is predicted from bos
-            x[b, 0] = bos
-            x[b, 1 : hi - lo] = tokens[: hi - 1]
-        else:
-            x[b, : hi - lo] = tokens[lo - 1 : hi - 1]
-        scored[b, max(score, lo) - lo : hi - lo] = True
-    return x, y, scored
-
-
 @torch.inference_mode()
 def evaluate_tokens(
     model,
@@ -106,7 +81,7 @@ def evaluate_tokens(
         if should_stop is not None and should_stop():
             model.train(was_training)
             raise EvaluationStopped
-        x, y, scored = _window(tokens, pieces, bos, t, min(seq_len, width - t))
+        x, y, scored = eval_window(tokens, pieces, bos, t, min(seq_len, width - t))
         xb = torch.from_numpy(x).to(device)
         yb = torch.from_numpy(y).to(device)
         mb = torch.from_numpy(scored).to(device)
