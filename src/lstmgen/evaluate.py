@@ -13,11 +13,10 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import TokenFile
+from .data import TokenFile, eval_window
 from .errors import NumericalError
 
 
@@ -70,19 +69,11 @@ def evaluate_tokens(
     """
     was_training = model.training
     model.eval()
-    tokens = np.asarray(data.tokens[: max_tokens or None], dtype=np.int64)
+    tokens = data.tokens[: max_tokens or None]  # (n,) the memmap: read one window at a time
     n = len(tokens)
-    inputs = np.concatenate([[model.tokenizer.bos_id], tokens[:-1]])  # input i predicts token i
     pieces = _layout(n, batch_size, warmup)
     width = max(end - read for read, _, end in pieces)
-    B = len(pieces)
-    x = np.zeros((B, width), dtype=np.int64)  # (B, W) padded inputs
-    y = np.zeros((B, width), dtype=np.int64)  # (B, W) targets
-    scored = np.zeros((B, width), dtype=bool)  # which (row, column) targets count
-    for b, (read, score, end) in enumerate(pieces):
-        x[b, : end - read] = inputs[read:end]
-        y[b, : end - read] = tokens[read:end]
-        scored[b, score - read : end - read] = True
+    bos = model.tokenizer.bos_id
     device = model.device
     total = torch.zeros((), dtype=torch.float64, device=device)
     state = None
@@ -90,9 +81,10 @@ def evaluate_tokens(
         if should_stop is not None and should_stop():
             model.train(was_training)
             raise EvaluationStopped
-        xb = torch.from_numpy(x[:, t : t + seq_len]).to(device)
-        yb = torch.from_numpy(y[:, t : t + seq_len]).to(device)
-        mb = torch.from_numpy(scored[:, t : t + seq_len]).to(device)
+        x, y, scored = eval_window(tokens, pieces, bos, t, min(seq_len, width - t))
+        xb = torch.from_numpy(x).to(device)
+        yb = torch.from_numpy(y).to(device)
+        mb = torch.from_numpy(scored).to(device)
         logits, state = model(xb, state)  # (B, T, V)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # bf16 -> fp32
         nll = F.cross_entropy(logits.transpose(1, 2), yb, reduction="none")  # (B, T)

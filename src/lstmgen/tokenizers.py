@@ -17,7 +17,7 @@ import json
 import re
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +170,14 @@ class Tokenizer:
         """The UTF-8 bytes one id stands for (possibly part of a character)."""
         raise NotImplementedError
 
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        """The last index at which ``text`` may be cut so that the two parts tokenize (and fit)
+        as the whole does; 0 when there is none. Corpora are read in blocks cut there
+        (``data.iter_text``), so their tokens never depend on the block size. It may look at
+        ``text[i - 1]``, never further left. By default: after the last line break."""
+        return text.rfind("\n") + 1
+
     def decode(self, ids: Iterable[int]) -> str:
         stream = self.stream_decoder()
         return "".join(stream.step(int(i)) for i in ids) + stream.flush()
@@ -285,10 +293,30 @@ class CharTokenizer(Tokenizer):
         fill = index[self.replacement]
         return [index.get(c, fill) for c in text]
 
+    def encode_array(self, text: str) -> Any:
+        """``encode(text)`` as a NumPy int64 array, or None when ``text`` has a character
+        outside the vocabulary (``encode`` then applies its policy). A table lookup over the
+        code points: ~10x faster than the dict for the megabytes of a corpus block."""
+        import numpy as np
+
+        if getattr(self, "_table", None) is None:
+            codes = [ord(c) for c in self.chars]
+            table = np.full(max(codes) + 2, -1, dtype=np.int64)  # the last entry: "too big"
+            table[codes] = np.arange(len(codes))
+            self._table = table
+        table = self._table
+        codes = np.frombuffer(text.encode("utf-32-le", errors="surrogatepass"), dtype=np.uint32)
+        ids = table[np.minimum(codes, len(table) - 1)]  # (N,)
+        return None if (ids < 0).any() else ids
+
     def token_bytes(self, token_id: int) -> bytes:
         if token_id >= len(self.chars):
             return self._special_bytes(token_id)
         return self.chars[token_id].encode("utf-8", errors="surrogatepass")
+
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        return len(text)  # one token per character: anywhere
 
     def to_dict(self) -> dict[str, Any]:
         return {"chars": self.chars, "replacement": self.replacement, **self._specials_dict()}
@@ -330,6 +358,10 @@ class ByteTokenizer(Tokenizer):
             return self._special_bytes(token_id)
         return bytes((token_id,))
 
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        return len(text)  # the bytes of each character: anywhere between characters
+
     def to_dict(self) -> dict[str, Any]:
         return self._specials_dict()
 
@@ -361,8 +393,7 @@ class WordTokenizer(Tokenizer):
     def fit(cls, texts: Iterable[str], min_freq: int = 1, max_vocab: int = 0) -> WordTokenizer:
         counts: Counter[str] = Counter()
         for chunk in texts:
-            for line in chunk.split("\n"):
-                counts.update(line.split())
+            counts.update(chunk.split())  # the words of its lines, in order: one call a block
         # One <eos> per line; it and <unk> are always in the vocabulary.
         words = [
             w for w, n in counts.most_common() if n >= min_freq and w not in (cls.EOS, cls.UNK)
@@ -400,6 +431,8 @@ class WordTokenizer(Tokenizer):
                 ids.append(i)
             ids.append(eos)
         return ids
+
+    # safe_cut: the default, after a line break (every line, cut or not, gets its <eos>).
 
     def encode(self, text: str, unknown: str = "replace") -> list[int]:
         """Words of ``text``; ``<eos>`` only where a line actually ends (for prompts)."""
@@ -511,21 +544,57 @@ class BPETokenizer(Tokenizer):
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )
-        hf.train_from_iterator(texts, trainer=trainer)
+        hf.train_from_iterator((p for t in texts for p in cls._pieces(t)), trainer=trainer)
         return cls(hf.to_str())
 
     @property
     def vocab_size(self) -> int:
         return len(self._bytes) + len(self.specials)
 
+    PIECE = 2048  # characters per piece of a long text encoded as a batch
+
     def encode(self, text: str, unknown: str = "error") -> list[int]:
         _check_policy(unknown)
-        return self.hf.encode(text).ids
+        if len(text) <= 2 * self.PIECE:
+            return self.hf.encode(text).ids
+        encodings = self.hf.encode_batch(self._pieces(text))
+        return [i for e in encodings for i in e.ids]
+
+    @classmethod
+    def _pieces(cls, text: str) -> list[str]:
+        """``text`` cut at ``safe_cut`` into pieces of about ``PIECE`` characters. Hugging Face
+        slows down on long inputs (encoding: 0.2 MB/s at 300 kB, 1.8 MB/s at 3 kB); pieces
+        tokenize and train to the same result, 2.5x faster, in parallel where cores allow."""
+        pieces, start = [], 0
+        while len(text) - start > cls.PIECE:
+            at = cls.safe_cut(text[start : start + cls.PIECE])
+            if not at:  # no space in a whole piece: the rest in one
+                break
+            pieces.append(text[start : start + at])
+            start += at
+        pieces.append(text[start:])
+        return pieces
 
     def token_bytes(self, token_id: int) -> bytes:
         if token_id >= len(self._bytes):
             return self._special_bytes(token_id)
         return self._bytes[token_id]
+
+    @staticmethod
+    def safe_cut(text: str) -> int:
+        """Before a space or line break that follows a non-space. Merges never cross the
+        ByteLevel pre-tokens (GPT-2's pattern: ``'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+|
+        ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+``), and no pre-token runs from a non-space into
+        the whitespace after it, so one always starts there. A cut after a line break would
+        not do: ``"\\n  x"`` is ``"\\n "``, ``" x"`` whole but ``"\\n"``, ``" "``, ``" x"`` cut.
+        Python's ``isspace`` covers every character the pattern's ``\\s`` does."""
+        i = len(text)
+        while True:
+            i = max(text.rfind(" ", 0, i), text.rfind("\n", 0, i))
+            if i <= 0:
+                return 0
+            if not text[i - 1].isspace():
+                return i
 
     def to_dict(self) -> dict[str, Any]:
         return {"hf": json.loads(self.hf_json), **self._specials_dict()}
@@ -591,6 +660,13 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         return tokenizer_from_dict(read_json(path, MAX_TOKENIZER_BYTES))
     except TokenizerError as exc:
         raise TokenizerError(f"{path}: {exc}") from None
+
+
+def safe_cut_for(kind: str) -> Callable[[str], int]:
+    """``safe_cut`` of the tokenizer ``kind`` (line breaks for a kind not known here), for
+    reading the text its vocabulary is fitted on before the tokenizer exists."""
+    cls = TOKENIZER_CLASSES.get(kind, Tokenizer)
+    return cls.safe_cut
 
 
 def fit_tokenizer(kind: str, texts: Iterable[str], **options: Any) -> Tokenizer:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..config import GenerationConfig, ModelConfig, TrainConfig
 from ..corpus import Corpus, prepare_corpus
-from ..data import TokenFile, batchify, get_window, num_windows
+from ..data import TokenFile, batchify, eval_window, get_window, num_windows
 from ..errors import ConfigError
 from ..rundir import RunDir
 from ..training.schedule import Position, RunSchedule
@@ -45,25 +45,20 @@ def evaluate(
     """Mean loss over ``data`` (every token scored once, the first predicted from ``bos_id``),
     laid out like ``lstmgen.evaluate``: B contiguous pieces scored in parallel, each after
     reading the ``warmup`` tokens before it."""
-    tokens = np.asarray(data.tokens[: max_tokens or None], dtype=np.int64)
+    tokens = data.tokens[: max_tokens or None]  # (n,) the memmap: read one window at a time
     n = len(tokens)
-    inputs = np.concatenate([[model.tokenizer.bos_id], tokens[:-1]])
     B = max(1, min(batch_size, n // max(1, 4 * warmup)))
     size = -(-n // B)
     pieces = [(max(0, s - warmup), s, min(n, s + size)) for s in range(0, n, size)]
     width = max(end - read for read, _, end in pieces)
-    x = np.zeros((len(pieces), width), np.int64)  # (B, W) inputs
-    y = np.zeros((len(pieces), width), np.int64)  # (B, W) targets
-    scored = np.zeros((len(pieces), width), bool)
-    for b, (read, score, end) in enumerate(pieces):
-        x[b, : end - read], y[b, : end - read] = inputs[read:end], tokens[read:end]
-        scored[b, score - read : end - read] = True
+    bos = model.tokenizer.bos_id
     total, state = 0.0, None
     for t in range(0, width, seq_len):
-        logits, state = model(x[:, t : t + seq_len], state)  # (B, T, V)
+        x, y, scored = eval_window(tokens, pieces, bos, t, min(seq_len, width - t))  # (B, T)
+        logits, state = model(x, state)  # (B, T, V)
         logp = log_softmax(logits.astype(np.float64))
-        nll = -np.take_along_axis(logp, y[:, t : t + seq_len, None], axis=-1)[..., 0]  # (B, T)
-        total += float((nll * scored[:, t : t + seq_len]).sum())
+        nll = -np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]  # (B, T)
+        total += float((nll * scored).sum())
     loss = total / n
     chars = data.chars if len(tokens) == len(data) else round(data.chars * n / len(data))
     return {

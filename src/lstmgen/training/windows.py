@@ -15,6 +15,22 @@ from ..data import get_window
 DEVICE_STREAMS_MAX_BYTES = 1 << 30
 
 
+COPY_BYTES = 1 << 26  # host memory for one piece of the streams on their way to the device
+
+
+def _copy_to(streams: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B, n) streams as an int32 tensor on ``device``, copied a block of columns at a time:
+    the host never holds more than ``COPY_BYTES`` of them (a whole int32 copy of a 1 GB
+    memmap would double the process's memory for a moment)."""
+    B, n = streams.shape
+    out = torch.empty((B, n), dtype=torch.int32, device=device)  # (B, n)
+    cols = max(1, COPY_BYTES // (4 * B))
+    for c in range(0, n, cols):
+        piece = np.ascontiguousarray(streams[:, c : c + cols], dtype=np.int32)  # (B, cols)
+        out[:, c : c + cols].copy_(torch.from_numpy(piece))
+    return out
+
+
 class Windows:
     """TBPTT windows for the step loop: ``x, y = windows(k)``, each (B, T') int64 on ``device``.
 
@@ -39,8 +55,7 @@ class Windows:
             resident = device.type == "cuda" and streams.size * 4 <= DEVICE_STREAMS_MAX_BYTES
         self.on_device: torch.Tensor | None = None  # (B, n) int32
         if resident:
-            host = torch.from_numpy(np.ascontiguousarray(streams, dtype=np.int32))
-            self.on_device = host.to(device)
+            self.on_device = _copy_to(streams, device)
 
     def __call__(self, k: int) -> tuple[torch.Tensor, ...]:
         if self.on_device is not None:
