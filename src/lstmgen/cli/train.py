@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -169,6 +170,11 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--dropout", type=float)
 @click.option("--tie-weights/--no-tie-weights", default=None)
 @click.option("--batch-size", type=int)
+@click.option(
+    "--grad-accum",
+    type=int,
+    help="Micro-steps of --batch-size rows per optimizer step (gradient accumulation).",
+)
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
@@ -229,6 +235,8 @@ def train_command(
 
     given = {k: v for k, v in options.items() if v is not None}
     callback = ProgressCallback(quiet)
+    # Under torchrun only rank 0 reports (training/distributed.py); the others stay quiet.
+    first = os.environ.get("RANK", "0") == "0"
     trainer_class: Any = Trainer
     if backend == "numpy":
         from ..reference.train import Trainer as trainer_class
@@ -279,7 +287,8 @@ def train_command(
         trainer = trainer_class.create(
             out, all_train, train_cfg, model_cfg, valid_files, test_files, callbacks=[callback]
         )
-        click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
+        if first:
+            click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
         if preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
             warnings.warn(
                 f"--preset gpu-fast is sized for a large GPU; on {trainer.device.type} each step "
@@ -288,6 +297,8 @@ def train_command(
             )
     _install_stop_handlers(trainer)
     summary = trainer.fit()
+    if not first:
+        return
     if summary["new_steps"] == 0 and summary["reason"] != "interrupted":
         click.echo(
             f"nothing to do: the run already stopped at step {summary['step']} "
