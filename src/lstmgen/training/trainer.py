@@ -295,7 +295,8 @@ class Trainer(RunSchedule):
         hidden, rngs = self.dist.gather_state(self.hidden), self.dist.gather_rng(self.device)
         if not self.run.writer:
             return
-        tensors, meta = trainer_state.pack(self.model, self.optimizer, hidden, self.pos, self.device)
+        model, opt, pos = self.model, self.optimizer, self.pos
+        tensors, meta = trainer_state.pack(model, opt, hidden, pos, self.device)
         if self.dist.active:
             tensors.update(rngs)
             meta.update(self.dist.metadata())
@@ -365,7 +366,8 @@ class Trainer(RunSchedule):
         """Training tokens read by the steps taken so far (an epoch's last window may be short)."""
         B, n = self.streams.shape
         per_epoch = n - 1  # every column but the last is an input once per epoch
-        return self.dist.world * B * (
+        rows = B * self.dist.world  # every process's rows
+        return rows * (
             self.pos.epoch * per_epoch + min(self.pos.window * self.config.seq_len, per_epoch)
         )
 
