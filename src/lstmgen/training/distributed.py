@@ -229,9 +229,9 @@ class Dist:
         want = torch.get_rng_state().numel()
         if cpu is None or cpu.dtype != torch.uint8 or tuple(cpu.shape) != (self.world, want):
             raise CheckpointError(f"{path}: dist.rng.cpu is missing or not ({self.world}, {want})")
-        torch.set_rng_state(cpu[self.rank].contiguous())
+        torch.set_rng_state(cpu[self.rank].clone())  # own storage: a view confuses it
         if cuda is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(cuda[self.rank].contiguous(), device)
+            torch.cuda.set_rng_state(cuda[self.rank].clone(), device)
 
     # --- failures -------------------------------------------------------------------------
 

@@ -1,0 +1,234 @@
+"""Multi-process training through torchrun (training/distributed.py), on CPU with gloo.
+
+Each torchrun launch starts three Python processes that import torch, so the launches are
+shared: one uninterrupted 2-process run (module fixture) is what the equivalence, the resume
+and the world-size tests compare against."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import make_play
+from lstmgen import CheckpointError, ModelConfig, TrainConfig, Trainer, TrainingError
+from lstmgen.model import load_model
+from lstmgen.rundir import RunDir
+from lstmgen.training.distributed import Dist
+
+TOLERANCE = 1e-5  # float32 (the model directory stores float32 weights; no float64 runs)
+TINY = {
+    "hidden-size": 8,
+    "embedding-size": 8,
+    "num-layers": 1,
+    "dropout": 0.0,
+    "seq-len": 16,
+    "warmup-steps": 2,
+    "eval-every": 10,
+    "log-every": 5,
+    "sample-tokens": 0,
+    "device": "cpu",
+}
+
+
+def flags(**extra: object) -> list[str]:
+    args: list[str] = ["-q"]
+    for k, v in {**TINY, **extra}.items():
+        args += [f"--{k.replace('_', '-')}", str(v)]
+    return args
+
+
+def torchrun(*args: object, nproc: int = 2, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``python -m torch.distributed.run --standalone --nproc-per-node N -m lstmgen ARGS``
+    (--standalone: a free port, so parallel test runs never meet)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc-per-node={nproc}", "-m", "lstmgen", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
+
+
+def _env() -> dict[str, str]:
+    src = str(Path(__file__).resolve().parent.parent / "src")
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{src}:{path}" if path else src, "OMP_NUM_THREADS": "1"}
+
+
+def state(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "trainer" / "state.safetensors"))
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state(run).items() if k.startswith("model.")}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "play.txt"
+    path.write_text(make_play(60), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
+    """20 steps on 2 processes with batch 2 each."""
+    run = tmp_path_factory.mktemp("ddp") / "two"
+    proc = torchrun("train", corpus, "-o", run, *flags(batch_size=2, max_steps=20))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_two_processes_equal_one_process_with_twice_the_batch(two_ranks, corpus, run_cli, tmp_path):
+    one = tmp_path / "one"
+    assert run_cli("train", corpus, "-o", one, *flags(batch_size=4, max_steps=20)).code == 0
+    a, b = state(one), state(two_ranks)
+    for k in weights(one):
+        assert (a[k] - b[k]).abs().max() <= TOLERANCE, k
+    # the carried state of every row, gathered from both processes in the 1-process layout
+    for k in ("hidden.0", "hidden.1"):
+        assert a[k].shape == b[k].shape == (1, 4, 8)
+        assert (a[k] - b[k]).abs().max() <= 100 * TOLERANCE, k
+    assert b["dist.rng.cpu"].shape[0] == 2
+    assert not torch.equal(b["dist.rng.cpu"][0], b["dist.rng.cpu"][1])  # own dropout masks
+    assert load_model(two_ranks).config.hidden_size == 8  # rank 0 wrote a model directory
+
+
+STOP_AT_10 = """
+import sys
+from lstmgen import Callback, ModelConfig, TrainConfig, Trainer
+
+class StopAt10(Callback):  # on rank 0 (the only one with callbacks), as Ctrl-C would
+    def on_log(self, trainer, metrics):
+        if metrics["step"] >= 10:
+            trainer.request_stop()
+
+config = TrainConfig(
+    batch_size=2, seq_len=16, warmup_steps=2, eval_every=10, log_every=5, sample_tokens=0,
+    device="cpu", max_steps=20,
+)
+model = ModelConfig(embedding_size=8, hidden_size=8, num_layers=1, dropout=0.0)
+summary = Trainer.create(sys.argv[2], [sys.argv[1]], config, model, callbacks=[StopAt10()]).fit()
+assert summary["reason"] == "interrupted" and summary["step"] == 10, summary
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_and_resumed_two_process_run_equals_an_uninterrupted_one(
+    two_ranks, corpus, tmp_path
+):
+    """Stopped at step 10 (a stop requested on rank 0, agreed by both), resumed to 20."""
+    run, script = tmp_path / "r", tmp_path / "stop_at_10.py"
+    script.write_text(STOP_AT_10, encoding="utf-8")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    proc = subprocess.run(
+        [*cmd, str(script), str(corpus), str(run)], capture_output=True, text=True, env=_env()
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun("train", "--resume", run, "-q")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = weights(run), weights(two_ranks)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(state(run)["hidden.0"], state(two_ranks)["hidden.0"])
+    logged = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in logged if "train_loss" in r]
+    assert steps == [5, 10, 15, 20]  # one writer: rank 0 logged each step once
+
+
+def test_resuming_with_another_world_size_is_one_clear_error(two_ranks, tmp_path):
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(two_ranks), str(copy)], check=True)
+    with pytest.raises(CheckpointError, match=r"trained by 2 process\(es\) and this is 1"):
+        Trainer.resume(copy, max_steps=30)
+
+
+def test_grad_accum_k_with_batch_b_equals_batch_k_times_b(tmp_path):
+    """The same row layout without torchrun: K micro-steps of B rows are one step of K*B."""
+    path = tmp_path / "play.txt"
+    path.write_text(make_play(60), encoding="utf-8")
+    model = ModelConfig(embedding_size=8, hidden_size=8, num_layers=1, dropout=0.0)
+    base = TrainConfig(
+        seq_len=16, warmup_steps=2, eval_every=10, sample_tokens=0, device="cpu", max_steps=12
+    )
+    runs = {}
+    for name, cfg in {
+        "big": base.replace(batch_size=4),
+        "accum": base.replace(batch_size=2, grad_accum=2),
+    }.items():
+        trainer = Trainer.create(tmp_path / name, [path], cfg, model)
+        trainer.fit()
+        runs[name] = trainer
+    big, accum = runs["big"], runs["accum"]
+    for (k, p), q in zip(big.model.named_parameters(), accum.model.parameters(), strict=True):
+        assert (p - q).abs().max() <= TOLERANCE, k
+    assert accum.hidden.batch_size == 4
+    assert (big.hidden[1] - accum.hidden[1]).abs().max() <= 100 * TOLERANCE
+
+
+def test_a_lost_process_is_one_line_not_a_traceback(tmp_path):
+    """What a gloo read error from a killed peer becomes (the slow test kills a real one)."""
+    d = Dist(rank=0, world=2, active=True)
+    with pytest.raises(TrainingError, match=r"process 0 of 2 lost another training process"):
+        with d.failures(tmp_path):
+            raise RuntimeError("[pair.cc:537] Read error [127.0.0.1]: Connection reset by peer")
+    with pytest.raises(ValueError):  # anything else passes through
+        with d.failures(tmp_path):
+            raise ValueError("not a collective")
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Rank of each child process of ``pid`` (from its RANK environment variable)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            ranks = [e[5:].decode() for e in env if e.startswith(b"RANK=")]
+            found[int(entry.name)] = ranks[0] if ranks else "?"
+    return found
+
+
+@pytest.mark.slow
+def test_killing_one_process_stops_the_other_with_a_clear_error(corpus, tmp_path):
+    run = tmp_path / "k"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd += ["-m", "lstmgen", "train", str(corpus), "-o", str(run)]
+    cmd += flags(batch_size=2, max_steps=100000)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "val_loss" not in _read(run / "metrics.jsonl"):
+            time.sleep(0.2)
+        assert "val_loss" in _read(run / "metrics.jsonl"), "no checkpoint within 120 s"
+        rank1 = [pid for pid, rank in _children(proc.pid).items() if rank == "1"]
+        assert rank1, _children(proc.pid)
+        os.kill(rank1[0], signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=90)
+        assert time.monotonic() - killed < 60
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    text = err.decode()
+    assert "error: process 0 of 2 lost another training process" in text, text[-3000:]
+    assert load_model(run) is not None
+    tensors, meta = RunDir(run).load_state()
+    assert meta["world_size"] == "2" and "model.decoder.weight" in tensors
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
