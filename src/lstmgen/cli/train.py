@@ -43,11 +43,14 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its methods
         from tqdm import tqdm
 
         m, c = trainer.model, trainer.config
+        # torchrun processes x --grad-accum micro-steps (training/distributed.py)
+        parts = getattr(getattr(trainer, "dist", None), "world", 1) * getattr(c, "grad_accum", 1)
+        rows = f" ({c.batch_size * parts} rows a step)" if parts > 1 else ""
         click.echo(
             f"{m.config.cell.upper()} {m.config.num_layers}x{m.config.hidden_size}, "
             f"{m.num_parameters():,} parameters, {trainer.corpus.tokenizer.kind} vocabulary "
             f"{m.config.vocab_size:,}; {len(trainer.corpus.train):,} training tokens, "
-            f"{len(trainer.corpus.valid):,} validation; batch {c.batch_size}x{c.seq_len} "
+            f"{len(trainer.corpus.valid):,} validation; batch {c.batch_size}x{c.seq_len}{rows} "
             f"on {trainer.device} ({getattr(trainer, 'precision', 'fp32')})",
             err=True,
         )
@@ -247,6 +250,10 @@ def train_command(
             raise click.UsageError("--device applies to --backend torch only")
         if given.get("precision", "fp32") not in ("auto", "fp32"):
             raise click.UsageError("--precision applies to --backend torch only")
+        if given.get("grad_accum", 1) != 1:
+            raise click.UsageError("--grad-accum applies to --backend torch only")
+        if "WORLD_SIZE" in os.environ:
+            raise click.UsageError("--backend numpy runs in one process, not under torchrun")
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
@@ -281,7 +288,9 @@ def train_command(
             else Path("runs") / (Path(all_train[0]).stem if all_train else "shakespeare")
         )
         others = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.exists() else []
-        if others and not RunDir(out).data_dir.exists():  # a run being created has its lock only
+        # A run being created has its lock only (rank 0's check: under torchrun the others
+        # find the folder that rank 0 is making).
+        if first and others and not RunDir(out).data_dir.exists():
             raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
         t0 = time.perf_counter()
         trainer = trainer_class.create(
@@ -289,7 +298,7 @@ def train_command(
         )
         if first:
             click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
-        if preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
+        if first and preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
             warnings.warn(
                 f"--preset gpu-fast is sized for a large GPU; on {trainer.device.type} each step "
                 "takes tens of seconds (--preset cpu-small is the CPU setting)",

@@ -49,6 +49,8 @@ from ..runtime import resolve_device
 from ..state import State
 
 DEFAULT_TIMEOUT_S = 900
+# How long the others wait for rank 0 to tokenize a new corpus (hours for a large one).
+PREPARE_TIMEOUT = timedelta(hours=24)
 REASON_BYTES = 64  # a stop reason travels as this many UTF-8 bytes
 
 
@@ -75,6 +77,7 @@ class Dist:
     local_rank: int = 0
     active: bool = False
     released: bool = False  # rank 0 has told the others whether the run folder is ready
+    prepare_group: Any = None  # gloo, PREPARE_TIMEOUT: the wait for rank 0's preparation
 
     @property
     def is_main(self) -> bool:
@@ -159,12 +162,12 @@ class Dist:
             return
         self.released = True
         if self.world > 1:
-            dist.broadcast(torch.tensor([int(ok)]), src=0)
+            dist.broadcast(torch.tensor([int(ok)]), src=0, group=self.prepare_group)
 
     def wait_for_first(self) -> None:
         """The others: wait until rank 0 has tokenized and written the run folder."""
         flag = torch.zeros(1, dtype=torch.long)
-        dist.broadcast(flag, src=0)
+        dist.broadcast(flag, src=0, group=self.prepare_group)
         self.released = True
         if not flag.item():
             raise TrainingError(
@@ -281,6 +284,7 @@ def init() -> Dist:
         world=dist.get_world_size(),
         local_rank=int(os.environ.get("LOCAL_RANK", "0")),
         active=True,
+        prepare_group=dist.new_group(backend="gloo", timeout=PREPARE_TIMEOUT),
     )
     return _CURRENT
 
