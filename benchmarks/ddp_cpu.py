@@ -1,11 +1,11 @@
 """Multi-process training (torchrun + DDP): tokens/s of a plain run against torchrun runs.
 
-CPU (the default): a plain ``lstmgen train``, ``torchrun --nproc-per-node 1`` (DDP around the
-model, world of one) and ``--nproc-per-node 2`` (gloo), every process with one thread
-(OMP_NUM_THREADS=1) and ``--batch-size`` rows, so two processes train on twice the rows per
-step. On a 2-core machine this shows the cost of the all-reduce and of the processes sharing
-the machine, not a speed-up: each step of two processes does the work of one process twice
-over on two cores, plus one all-reduce of every gradient.
+CPU (the default): a plain ``lstmgen train`` with one thread and with two,
+``torchrun --nproc-per-node 1`` (DDP around the model, world of one) and ``--nproc-per-node 2``
+(gloo), every torchrun process with one thread (OMP_NUM_THREADS=1) and ``--batch-size`` rows,
+so two processes train on twice the rows per step. On a 2-core machine the figure to read is
+ddp2 against plain_2threads (both use both cores): what two processes and an all-reduce of
+every gradient cost against intra-op threads, not a speed-up from more hardware.
 
 CUDA (``--device cuda``, gpu_suite.sh): the plain run against ``torchrun --nproc-per-node 1``
 on one GPU with the gpu-fast preset. Floor: DDP at >= 0.95x the plain run (the wrapper's
@@ -15,7 +15,7 @@ Every run is a real ``lstmgen train`` process (the startup is not timed): tokens
 median of the ``tokens_per_s`` the run logs (every process's tokens, between log steps, the
 first one left out: warm-up), with no evaluation before the last step.
 
-    python benchmarks/ddp_cpu.py                  # CPU: plain, ddp1, ddp2 (a few minutes)
+    python benchmarks/ddp_cpu.py                  # CPU: plain (1 and 2 threads), ddp1, ddp2
     python benchmarks/ddp_cpu.py --tiny           # seconds: a smoke run of the same code
     python benchmarks/ddp_cpu.py --device cuda    # GPU: plain vs ddp1, gpu-fast
 """
@@ -34,12 +34,13 @@ from pathlib import Path
 
 from common import ROOT, SHARED_DATA, write_result
 
-MODES = {"plain": 0, "ddp1": 1, "ddp2": 2}  # processes under torchrun (0: none)
+MODES = {"plain": 0, "plain_2threads": 0, "ddp1": 1, "ddp2": 2}  # torchrun processes (0: none)
 NOTES_CPU = (
     "2-core machine shared with other jobs while measuring: the figures are noisy (rerun on a "
     "quiet machine). Each process has one thread and --batch-size rows, so ddp2 trains twice "
-    "the rows per step on two processes: its tokens/s against plain shows the all-reduce and "
-    "the sharing of two cores, not a speed-up."
+    "the rows per step on two processes and two cores; plain_2threads is one process using both "
+    "cores (intra-op threads), the fair baseline for ddp2: their ratio is what the all-reduce "
+    "and two processes cost, or gain, against threading on this 2-core machine."
 )
 
 
@@ -57,7 +58,8 @@ def command(mode: str, corpus: Path, out: Path, args: argparse.Namespace) -> lis
 
 def run_mode(mode: str, corpus: Path, scratch: Path, args: argparse.Namespace) -> dict:
     out = scratch / mode
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    threads = "2" if mode == "plain_2threads" else "1"
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(ROOT / "src")}
     began = time.perf_counter()
     proc = subprocess.run(
         command(mode, corpus, out, args), capture_output=True, text=True, env=env, timeout=600
@@ -70,9 +72,11 @@ def run_mode(mode: str, corpus: Path, scratch: Path, args: argparse.Namespace) -
     return {
         "mode": mode,
         "processes": max(MODES[mode], 1),
+        "threads_per_process": int(threads),
         "tokens_per_s": statistics.median(rates) if rates else None,
         "log_points": len(rates),
         "wall_s": round(wall, 1),
+        "load_average_1m": os.getloadavg()[0],  # other work on the machine: noise
     }
 
 
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.steps, args.log_every = args.steps or steps, args.log_every or log_every
     data = args.data or Path(os.environ.get("LSTMGEN_DATA_DIR") or SHARED_DATA)
     corpus = data / "tiny-shakespeare" / "train.txt"
-    modes = ["plain", "ddp1"] if cuda else ["plain", "ddp1", "ddp2"]
+    modes = ["plain", "ddp1"] if cuda else ["plain", "plain_2threads", "ddp1", "ddp2"]
     results: list[dict] = []
     name = args.name or ("ddp_tiny" if args.tiny else "ddp_cuda" if cuda else "ddp_cpu")
     with tempfile.TemporaryDirectory() as tmp:
