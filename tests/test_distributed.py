@@ -232,3 +232,23 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
+
+
+def test_grad_accum_is_checked_and_torch_only(tmp_path, run_cli):
+    path = tmp_path / "play.txt"
+    path.write_text(make_play(20), encoding="utf-8")
+    r = run_cli("train", path, "-o", tmp_path / "a", "--grad-accum", "0")
+    assert r.code == 1 and r.err.strip() == "error: grad_accum must be >= 1"
+    r = run_cli("train", path, "-o", tmp_path / "b", "--backend", "numpy", "--grad-accum", "2")
+    assert r.code == 2 and "error: --grad-accum applies to --backend torch only" in r.err
+
+
+@pytest.mark.slow
+def test_ddp_benchmark_tiny_writes_its_result(tmp_path):
+    from conftest import run_benchmark_script
+
+    run_benchmark_script("ddp_cpu.py", tmp_path, "--tiny", "--name", "d")
+    r = json.loads((tmp_path / "d.json").read_text())
+    assert [run["mode"] for run in r["runs"]] == ["plain", "plain_2threads", "ddp1", "ddp2"]
+    assert all(run["tokens_per_s"] > 0 for run in r["runs"])
+    assert set(r["ratio_to_plain"]) == {"plain_2threads", "ddp1", "ddp2"}
