@@ -128,9 +128,17 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its methods
 def _install_stop_handlers(trainer: Trainer) -> None:
     """First Ctrl-C / SIGTERM: finish the step, save, exit. A second one: stop at once."""
 
+    first_at: list[float] = []
+
     def handler(signum: int, frame: Any) -> None:
-        if trainer.stop_requested:
+        # Under torchrun one Ctrl-C arrives twice: from the terminal, and forwarded by the
+        # launcher a moment later. That second copy is not a second Ctrl-C.
+        echo = "WORLD_SIZE" in os.environ and first_at and time.monotonic() - first_at[0] < 2.0
+        if trainer.stop_requested and not echo:
             raise KeyboardInterrupt
+        if trainer.stop_requested:
+            return
+        first_at.append(time.monotonic())
         trainer.request_stop()
         from tqdm import tqdm  # tqdm.write keeps an open bar whole (click.echo would split it)
 
@@ -330,4 +338,5 @@ def train_command(
         if summary["reason"] == "interrupted":
             click.echo("(a numpy run cannot be resumed: its best model is kept)", err=True)
     elif summary["reason"] == "interrupted":
-        click.echo(f"resume with: lstmgen train --resume {summary['out_dir']}", err=True)
+        how = "the same torchrun command with" if "WORLD_SIZE" in os.environ else "lstmgen train"
+        click.echo(f"resume with: {how} --resume {summary['out_dir']}", err=True)
