@@ -245,10 +245,13 @@ def test_grad_accum_is_checked_and_torch_only(tmp_path, run_cli):
 
 @pytest.mark.slow
 def test_ddp_benchmark_tiny_writes_its_result(tmp_path):
-    from conftest import run_benchmark_script
+    from conftest import BENCHMARKS
 
-    run_benchmark_script("ddp_cpu.py", tmp_path, "--tiny", "--name", "d")
+    script = [sys.executable, str(BENCHMARKS / "ddp_cpu.py"), "--tiny", "--name", "d"]
+    env = {**_env(), "LSTMGEN_RESULTS_DIR": str(tmp_path)}
+    proc = subprocess.run(script, capture_output=True, text=True, env=env, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     r = json.loads((tmp_path / "d.json").read_text())
-    assert [run["mode"] for run in r["runs"]] == ["plain", "plain_2threads", "ddp1", "ddp2"]
+    assert [run["mode"] for run in r["runs"]] == ["plain", "ddp1", "ddp2"]
     assert all(run["tokens_per_s"] > 0 for run in r["runs"])
-    assert set(r["ratio_to_plain"]) == {"plain_2threads", "ddp1", "ddp2"}
+    assert set(r["ratio_to_plain"]) == {"ddp1", "ddp2"}
