@@ -143,7 +143,8 @@ def test_a_stopped_and_resumed_two_process_run_equals_an_uninterrupted_one(
 def test_resuming_with_another_world_size_is_one_clear_error(two_ranks, tmp_path):
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(two_ranks), str(copy)], check=True)
-    with pytest.raises(CheckpointError, match=r"trained by 2 process\(es\) and this is 1"):
+    wanted = r"trained by 2 processes and this run has 1: resume it with 2 \(torchrun"
+    with pytest.raises(CheckpointError, match=wanted):
         Trainer.resume(copy, max_steps=30)
 
 

@@ -217,10 +217,11 @@ class Dist:
         the carried state and RNG of each, depend on it."""
         saved = meta.get("world_size", "1")
         if saved != str(self.world):
+            plural = "" if saved == "1" else "es"
+            how = "plain lstmgen train" if saved == "1" else "torchrun --nnodes x --nproc-per-node"
             raise CheckpointError(
-                f"{path.parent.parent} was trained by {saved} process(es) and this is {self.world}:"
-                f" resume it with the same world size (torchrun --nproc-per-node and --nnodes"
-                f" giving {saved} processes{'' if saved != '1' else ', or plain lstmgen train'})"
+                f"{path.parent.parent} was trained by {saved} process{plural} and this run has "
+                f"{self.world}: resume it with {saved} ({how})"
             )
 
     def take_rng(self, path: Path, tensors: dict[str, torch.Tensor], device: torch.device) -> None:
