@@ -99,45 +99,57 @@ def test_two_processes_equal_one_process_with_twice_the_batch(two_ranks, corpus,
     assert load_model(two_ranks).config.hidden_size == 8  # rank 0 wrote a model directory
 
 
-STOP_AT_10 = """
+STOP_AT = """
 import sys
 from lstmgen import Callback, ModelConfig, TrainConfig, Trainer
 
-class StopAt10(Callback):  # on rank 0 (the only one with callbacks), as Ctrl-C would
+class StopAt(Callback):  # on rank 0 (the only one with callbacks), as Ctrl-C would
     def on_log(self, trainer, metrics):
-        if metrics["step"] >= 10:
+        if metrics["step"] >= int(sys.argv[3]) > 0:
             trainer.request_stop()
 
 config = TrainConfig(
     batch_size=2, seq_len=16, warmup_steps=2, eval_every=10, log_every=5, sample_tokens=0,
     device="cpu", max_steps=20,
 )
-model = ModelConfig(embedding_size=8, hidden_size=8, num_layers=1, dropout=0.0)
-summary = Trainer.create(sys.argv[2], [sys.argv[1]], config, model, callbacks=[StopAt10()]).fit()
-assert summary["reason"] == "interrupted" and summary["step"] == 10, summary
+# dropout draws from each process's RNG: the resume must restore every process's own
+model = ModelConfig(embedding_size=8, hidden_size=8, num_layers=2, dropout=0.3)
+summary = Trainer.create(sys.argv[2], [sys.argv[1]], config, model, callbacks=[StopAt()]).fit()
+assert summary["step"] == (int(sys.argv[3]) or 20), summary
 """
 
 
 @pytest.mark.slow
-def test_a_stopped_and_resumed_two_process_run_equals_an_uninterrupted_one(
-    two_ranks, corpus, tmp_path
-):
-    """Stopped at step 10 (a stop requested on rank 0, agreed by both), resumed to 20."""
-    run, script = tmp_path / "r", tmp_path / "stop_at_10.py"
-    script.write_text(STOP_AT_10, encoding="utf-8")
+def test_a_stopped_and_resumed_two_process_run_equals_an_uninterrupted_one(corpus, tmp_path):
+    """With dropout. Stopped at step 10 (a stop requested on rank 0, agreed by both), then
+    resumed to 20 through the CLI; against 20 steps uninterrupted."""
+    script = tmp_path / "stop_at.py"
+    script.write_text(STOP_AT, encoding="utf-8")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-    proc = subprocess.run(
-        [*cmd, str(script), str(corpus), str(run)], capture_output=True, text=True, env=_env()
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = {"whole": tmp_path / "whole", "stopped": tmp_path / "stopped"}
+    for run, stop in zip(runs.values(), ("0", "10"), strict=True):
+        argv = [*cmd, str(script), str(corpus), str(run), stop]
+        proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    run = runs["stopped"]
+    assert json.loads(RunDir(run).load_state()[1]["position"])["step"] == 10
     proc = torchrun("train", "--resume", run, "-q")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    a, b = weights(run), weights(two_ranks)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert torch.equal(state(run)["hidden.0"], state(two_ranks)["hidden.0"])
+    a, b = state(run), state(runs["whole"])
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith(("model.", "hidden.", "dist.")))
     logged = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in logged if "train_loss" in r]
     assert steps == [5, 10, 15, 20]  # one writer: rank 0 logged each step once
+
+
+@pytest.mark.slow
+def test_two_processes_refuse_a_one_process_run_without_hanging(corpus, run_cli, tmp_path):
+    run = tmp_path / "one"
+    assert run_cli("train", corpus, "-o", run, *flags(batch_size=4, max_steps=5)).code == 0
+    proc = torchrun("train", "--resume", run, "--max-steps", "10", "-q", timeout=120)
+    assert proc.returncode != 0
+    assert "error: " + str(run) + " was trained by 1 process and this run has 2" in proc.stderr
+    assert "error: process 1: the first process (rank 0) could not start the run" in proc.stderr
 
 
 def test_resuming_with_another_world_size_is_one_clear_error(two_ranks, tmp_path):
