@@ -99,6 +99,21 @@ def test_two_processes_equal_one_process_with_twice_the_batch(two_ranks, corpus,
     assert load_model(two_ranks).config.hidden_size == 8  # rank 0 wrote a model directory
 
 
+@pytest.mark.slow
+def test_two_processes_with_grad_accum_equal_one_process_with_the_whole_batch(
+    corpus, run_cli, tmp_path
+):
+    """W=2, K=2, B=1: DDP's all-reduce on the last micro-step only (no_sync), batch 4."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_cli("train", corpus, "-o", one, *flags(batch_size=4, max_steps=20)).code == 0
+    proc = torchrun("train", corpus, "-o", two, *flags(batch_size=1, grad_accum=2, max_steps=20))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = state(one), state(two)
+    for k in weights(one):
+        assert (a[k] - b[k]).abs().max() <= TOLERANCE, k
+    assert (a["hidden.1"] - b["hidden.1"]).abs().max() <= 100 * TOLERANCE
+
+
 STOP_AT = """
 import sys
 from lstmgen import Callback, ModelConfig, TrainConfig, Trainer
