@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import make_play
-from lstmgen import CheckpointError, ModelConfig, TrainConfig, Trainer, TrainingError
+from lstmgen import CheckpointError, ConfigError, ModelConfig, TrainConfig, Trainer, TrainingError
 from lstmgen.model import load_model
 from lstmgen.rundir import RunDir
 from lstmgen.training.distributed import Dist
@@ -283,3 +283,32 @@ def test_ddp_benchmark_tiny_writes_its_result(tmp_path):
     assert [run["mode"] for run in r["runs"]] == ["plain", "ddp1", "ddp2"]
     assert all(run["tokens_per_s"] > 0 for run in r["runs"])
     assert set(r["ratio_to_plain"]) == {"ddp1", "ddp2"}
+
+
+def test_under_torchrun_cuda_means_the_local_rank_gpu(monkeypatch):
+    import lstmgen.training.distributed as distributed
+
+    chosen = []
+    monkeypatch.setattr(distributed, "resolve_device", lambda name: torch.device(name))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert Dist(rank=3, world=4, local_rank=1, active=True).device("cuda") == torch.device("cuda:1")
+    assert Dist(local_rank=1).device("cuda") == torch.device("cuda")  # no torchrun: as asked
+    assert Dist(rank=1, world=2, local_rank=1, active=True).device("cuda:0").index == 0
+    with pytest.raises(ConfigError, match="local rank 2 has no GPU"):
+        Dist(rank=2, world=3, local_rank=2, active=True).device("cuda")
+    assert chosen == [torch.device("cuda:1"), torch.device("cuda:0")]
+
+
+def test_under_torchrun_on_cpu_each_process_has_one_thread(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    torch.set_num_threads(2)
+    try:
+        Dist(rank=0, world=2, active=True).device("cpu")
+        assert torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice stands
+        Dist(rank=0, world=2, active=True).device("cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
