@@ -33,6 +33,7 @@ makes the others stop with one line (``failures``), never hang.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -295,7 +296,6 @@ def led_by_first(method: Any) -> Any:
     the run folder, takes the run lock) and then releases the others, which wait for that and
     join the run with ``cls._follow`` (reading what rank 0 wrote, writing nothing). A failure
     on rank 0 stops the others with one line, never a hang."""
-    import functools
 
     @functools.wraps(method)
     def wrapper(cls: Any, out_dir: str | Path, *args: Any, **kwargs: Any) -> Any:
@@ -307,7 +307,8 @@ def led_by_first(method: Any) -> Any:
                 d.wait_for_first()
                 return cls._follow(out_dir, new=method.__name__ == "create")
         try:
-            trainer = method(cls, out_dir, *args, **kwargs)
+            with d.failures(out_dir):
+                trainer = method(cls, out_dir, *args, **kwargs)
         except BaseException:
             d.release(False)
             raise
