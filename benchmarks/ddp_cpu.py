@@ -40,7 +40,9 @@ NOTES_CPU = (
     "quiet machine). Each process has one thread and --batch-size rows, so ddp2 trains twice "
     "the rows per step on two processes and two cores; plain_2threads is one process using both "
     "cores (intra-op threads), the fair baseline for ddp2: their ratio is what the all-reduce "
-    "and two processes cost, or gain, against threading on this 2-core machine."
+    "and two processes cost, or gain, against threading on this 2-core machine. With other "
+    "jobs on the cores (load_average_1m above 2), plain_2threads collapses: OpenMP's two "
+    "threads wait for each other whenever one is descheduled."
 )
 
 
