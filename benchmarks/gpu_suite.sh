@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark of the speed issue in one run: at most 7.5 minutes on one H200.
+# Every GPU check and benchmark of the speed issue in one run: at most 8.5 minutes on one H200.
 #
 #   bash benchmarks/gpu_suite.sh --prepare   # here, first: copy the corpora into .gpudata/
 #   bash benchmarks/gpu_suite.sh             # on the GPU machine (carry .gpudata along)
 #   bash benchmarks/gpu_suite.sh --tiny      # anywhere, on CPU: the same steps at tiny sizes
 #
 # With the device tool: run(command="bash benchmarks/gpu_suite.sh", carry=[".gpudata"],
-# timeout_s=480). The GPU machine's own python3 (with PyTorch) runs the code from src/ (no
+# timeout_s=560). The GPU machine's own python3 (with PyTorch) runs the code from src/ (no
 # install). Results go to $OUT when it is set (the device tool brings that folder back), else
 # to benchmarks/results/ (--tiny: a temporary folder); copy them into benchmarks/results/ and
 # run benchmarks/render_readme.py. Each step has its own time limit, and a failed step does
@@ -81,14 +81,17 @@ if [ $TINY = 1 ]; then
     --name generation_tiny
   step train_throughput 120 "$PY" benchmarks/train_throughput.py --tiny
   step race 120 "$PY" benchmarks/race.py --tiny --device cpu --budget 2
+  step ddp 150 "$PY" benchmarks/ddp_cpu.py --tiny
 else
-  # Limits sum to 440 s, inside the run's timeout_s=480; each benchmark writes its JSON as it
+  # Limits sum to 510 s, inside the run's timeout_s=560; each benchmark writes its JSON as it
   # goes (generation per batch size, throughput per config, race per evaluation), so a step
   # killed at its limit still leaves what it measured.
   step tests 90 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py
   step generation 80 "$PY" benchmarks/generation.py --device cuda
   step train_throughput 110 "$PY" benchmarks/train_throughput.py --device cuda
   step race 160 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120
+  # torchrun --nproc-per-node 1 (DDP) against a plain run, gpu-fast, 160 steps each (issue 15)
+  step ddp 70 "$PY" benchmarks/ddp_cpu.py --device cuda
 fi
 
 echo "results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')" | tee -a "$LOG"

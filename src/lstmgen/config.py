@@ -211,6 +211,9 @@ class TrainConfig(_JsonConfig):
     encoding: str = "utf-8"  # any Python text codec: latin-1, cp1252, utf-16, ...
     keep_line_endings: bool = False  # False: \r\n and lone \r are read as \n (data.iter_text)
     batch_size: int = 16
+    # micro-steps of batch_size rows per optimizer step (gradient accumulation; the rows of
+    # all of them make the step's batch: training/distributed.py draws the layout)
+    grad_accum: int = 1
     seq_len: int = 64
     lr: float = 1.1e-2
     min_lr_ratio: float = 0.05  # cosine decays to lr * min_lr_ratio
@@ -267,6 +270,7 @@ class TrainConfig(_JsonConfig):
         _check(self.max_vocab >= 0, "max_vocab must be >= 0")
         _check(0.0 < self.val_fraction < 1.0, "val_fraction must be in (0, 1)")
         _check(self.batch_size > 0, "batch_size must be > 0")
+        _check(self.grad_accum >= 1, "grad_accum must be >= 1")
         _check(self.seq_len > 0, "seq_len must be > 0")
         _check(self.lr > 0, "lr must be > 0")
         _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]")

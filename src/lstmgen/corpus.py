@@ -212,3 +212,18 @@ def _cached_documents(
     if "valid" not in splits:
         splits["train"], splits["valid"] = split_tail(splits["train"], config.val_fraction)
     return Corpus(tokenizer, splits["train"], splits["valid"], splits.get("test"), sources)
+
+
+def open_run_corpus(
+    run_dir: str | Path, config: TrainConfig, sources: dict[str, list[str]], tokenizer: Tokenizer
+) -> Corpus:
+    """The splits of a run from its token cache alone, never tokenizing: what the processes
+    other than the first of a torchrun run read once the first has written the cache."""
+    splits = {
+        name: open_token_cache(RunDir(run_dir).token_file(name), tokenizer)
+        for name in ("train", "valid", "test")
+        if sources.get(name)
+    }
+    if "train" not in splits:
+        raise CheckpointError(f"{Path(run_dir) / RUN_CONFIG} records no training files")
+    return _corpus(tokenizer, splits, config, sources)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
@@ -62,11 +63,14 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its methods
         from tqdm import tqdm
 
         m, c = trainer.model, trainer.config
+        # torchrun processes x --grad-accum micro-steps (training/distributed.py)
+        parts = getattr(getattr(trainer, "dist", None), "world", 1) * getattr(c, "grad_accum", 1)
+        rows = f" ({c.batch_size * parts} rows a step)" if parts > 1 else ""
         click.echo(
             f"{m.config.cell.upper()} {m.config.num_layers}x{m.config.hidden_size}, "
             f"{m.num_parameters():,} parameters, {trainer.corpus.tokenizer.kind} vocabulary "
             f"{m.config.vocab_size:,}; {len(trainer.corpus.train):,} training tokens, "
-            f"{len(trainer.corpus.valid):,} validation; batch {c.batch_size}x{c.seq_len} "
+            f"{len(trainer.corpus.valid):,} validation; batch {c.batch_size}x{c.seq_len}{rows} "
             f"on {trainer.device} ({getattr(trainer, 'precision', 'fp32')})",
             err=True,
         )
@@ -168,9 +172,17 @@ def _base_model_config(init_from: str, given: dict[str, Any]) -> tuple[ModelConf
 def _install_stop_handlers(trainer: Trainer) -> None:
     """First Ctrl-C / SIGTERM: finish the step, save, exit. A second one: stop at once."""
 
+    first_at: list[float] = []
+
     def handler(signum: int, frame: Any) -> None:
-        if trainer.stop_requested:
+        # Under torchrun one Ctrl-C arrives twice: from the terminal, and forwarded by the
+        # launcher a moment later. That second copy is not a second Ctrl-C.
+        echo = "WORLD_SIZE" in os.environ and first_at and time.monotonic() - first_at[0] < 2.0
+        if trainer.stop_requested and not echo:
             raise KeyboardInterrupt
+        if trainer.stop_requested:
+            return
+        first_at.append(time.monotonic())
         trainer.request_stop()
         from tqdm import tqdm  # tqdm.write keeps an open bar whole (click.echo would split it)
 
@@ -269,6 +281,11 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     help="sha-lstm: width of the feed-forward sublayer after attention (0 = none).",
 )
 @click.option("--batch-size", type=int)
+@click.option(
+    "--grad-accum",
+    type=int,
+    help="Micro-steps of --batch-size rows per optimizer step (gradient accumulation).",
+)
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
@@ -333,6 +350,8 @@ def train_command(
 
     given = {k: v for k, v in options.items() if v is not None}
     callback = ProgressCallback(quiet)
+    # Under torchrun only rank 0 reports (training/distributed.py); the others stay quiet.
+    first = os.environ.get("RANK", "0") == "0"
     trainer_class: Any = Trainer
     if given.get("features_from") or (
         resume and RunDir(resume).has_config() and RunDir(resume).read_config()[0].features_from
@@ -360,6 +379,10 @@ def train_command(
         raise click.UsageError("--init-from starts a new run: --resume's run has its weights")
     if init_from and backend == "numpy":
         raise click.UsageError("--init-from needs --backend torch")
+        if given.get("grad_accum", 1) != 1:
+            raise click.UsageError("--grad-accum applies to --backend torch only")
+        if "WORLD_SIZE" in os.environ:
+            raise click.UsageError("--backend numpy runs in one process, not under torchrun")
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
@@ -398,7 +421,9 @@ def train_command(
             else Path("runs") / (Path(all_train[0]).stem if all_train else "shakespeare")
         )
         others = [p for p in out.iterdir() if p.name != LOCK_FILE] if out.exists() else []
-        if others and not RunDir(out).data_dir.exists():  # a run being created has its lock only
+        # A run being created has its lock only (rank 0's check: under torchrun the others
+        # find the folder that rank 0 is making).
+        if first and others and not RunDir(out).data_dir.exists():
             raise ConfigError(f"{out} exists and is not an lstmgen run: choose another --output")
         t0 = time.perf_counter()
         extra = {"init_from": init_from} if init_from else {}
@@ -412,14 +437,15 @@ def train_command(
             callbacks=[callback],
             **extra,
         )
-        click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
-        if init_from:
+        if first:
+            click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
+        if first and init_from:
             click.echo(
                 f"fine-tuning {init_from}: added {trainer.added_tokens} tokens to its vocabulary "
                 f"({trainer.model.config.vocab_size:,} now)",
                 err=True,
             )
-        if preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
+        if first and preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
             warnings.warn(
                 f"--preset gpu-fast is sized for a large GPU; on {trainer.device.type} each step "
                 "takes tens of seconds (--preset cpu-small is the CPU setting)",
@@ -427,6 +453,8 @@ def train_command(
             )
     _install_stop_handlers(trainer)
     summary = trainer.fit()
+    if not first:
+        return
     if summary["new_steps"] == 0 and summary["reason"] != "interrupted":
         click.echo(
             f"nothing to do: the run already stopped at step {summary['step']} "
@@ -449,4 +477,5 @@ def train_command(
         if summary["reason"] == "interrupted":
             click.echo("(a numpy run cannot be resumed: its best model is kept)", err=True)
     elif summary["reason"] == "interrupted":
-        click.echo(f"resume with: lstmgen train --resume {summary['out_dir']}", err=True)
+        how = "the same torchrun command with" if "WORLD_SIZE" in os.environ else "lstmgen train"
+        click.echo(f"resume with: {how} --resume {summary['out_dir']}", err=True)

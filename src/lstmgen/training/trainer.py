@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import GenerationConfig, ModelConfig, TrainConfig
-from ..corpus import Corpus, load_run_corpus, prepare_corpus
+from ..corpus import Corpus, load_run_corpus, open_run_corpus, prepare_corpus
 from ..data import batchify, num_windows
 from ..errors import CheckpointError, ConfigError, NumericalError, TrainingError
 from ..evaluate import EvaluationStopped, evaluate_tokens
@@ -41,7 +41,7 @@ from ..runlock import RunLock
 from ..runtime import is_out_of_memory, resolve_device, resolve_precision, synchronize, tf32
 from ..state import State
 from ..tokenizers import Tokenizer, load_tokenizer
-from . import finetune
+from . import distributed, finetune
 from . import state as trainer_state
 from .optim import adamw, clip_gradients, decay_groups
 from .schedule import Position, RunSchedule
@@ -109,11 +109,13 @@ class Trainer(RunSchedule):
         self.config = config
         self.corpus = corpus
         self.out_dir = Path(out_dir)
-        self.run = RunDir(self.out_dir)
+        self.dist = distributed.init()  # rank and world size under torchrun (distributed.py)
+        self.run = RunDir(self.out_dir, writer=self.dist.is_main)
         self.callbacks = list(callbacks)
-        self.device = resolve_device(config.device)
+        self.device = self.dist.device(config.device)  # cuda:LOCAL_RANK under torchrun
         self.precision = resolve_precision(config.precision, self.device)
         self.model = model.to(self.device)
+        self.ddp: torch.nn.Module | None = None  # DDP around model, made by fit (a collective)
         self.pos = Position()
         self.hidden: State | None = None  # state carried between windows (detached)
         self.stop_requested = False
@@ -121,7 +123,9 @@ class Trainer(RunSchedule):
         self.eval_seconds: float | None = None  # how long the last evaluation took
         self.added_tokens = 0  # fine-tuning: tokens added to the base's vocabulary (create)
         self._clock = (0.0, time.perf_counter())  # (pos.elapsed, perf_counter) at fit's start
-        self.streams = batchify(corpus.train.tokens, config.batch_size)  # (B, n)
+        # (K*B, n): this process's rows of W*K*B streams (the layout: distributed.py)
+        rows = config.batch_size * config.grad_accum * self.dist.world
+        self.streams = self.dist.shard(batchify(corpus.train.tokens, rows))
         self.windows_per_epoch = num_windows(self.streams, config.seq_len)
         self.windows = Windows(self.streams, config.seq_len, self.device)  # x, y = windows(k)
         B, n = self.streams.shape
@@ -152,6 +156,7 @@ class Trainer(RunSchedule):
     # --- construction -------------------------------------------------------------------------
 
     @classmethod
+    @distributed.led_by_first
     def create(
         cls,
         out_dir: str | Path,
@@ -209,6 +214,7 @@ class Trainer(RunSchedule):
             trainer.added_tokens = added
             trainer.pos.warmup = trainer.planned_warmup()
             run.write_new_run(config, corpus.sources, model, base.record if base else None)
+            trainer.dist.release(True)  # the other processes read the run folder now
             trainer.save_state()
         except BaseException:
             if fresh:  # a half-made run directory would pass for a run later: leave nothing
@@ -219,6 +225,7 @@ class Trainer(RunSchedule):
         return trainer
 
     @classmethod
+    @distributed.led_by_first
     def resume(
         cls, out_dir: str | Path, callbacks: Sequence[Callback] = (), **overrides: Any
     ) -> Trainer:
@@ -255,7 +262,11 @@ class Trainer(RunSchedule):
             trainer._forget_log_after(trainer.pos.step)
             # A best score from another --eval-tokens budget is not comparable: score it again.
             recorded = trainer.pos.best_tokens or trainer.eval_token_count(saved.eval_tokens)
-            if trainer.pos.best_step >= 0 and recorded != trainer.eval_token_count():
+            if (
+                trainer.dist.is_main
+                and trainer.pos.best_step >= 0
+                and recorded != trainer.eval_token_count()
+            ):
                 trainer.rescore_best()
         except BaseException:
             lock.release()
@@ -272,6 +283,25 @@ class Trainer(RunSchedule):
                 if config.features_from
                 else f"{cls.__name__} needs a --features-from corpus"
             )
+
+    @classmethod
+    def _follow(cls, out_dir: str | Path, new: bool) -> Trainer:
+        """A process other than the first under torchrun, once the first has prepared the
+        run folder (``distributed.led_by_first``): read the config, tokenizer, token cache
+        (memory-mapped, never tokenized again) and model it wrote; write nothing."""
+        run = RunDir(out_dir, writer=False)
+        config, sources = run.read_config()
+        corpus = open_run_corpus(out_dir, config, sources, load_tokenizer(run.path / TOKENIZER))
+        torch.manual_seed(config.seed)
+        trainer = cls(LanguageModel.from_pretrained(out_dir), config, corpus, out_dir)
+        if new:
+            trainer.pos.warmup = trainer.planned_warmup()
+            torch.manual_seed(config.seed + trainer.dist.rank)  # its own dropout masks
+            trainer.save_state()  # takes part in rank 0's gather
+        else:
+            trainer.load_state()
+        trainer._hold(NoLock())
+        return trainer
 
     def _hold(self, lock: RunLock | NoLock) -> None:
         """Keep ``lock`` until ``fit`` ends, or until this trainer is garbage-collected."""
@@ -301,13 +331,24 @@ class Trainer(RunSchedule):
     # --- state ------------------------------------------------------------------------------
 
     def save_state(self) -> None:
-        """Latest weights, optimizer, hidden state, RNG and position in one atomic file."""
-        self.run.save_state(
-            *trainer_state.pack(self.model, self.optimizer, self.hidden, self.pos, self.device)
-        )
+        """Latest weights, optimizer, hidden state, RNG and position in one atomic file.
+        Under torchrun, every process's carried state and RNG are gathered (a collective:
+        every process calls this at the same points) and rank 0 writes them."""
+        hidden, rngs = self.dist.gather_state(self.hidden), self.dist.gather_rng(self.device)
+        if not self.run.writer:
+            return
+        model, opt, pos = self.model, self.optimizer, self.pos
+        tensors, meta = trainer_state.pack(model, opt, hidden, pos, self.device)
+        if self.dist.active:
+            tensors.update(rngs)
+            meta.update(self.dist.metadata())
+        self.run.save_state(tensors, meta)
 
     def load_state(self) -> None:
         tensors, meta = self.run.load_state()
+        self.dist.check_world(self.run.state_file, meta)
+        rows = self.streams.shape[0] * self.dist.world  # the state holds every process's rows
+        rng = {k: tensors.pop(k) for k in list(tensors) if k.startswith("dist.rng.")}
         self.pos, self.hidden = trainer_state.unpack(
             self.run.state_file,
             tensors,
@@ -316,32 +357,60 @@ class Trainer(RunSchedule):
             self.optimizer,
             self.device,
             self.windows_per_epoch,
-            batch=self.streams.shape[0],
+            batch=rows,
             fp32=not self.autocast,
         )
+        self.hidden = self.dist.shard_state(self.hidden)
+        self.dist.take_rng(self.run.state_file, rng, self.device)
 
     # --- the loop ---------------------------------------------------------------------------
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on (K*B, T') windows: K micro-steps of B rows each (--grad-accum),
+        the gradient all-reduced over processes on the last one only (distributed.py)."""
         # each group's share of the schedule's lr (fine-tuning: by layer, 0 while frozen)
         frozen = finetune.set_group_lrs(self.optimizer, self.lr_at(), self.config, self.pos.step)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits, hidden = self.model(x, self.hidden)  # (B, T, V)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        K = self.config.grad_accum
+        model = self.ddp or self.model
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = torch.zeros((), device=self.device)
+        states = []
+        for i, (xi, yi, hi) in enumerate(self._micro_batches(x, y, K)):
+            with self.dist.no_sync(model, last=i == K - 1):
+                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                    logits, hidden = model(xi, hi)  # (B, T, V)
+                    loss = F.cross_entropy(
+                        logits.float().reshape(-1, logits.shape[-1]), yi.reshape(-1)
+                    )
+                (loss / K if K > 1 else loss).backward()
+            total += loss.detach()
+            states.append(hidden.detach())
         finetune.zero_grads(frozen)
         if self.config.grad_clip:
             clip_gradients(self.model, self.config.grad_clip)
         self.optimizer.step()
-        self.hidden = hidden.detach()
-        return loss.detach()
+        self.hidden = State.cat(states)
+        return total / K if K > 1 else total
+
+    def _micro_batches(
+        self, x: torch.Tensor, y: torch.Tensor, k: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, State | None]]:
+        """(K*B, T') windows and the carried state -> K (B, T') pieces, in row order."""
+        if k == 1:
+            yield x, y, self.hidden
+            return
+        b = x.shape[0] // k
+        for i in range(k):
+            rows = torch.arange(i * b, (i + 1) * b, device=x.device)
+            h = None if self.hidden is None else self.hidden.select(rows)
+            yield x[i * b : (i + 1) * b], y[i * b : (i + 1) * b], h
 
     def tokens_seen(self) -> int:
         """Training tokens read by the steps taken so far (an epoch's last window may be short)."""
         B, n = self.streams.shape
         per_epoch = n - 1  # every column but the last is an input once per epoch
-        return B * (
+        rows = B * self.dist.world  # every process's rows
+        return rows * (
             self.pos.epoch * per_epoch + min(self.pos.window * self.config.seq_len, per_epoch)
         )
 
@@ -377,6 +446,9 @@ class Trainer(RunSchedule):
         loop stops early enough for the final evaluation to end within the budget. Interrupted
         (Ctrl-C), it saves the state with ``eval_pending`` set: the resumed run evaluates this
         step first, so stopping never changes which checkpoint is kept."""
+        if not self.dist.is_main:  # rank 0 evaluates; the others take part in the save
+            self.save_state()
+            return
         began = time.perf_counter()
         self._tick()
         metrics = {"step": self.pos.step, "epoch": self.pos.step / self.windows_per_epoch}
@@ -436,7 +508,7 @@ class Trainer(RunSchedule):
         if self.lock is None:  # a second fit of the same trainer
             self._hold(self.run.lock())
         try:
-            with memory_hint(c, self.model.config.hidden_size):
+            with memory_hint(c, self.model.config.hidden_size), self.dist.failures(self.out_dir):
                 return self._fit()
         finally:
             if self.lock is not None:
@@ -476,21 +548,25 @@ class Trainer(RunSchedule):
         and at the end."""
         c, pos = self.config, self.pos
         self.model.train()
+        if self.ddp is None and self.dist.active:
+            self.ddp = self.dist.wrap(self.model)  # a collective: every process is here
         loss_sum = torch.zeros((), device=self.device)
         tokens_since, steps_since = 0, 0
         last_log = loop_start = time.perf_counter()
         loop_tokens = 0
-        reason = self._finished()
+        reason = self._agreed_stop(sync=True)
         while reason is None:
             if pos.window >= self.windows_per_epoch:
                 pos.epoch, pos.window, self.hidden = pos.epoch + 1, 0, None
             xb, yb = self.windows(pos.window)  # (B, T') each, on the device
             loss_sum += self.train_step(xb, yb)
             pos.step, pos.window = pos.step + 1, pos.window + 1
-            steps_since, tokens_since = steps_since + 1, tokens_since + xb.numel()
-            loop_tokens += xb.numel()
+            tokens = xb.numel() * self.dist.world  # every process's rows
+            steps_since, tokens_since = steps_since + 1, tokens_since + tokens
+            loop_tokens += tokens
             if pos.step % c.log_every == 0:  # the only host sync of the step loop
-                train_loss, now = loss_sum.item() / steps_since, time.perf_counter()
+                train_loss = self.dist.mean(loss_sum.item()) / steps_since
+                now = time.perf_counter()
                 self._log_progress(train_loss, tokens_since / max(now - last_log, 1e-9))
                 loss_sum.zero_()
                 steps_since, tokens_since, last_log = 0, 0, now
@@ -500,15 +576,32 @@ class Trainer(RunSchedule):
                 self._reserve_final_eval(loop_tokens / max(time.perf_counter() - loop_start, 1e-9))
             for cb in self.callbacks:
                 cb.on_step(self)
-            reason = self._finished()
+            reason = self._agreed_stop()
             if pos.step % c.eval_every == 0 and reason != "interrupted":
                 synchronize(self.device)
                 self._eval_and_checkpoint(c.eval_tokens)
-                reason = self._finished()
+                reason = self._agreed_stop(sync=True)
                 last_log = time.perf_counter()  # tokens_per_s leaves the evaluation out
         synchronize(self.device)
         self._tick()
         return reason
+
+    def _agreed_stop(self, sync: bool = False) -> str | None:
+        """``_finished()``; under torchrun rank 0's, broadcast at sync points (log and
+        evaluation steps, the step and epoch limits that every process reaches together, and
+        ``sync``) and None between them, so every process stops at the same step."""
+        if not self.dist.active:
+            return self._finished()
+        step, c = self.pos.step, self.config
+        horizon = self.horizon_steps()
+        if (
+            sync
+            or step % c.log_every == 0
+            or step % c.eval_every == 0
+            or (horizon and step >= horizon)
+        ):
+            return self.dist.agree(self._finished())
+        return None
 
     def _log_progress(self, train_loss: float, tokens_per_s: float) -> None:
         """A log step: check the loss, write the metrics row, tell the callbacks."""
