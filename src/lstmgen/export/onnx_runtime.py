@@ -81,6 +81,8 @@ class OnnxModel:
         self.sessions = {k: self._session(ort, options, path / f) for k, f in GRAPHS.items()}
         L, H = self.config.num_layers, self.config.hidden_size
         self.state_shape = (L, H)
+        # every exported state part is (L, B, H): the batch on axis 1 (reference/generate.prime)
+        self.state_batch_dims = (1,) * len(self.state_names)
 
     @staticmethod
     def _session(ort: Any, options: Any, file: Path) -> Any:
