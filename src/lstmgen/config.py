@@ -26,6 +26,16 @@ T = TypeVar("T", bound="_JsonConfig")
 CELLS = ("lstm", "gru", "rnn")
 TOKENIZERS = ("char", "byte", "word", "bpe")
 PRECISIONS = ("auto", "bf16", "fp32")
+OPTIMIZERS = ("adamw", "nt-asgd")
+# AWD-LSTM's regularisers (Merity et al. 2017, "Regularizing and Optimizing LSTM Language
+# Models"): options of the recurrent architecture only (models/recurrent.py applies them).
+AWD_MODEL_OPTIONS = (
+    "weight_drop",
+    "dropout_input",
+    "dropout_hidden",
+    "dropout_output",
+    "dropout_embedding",
+)
 
 
 def _show(value: Any) -> str:
@@ -133,9 +143,22 @@ class ModelConfig(_JsonConfig):
     # the architecture, a name in models/registry.py (checked there when a model is built or a
     # model directory read); config.json files written before issue #11 have none: the default
     arch: str = "recurrent"
+    # AWD-LSTM regularisers (issue #16), all off by default; only while training.
+    weight_drop: float = 0.0  # DropConnect on every layer's weight_hh, one mask per forward
+    dropout_input: float = 0.0  # locked (variational) dropout on the embeddings' output
+    dropout_hidden: float = 0.0  # locked dropout between recurrent layers
+    dropout_output: float = 0.0  # locked dropout on the last layer's output, before the decoder
+    dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
 
     def check_values(self) -> None:
         _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in AWD_MODEL_OPTIONS:
+            p = getattr(self, name)
+            _check(0.0 <= p < 1.0, f"{name} must be in [0, 1), got {p:g}")
+            _check(
+                p == 0.0 or self.arch == "recurrent",
+                f"{name} is an option of the recurrent architecture, not of arch {self.arch!r}",
+            )
         _check(self.vocab_size >= 0, "vocab_size must be >= 0")
         _check(self.embedding_size > 0, "embedding_size must be > 0")
         _check(self.hidden_size > 0, "hidden_size must be > 0")
@@ -175,6 +198,15 @@ class TrainConfig(_JsonConfig):
     # (see runtime.py: resolve_precision). bf16 needs CUDA.
     precision: str = "auto"
     log_every: int = 10  # steps between progress updates (the only host syncs in the loop)
+    # AWD-LSTM's loss and schedule options (issue #16), off by default.
+    ar: float = 0.0  # activation regularisation: ar * mean(dropped last-layer output ** 2)
+    tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1}) ** 2), undropped last layer
+    # Window lengths drawn around seq_len (N(seq_len, 5) with p 0.95, else seq_len / 2), the
+    # learning rate scaled by length / seq_len; the draw follows the seed (training/bptt.py).
+    variable_seq_len: bool = False
+    # adamw (warmup + cosine) | nt-asgd: SGD at a constant lr, averaged once validation has not
+    # improved for NT_ASGD_NONMONO evaluations (training/ntasgd.py)
+    optimizer: str = "adamw"
 
     def check_values(self) -> None:
         _check(
@@ -213,6 +245,12 @@ class TrainConfig(_JsonConfig):
         _check(self.patience >= 0, "patience must be >= 0")
         _check(self.sample_tokens >= 0, "sample_tokens must be >= 0")
         _check(self.log_every > 0, "log_every must be > 0")
+        for name in ("ar", "tar"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = off)")
+        _check(
+            self.optimizer in OPTIMIZERS,
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+        )
         _check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
