@@ -369,3 +369,72 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "train": {"batch_size": 8, "seq_len": 32, "warmup_steps": 10, "eval_every": 50},
     },
 }
+
+# Word-level presets (issue #16), AWD-LSTM's recipe (Merity et al. 2017: 3x1150, embedding 400,
+# tied, weight drop 0.5, locked dropout 0.4 / 0.25 / 0.4, embedding dropout 0.1, AR 2, TAR 1,
+# variable BPTT around 70) scaled to a budget; not yet tuned by a sweep on a quiet machine
+# (benchmarks/word_quality.py measures them against the word_language_model baseline).
+# - word-cpu, 20 minutes on a 2-core CPU: a few epochs of PTB at most, so the model is small
+#   (2x400, tied: the decoder is most of the cost at V = 10,000) and regularised lightly (a short
+#   run underfits before it overfits); AdamW with the cosine schedule converges faster per token
+#   than SGD; clip 0.25 and BPTT 35 as the baseline.
+# - word-gpu, 10 minutes on one H200: AWD-LSTM's own size and regularisation, batch 80; AdamW
+#   (lr 2e-3, cosine over the budget) instead of 500 epochs of NT-ASGD; fp32 with TF32 (under
+#   bf16 autocast cuDNN runs RNNs in fp16 without loss scaling, see gpu-fast).
+PRESETS["word-cpu"] = {
+    "model": {
+        "embedding_size": 400,
+        "hidden_size": 400,
+        "num_layers": 2,
+        "dropout": 0.0,
+        "tie_weights": True,
+        "weight_drop": 0.2,
+        "dropout_input": 0.2,
+        "dropout_hidden": 0.1,
+        "dropout_output": 0.3,
+        "dropout_embedding": 0.05,
+    },
+    "train": {
+        "tokenizer": "word",
+        "batch_size": 32,
+        "seq_len": 35,
+        "lr": 3e-3,
+        "warmup_steps": 100,
+        "grad_clip": 0.25,
+        "ar": 2.0,
+        "tar": 1.0,
+        "variable_seq_len": True,
+        "max_time": 1200.0,
+        "eval_every": 500,
+        "log_every": 20,
+    },
+}
+PRESETS["word-gpu"] = {
+    "model": {
+        "embedding_size": 400,
+        "hidden_size": 1150,
+        "num_layers": 3,
+        "dropout": 0.0,
+        "tie_weights": True,
+        "weight_drop": 0.5,
+        "dropout_input": 0.4,
+        "dropout_hidden": 0.25,
+        "dropout_output": 0.4,
+        "dropout_embedding": 0.1,
+    },
+    "train": {
+        "tokenizer": "word",
+        "batch_size": 80,
+        "seq_len": 70,
+        "lr": 2e-3,
+        "warmup_steps": 200,
+        "grad_clip": 0.25,
+        "ar": 2.0,
+        "tar": 1.0,
+        "variable_seq_len": True,
+        "max_time": 600.0,
+        "eval_every": 200,
+        "log_every": 50,
+        "precision": "fp32",
+    },
+}

@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..config import CELLS, PRECISIONS, PRESETS, TOKENIZERS, ModelConfig, TrainConfig
+from ..config import (
+    AWD_MODEL_OPTIONS,
+    CELLS,
+    OPTIMIZERS,
+    PRECISIONS,
+    PRESETS,
+    TOKENIZERS,
+    ModelConfig,
+    TrainConfig,
+)
 from ..errors import ConfigError
 from ..modeldir import read_model_config
 from ..rundir import LOCK_FILE, RunDir
@@ -22,6 +31,9 @@ if TYPE_CHECKING:  # torch: imported by train_command, not for --help
     from ..train import Trainer
 
 MODEL_OPTIONS = ("cell", "embedding_size", "hidden_size", "num_layers", "dropout", "tie_weights")
+MODEL_OPTIONS += AWD_MODEL_OPTIONS  # weight_drop, dropout_input, ... (issue #16)
+# Presets for word-level corpora: a warning when a run pairs them with another tokenizer.
+WORD_PRESETS = ("word-cpu", "word-gpu")
 
 
 class ProgressCallback:  # a train.Callback (which imports torch) by its methods
@@ -168,6 +180,24 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--num-layers", type=int)
 @click.option("--dropout", type=float)
 @click.option("--tie-weights/--no-tie-weights", default=None)
+@click.option("--weight-drop", type=float, help="DropConnect on the hidden-to-hidden weights.")
+@click.option("--dropout-input", type=float, help="Locked dropout on the embeddings.")
+@click.option("--dropout-hidden", type=float, help="Locked dropout between recurrent layers.")
+@click.option("--dropout-output", type=float, help="Locked dropout before the decoder.")
+@click.option("--dropout-embedding", type=float, help="Drop whole words (embedding rows).")
+@click.option("--ar", type=float, help="Activation regularisation (AWD-LSTM's alpha).")
+@click.option("--tar", type=float, help="Temporal activation regularisation (beta).")
+@click.option(
+    "--variable-seq-len/--fixed-seq-len",
+    default=None,
+    help="Draw each window's length around --seq-len, lr scaled to it (AWD-LSTM).",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(OPTIMIZERS),
+    help="adamw (warmup + cosine) or nt-asgd (SGD at a constant --lr, averaged when "
+    "validation stalls).",
+)
 @click.option("--batch-size", type=int)
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
 @click.option("--lr", type=float)
@@ -239,6 +269,13 @@ def train_command(
             raise click.UsageError("--device applies to --backend torch only")
         if given.get("precision", "fp32") not in ("auto", "fp32"):
             raise click.UsageError("--precision applies to --backend torch only")
+        awd = AWD_MODEL_OPTIONS + ("ar", "tar", "variable_seq_len", "optimizer")
+        off = {"optimizer": "adamw", "variable_seq_len": False}
+        torch_only = [k for k in awd if given.get(k, off.get(k, 0.0)) != off.get(k, 0.0)]
+        if torch_only or preset in WORD_PRESETS:
+            what = f"--preset {preset}" if preset in WORD_PRESETS else ""
+            names = [f"--{k.replace('_', '-')}" for k in torch_only] or [what]
+            raise click.UsageError(f"{', '.join(names)} applies to --backend torch only")
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
@@ -280,6 +317,13 @@ def train_command(
             out, all_train, train_cfg, model_cfg, valid_files, test_files, callbacks=[callback]
         )
         click.echo(f"corpus ready in {time.perf_counter() - t0:.1f}s", err=True)
+        if preset in WORD_PRESETS and train_cfg.tokenizer != "word":
+            warnings.warn(
+                f"--preset {preset} is tuned for word-level models (--tokenizer word, corpora "
+                f"like Penn Treebank or WikiText-2); with --tokenizer {train_cfg.tokenizer} "
+                "--preset cpu-small is the better start",
+                stacklevel=1,
+            )
         if preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
             warnings.warn(
                 f"--preset gpu-fast is sized for a large GPU; on {trainer.device.type} each step "

@@ -79,7 +79,8 @@ def _layer_weights(rnn: nn.Module, k: int, p: float, cuda: bool) -> list[Tensor]
     if not cuda:
         return weights
     flat = torch.cat([w.reshape(-1) for w in weights])  # cuDNN's layout for one layer
-    return [v.view_as(w) for v, w in zip(flat.split([w.numel() for w in weights]), weights)]
+    views = flat.split([w.numel() for w in weights])
+    return [v.view_as(w) for v, w in zip(views, weights, strict=True)]
 
 
 def recurrent_stack(

@@ -42,6 +42,9 @@ from ..runtime import is_out_of_memory, resolve_device, resolve_precision, synch
 from ..state import State
 from ..tokenizers import load_tokenizer
 from . import state as trainer_state
+from .bptt import window_cuts
+from .ntasgd import NONMONO, Averager
+from .ntasgd import PREFIX as AVG_PREFIX
 from .optim import adamw, clip_gradients, decay_groups
 from .schedule import Position, RunSchedule
 from .windows import Windows
@@ -130,6 +133,15 @@ class Trainer(RunSchedule):
             )
         self.optimizer = self.configure_optimizer()
         self.autocast = self.precision == "bf16"
+        # AWD-LSTM (issue #16): AR/TAR need the last layer's outputs from the architecture
+        if (config.ar or config.tar) and not getattr(model.arch, "exposes_activations", False):
+            raise ConfigError(
+                f"ar and tar need the recurrent architecture's activations; arch "
+                f"{model.config.arch!r} does not expose them"
+            )
+        self.averager = Averager(self.model)  # NT-ASGD's average, once triggered
+        self._cuts: tuple[int, Any] = (-1, None)  # (epoch, window_cuts) of variable BPTT
+        self.lr_scale = 1.0  # the current window's: drawn length / seq_len (variable BPTT)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: weight decay on matrices only (optim.decay_groups).
@@ -139,7 +151,10 @@ class Trainer(RunSchedule):
         return decay_groups(self.model, self.config.weight_decay)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups()`` (AdamW; the schedule sets its ``lr``)."""
+        """The optimizer over ``param_groups()`` (AdamW; the schedule sets its ``lr``). With
+        ``optimizer: nt-asgd``: SGD (weight decay as L2), averaged later (ntasgd.py)."""
+        if self.config.optimizer == "nt-asgd":
+            return torch.optim.SGD(self.param_groups(), lr=self.config.lr)
         return adamw(self.param_groups(), self.config, self.device)
 
     # --- construction -------------------------------------------------------------------------
@@ -259,12 +274,15 @@ class Trainer(RunSchedule):
 
     def save_state(self) -> None:
         """Latest weights, optimizer, hidden state, RNG and position in one atomic file."""
-        self.run.save_state(
-            *trainer_state.pack(self.model, self.optimizer, self.hidden, self.pos, self.device)
+        tensors, meta = trainer_state.pack(
+            self.model, self.optimizer, self.hidden, self.pos, self.device
         )
+        self.run.save_state({**tensors, **self.averager.tensors()}, meta)
 
     def load_state(self) -> None:
         tensors, meta = self.run.load_state()
+        avg = {k: tensors.pop(k) for k in list(tensors) if k.startswith(AVG_PREFIX)}
+        self.averager.load(avg, self.run.state_file)
         self.pos, self.hidden = trainer_state.unpack(
             self.run.state_file,
             tensors,
@@ -279,19 +297,62 @@ class Trainer(RunSchedule):
 
     # --- the loop ---------------------------------------------------------------------------
 
+    def step_lr(self) -> float:
+        """This step's learning rate: the warmup + cosine schedule (AdamW), or NT-ASGD's
+        constant rate (the paper keeps SGD's rate fixed and lets averaging do the rest)."""
+        return self.config.lr if self.config.optimizer == "nt-asgd" else self.lr_at()
+
+    def training_loss(
+        self, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """(loss to minimise, cross-entropy, new state) of a window. With ``ar`` / ``tar`` the
+        loss adds AWD-LSTM's activation terms on the last layer's output: AR on the dropped
+        output, TAR on the undropped one (Merity et al. 2017, section 4.6)."""
+        c = self.config
+        activations: list[torch.Tensor] = []
+        if c.ar or c.tar:
+            logits, hidden = self.model(x, self.hidden, activations)  # (B, T, V)
+        else:
+            logits, hidden = self.model(x, self.hidden)
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss = ce
+        if activations:
+            raw, dropped = (a.float() for a in activations)  # (B, T, H) each
+            if c.ar:
+                loss = loss + c.ar * dropped.pow(2).mean()
+            if c.tar and raw.shape[1] > 1:
+                loss = loss + c.tar * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+        return loss, ce, hidden
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One optimizer step on a window, at ``step_lr()`` times ``lr_scale`` (variable
+        BPTT's length / seq_len for this window, set by the loop)."""
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at()
+            group["lr"] = self.step_lr() * self.lr_scale
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            logits, hidden = self.model(x, self.hidden)  # (B, T, V)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+            loss, ce, hidden = self.training_loss(x, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip:
             clip_gradients(self.model, self.config.grad_clip)
         self.optimizer.step()
+        self.averager.update()
         self.hidden = hidden.detach()
-        return loss.detach()
+        return ce.detach()
+
+    def window(self, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Window ``k`` of the current epoch: inputs, targets (B, T') and the learning-rate
+        scale (1, or with ``variable_seq_len`` the drawn length / seq_len: bptt.py)."""
+        c = self.config
+        if not c.variable_seq_len:
+            return (*self.windows(k), 1.0)
+        if self._cuts[0] != self.pos.epoch:
+            tokens = self.streams.shape[1] - 1
+            cuts = window_cuts(c.seed, self.pos.epoch, tokens, c.seq_len, self.windows_per_epoch)
+            self._cuts = (self.pos.epoch, cuts)
+        cuts = self._cuts[1]
+        start, end = int(cuts[k]), int(cuts[k + 1])
+        return (*self.windows.span(start, end), (end - start) / c.seq_len)
 
     def tokens_seen(self) -> int:
         """Training tokens read by the steps taken so far (an epoch's last window may be short)."""
@@ -337,7 +398,8 @@ class Trainer(RunSchedule):
         self._tick()
         metrics = {"step": self.pos.step, "epoch": self.pos.step / self.windows_per_epoch}
         try:
-            metrics.update(self.evaluate(max_tokens))
+            with self.averager.swapped():  # NT-ASGD: the averaged weights, once triggered
+                metrics.update(self.evaluate(max_tokens))
         except EvaluationStopped:
             self.pos.eval_pending = True
             self._tick()
@@ -352,9 +414,15 @@ class Trainer(RunSchedule):
                 0,
             )
             self.pos.best_tokens = metrics["val_tokens"]
-            self.run.save_model(self.model)
+            with self.averager.swapped():
+                self.run.save_model(self.model)
         else:
             self.pos.bad_evals += 1
+        if self.config.optimizer == "nt-asgd" and not self.averager.on:
+            # the paper's trigger: worse than the best of all but the last n evaluations
+            if self.pos.bad_evals > NONMONO:
+                self.averager.start()
+                metrics["averaging"] = True
         metrics["best_val_loss"] = self.pos.best_val
         self._log(metrics)
         sample = ""
@@ -440,7 +508,7 @@ class Trainer(RunSchedule):
         while reason is None:
             if pos.window >= self.windows_per_epoch:
                 pos.epoch, pos.window, self.hidden = pos.epoch + 1, 0, None
-            xb, yb = self.windows(pos.window)  # (B, T') each, on the device
+            xb, yb, self.lr_scale = self.window(pos.window)  # (B, T') each, on the device
             loss_sum += self.train_step(xb, yb)
             pos.step, pos.window = pos.step + 1, pos.window + 1
             steps_since, tokens_since = steps_since + 1, tokens_since + xb.numel()
