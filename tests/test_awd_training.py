@@ -90,7 +90,7 @@ def test_nt_asgd_averages_after_a_stall_and_resumes_exactly(tmp_path, corpus_fil
 
     monkeypatch.setattr(trainer_module, "NONMONO", 0)  # trigger at the first non-improvement
     cfg = TrainConfig(**{**TINY_TRAIN, "eval_every": 3, "eval_tokens": 64}, max_steps=30,
-                      optimizer="nt-asgd", lr=40.0)  # fmt: skip # lr 40: val soon stalls
+                      optimizer="nt-asgd", lr=40.0, weight_decay=0.0)  # fmt: skip
     full = Trainer.create(tmp_path / "full", [corpus_file], cfg, ModelConfig(**TINY_MODEL))
     assert isinstance(full.optimizer, torch.optim.SGD)
     full.fit()
@@ -127,6 +127,7 @@ def test_averaged_weights_of_another_model_are_refused(tmp_path, corpus_file):
         ({"tar": float("inf")}, "tar must be a finite number"),
         ({"optimizer": "sgd"}, "optimizer must be one of adamw, nt-asgd"),
         ({"variable_seq_len": 1}, "variable_seq_len must be true or false"),
+        ({"optimizer": "nt-asgd", "lr": 30.0}, "weight_decay is SGD's L2 penalty"),
     ],
 )
 def test_bad_training_options_are_one_error(options, message):
@@ -166,3 +167,13 @@ def test_cli_flags_and_word_preset_warning(tmp_path, corpus_file, run_cli):
     assert r.code == 0, r.err
     text = " ".join(str(w.message) for w in caught) + r.err
     assert "--preset word-cpu is tuned for word-level models" in text
+
+
+def test_numpy_reference_refuses_the_awd_options(tmp_path, corpus_file):
+    from lstmgen.reference.train import Trainer as NumpyTrainer
+
+    with pytest.raises(ConfigError, match="weight_drop, ar: not supported by the NumPy"):
+        NumpyTrainer.create(
+            tmp_path / "r", [corpus_file], TrainConfig(**TINY_TRAIN, max_steps=1, ar=1.0),
+            ModelConfig(**{**TINY_MODEL, "weight_drop": 0.2}),
+        )  # fmt: skip

@@ -251,6 +251,14 @@ class TrainConfig(_JsonConfig):
             self.optimizer in OPTIMIZERS,
             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
         )
+        # SGD's weight decay is an L2 term: every step shrinks the weights by lr * weight_decay
+        # (AdamW's default 0.01 at NT-ASGD's lr 30 would take 30 % of every weight a step)
+        _check(
+            self.optimizer != "nt-asgd" or self.lr * self.weight_decay < 0.1,
+            f"with optimizer nt-asgd, weight_decay is SGD's L2 penalty: lr x weight_decay = "
+            f"{self.lr * self.weight_decay:g} would shrink every weight by that much a step "
+            "(AWD-LSTM uses 1.2e-6)",
+        )
         _check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",

@@ -543,7 +543,7 @@ class Trainer(RunSchedule):
             "step": pos.step,
             "epoch": pos.step / self.windows_per_epoch,
             "train_loss": train_loss,
-            "lr": self.lr_at(),
+            "lr": self.step_lr(),
             "tokens_per_s": tokens_per_s,
             "elapsed": round(pos.elapsed, 3),
         }
