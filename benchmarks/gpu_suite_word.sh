@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_suite.sh --prepare        # here, first: copies PTB and WikiText-2 too
 #   bash benchmarks/gpu_suite_word.sh all         # a GPU machine without a per-call limit
 #   bash benchmarks/gpu_suite_word.sh ptb-lstmgen # one of: {ptb,wikitext-2}-{lstmgen,baseline}
-#   bash benchmarks/gpu_suite_word.sh --tiny      # anywhere, on CPU: every step, 20 s budgets
+#   bash benchmarks/gpu_suite_word.sh --tiny      # anywhere, on CPU: every step, 20 s budgets,
+#                                                 # 2,000-token validation and test prefixes
 #
 # With the device tool (at most 10 minutes a call): one step a call, with a budget that leaves
 # room for the corpus, the evaluations and the test pass, e.g.
@@ -21,8 +22,9 @@ DATA=${LSTMGEN_DATA_DIR:-$ROOT/.gpudata}
 WHAT=${1:-all}
 BUDGET=${WORD_BUDGET:-600}
 DEVICE=cuda
+EXTRA=()
 if [ "$WHAT" = "--tiny" ]; then
-  WHAT=all BUDGET=20 DEVICE=cpu
+  WHAT=all BUDGET=20 DEVICE=cpu EXTRA=(--eval-tokens 2000 --test-tokens 2000)
   DATA=${LSTMGEN_DATA_DIR:-$ROOT/../shared/data}
   OUTDIR=${OUT:-$(mktemp -d)}
 else
@@ -53,7 +55,7 @@ for s in "${STEPS[@]}"; do
   # the training budget, then the corpus, evaluations and the test pass: 3 minutes at most
   timeout $((${BUDGET%.*} + 180)) "$PY" benchmarks/word_quality.py --device "$DEVICE" \
     --corpora "$corpus" --only "$side" --budget "$BUDGET" --name "word_quality_gpu_$s" \
-    2>&1 | tee -a "$LOG"
+    "${EXTRA[@]}" 2>&1 | tee -a "$LOG"
   rc=${PIPESTATUS[0]}
   echo "== $s: exit $rc after $((SECONDS - t0)) s" | tee -a "$LOG"
   [ "$rc" = 0 ] || FAILED+=("$s")

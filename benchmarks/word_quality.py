@@ -4,7 +4,7 @@ in the same run, with the same wall-clock budget each (evaluations included).
 
     python benchmarks/word_quality.py                         # CPU: word-cpu, 20 min per model
     python benchmarks/word_quality.py --device cuda           # GPU: word-gpu, 10 min per model
-    python benchmarks/word_quality.py --budget 30             # a smoke run (seconds)
+    python benchmarks/word_quality.py --budget 30 --eval-tokens 2000 --test-tokens 2000  # smoke
     python benchmarks/word_quality.py --corpora ptb --only lstmgen --device cuda --budget 480
 
 Protocol: the published splits and vocabularies (10,000 and 33,278 words, lstmgen's word
@@ -70,6 +70,7 @@ def run_corpus(args: argparse.Namespace, name: str, tmp: Path) -> dict[str, Any]
         **preset["train"], "max_time": float(args.budget), "device": args.device,
         "sample_tokens": 0, "seed": args.seed,
         **({"eval_every": args.eval_every} if args.eval_every else {}),
+        **({"eval_tokens": args.eval_tokens} if args.eval_tokens else {}),
     })  # fmt: skip
     model_cfg = ModelConfig.from_dict(preset["model"])
     curve = Curve()
@@ -84,11 +85,16 @@ def run_corpus(args: argparse.Namespace, name: str, tmp: Path) -> dict[str, Any]
                    "test": len(corpus.test)},  # fmt: skip
         "budget_s": args.budget,
         "test_batch": args.test_batch,
+        # a smoke run may score a prefix only; the published protocol is the whole split (0)
+        "test_tokens_limit": args.test_tokens,
+        "baseline_valid_tokens_limit": args.eval_tokens,
     }
+    test_tokens = corpus.test.tokens[: args.test_tokens or None]
+    valid_tokens = corpus.valid.tokens[: args.eval_tokens or None]
     if args.only in (None, "lstmgen"):
         summary = trainer.fit()
         best = LanguageModel.from_pretrained(run, device=device).eval()
-        ppl, scored = word_baseline.stateful_perplexity(best, corpus.test.tokens, device,
+        ppl, scored = word_baseline.stateful_perplexity(best, test_tokens, device,
                                                         args.test_batch)  # fmt: skip
         out["lstmgen"] = {
             "preset": args.preset,
@@ -106,9 +112,9 @@ def run_corpus(args: argparse.Namespace, name: str, tmp: Path) -> dict[str, Any]
     else:
         trainer.lock.release()
     if args.only in (None, "baseline"):
-        base = word_baseline.train(corpus.train.tokens, corpus.valid.tokens, vocab,
+        base = word_baseline.train(corpus.train.tokens, valid_tokens, vocab,
                                    args.budget, device, seed=args.seed)  # fmt: skip
-        ppl, scored = word_baseline.stateful_perplexity(base.model, corpus.test.tokens, device,
+        ppl, scored = word_baseline.stateful_perplexity(base.model, test_tokens, device,
                                                         args.test_batch)  # fmt: skip
         out["baseline"] = {
             "recipe": "word_language_model defaults: 2x200 LSTM, dropout 0.2, untied, SGD lr 20 "
@@ -144,6 +150,12 @@ def main() -> None:
     ap.add_argument("--only", choices=["lstmgen", "baseline"], default=None)
     ap.add_argument("--test-batch", type=int, choices=[1, 10], default=10)
     ap.add_argument("--eval-every", type=int, default=0, help="override the preset's")
+    ap.add_argument("--eval-tokens", type=int, default=0,
+                    help="validation tokens per evaluation, both sides (0: the preset's for "
+                    "lstmgen, all for the baseline); for smoke runs")  # fmt: skip
+    ap.add_argument("--test-tokens", type=int, default=0,
+                    help="score only the test split's first N tokens (0: all, the protocol); "
+                    "for smoke runs")  # fmt: skip
     ap.add_argument("--seed", type=int, default=1111)
     ap.add_argument("--data-root", type=Path,
                     default=Path(os.environ.get("LSTMGEN_DATA_DIR") or SHARED_DATA))  # fmt: skip
