@@ -55,7 +55,7 @@ for s in "${STEPS[@]}"; do
   # the training budget, then the corpus, evaluations and the test pass: 3 minutes at most
   timeout $((${BUDGET%.*} + 180)) "$PY" benchmarks/word_quality.py --device "$DEVICE" \
     --corpora "$corpus" --only "$side" --budget "$BUDGET" --name "word_quality_gpu_$s" \
-    "${EXTRA[@]}" 2>&1 | tee -a "$LOG"
+    ${EXTRA[@]+"${EXTRA[@]}"} 2>&1 | tee -a "$LOG"
   rc=${PIPESTATUS[0]}
   echo "== $s: exit $rc after $((SECONDS - t0)) s" | tee -a "$LOG"
   [ "$rc" = 0 ] || FAILED+=("$s")
