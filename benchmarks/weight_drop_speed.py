@@ -10,8 +10,9 @@ training steps (ABAB... order, ``--repeats`` rounds), so a shared machine's drif
    The floor is a ratio >= 0.9.
 2. ``implementations``: one forward + backward of a 2-layer LSTM by the ways weight drop can be
    written, to pick the CPU one: the fused ``nn.LSTM`` without weight drop (reference),
-   ``torch._VF.lstm`` per layer on the four weight tensors (lstmgen's CPU path), the same on one
-   concatenated buffer per layer (lstmgen's CUDA path, cuDNN's layout), and
+   ``torch._VF.lstm`` on all layers' weight tensors in one call (lstmgen's CPU path) or per
+   layer (its path with ``dropout_hidden``), per layer on one concatenated buffer (cuDNN's
+   layout, lstmgen's CUDA path), and
    ``torch.func.functional_call`` of the ``nn.LSTM`` with the dropped matrices swapped in.
 
     python benchmarks/weight_drop_speed.py                 # PTB, the word-cpu model's size
@@ -153,6 +154,12 @@ def implementations(args: argparse.Namespace) -> list[dict]:
 
         return run
 
+    def one_call() -> None:
+        w = [t for k in range(2) for t in _layer_weights(rnn, k, p, False)]
+        h0 = x.new_zeros(2, B, H)
+        h, _, _ = torch._VF.lstm(x, (h0, h0), w, True, 2, 0.0, True, False, True)
+        h.sum().backward()
+
     names = [f"weight_hh_l{k}" for k in range(2)]
 
     def functional() -> None:
@@ -162,7 +169,8 @@ def implementations(args: argparse.Namespace) -> list[dict]:
 
     fns = {
         "nn.LSTM fused, no weight drop (reference)": plain,
-        "_VF.lstm per layer, weight list (lstmgen CPU)": per_layer(False),
+        "_VF.lstm, all layers in one call (lstmgen CPU, no dropout_hidden)": one_call,
+        "_VF.lstm per layer, weight list (lstmgen CPU with dropout_hidden)": per_layer(False),
         "_VF.lstm per layer, one buffer (lstmgen CUDA layout)": per_layer(True),
         "functional_call(nn.LSTM), dropped weight_hh": functional,
     }

@@ -44,12 +44,13 @@ def test_embedding_dropout_drops_whole_words():
         assert torch.allclose(rows[0], torch.zeros(6)) or torch.allclose(rows[0], 2 * weight[word])
 
 
+@pytest.mark.parametrize("option", ["dropout_input", "dropout_hidden"])  # one call, per layer
 @pytest.mark.parametrize("cell", CELLS)
-def test_regularised_forward_equals_plain_with_probabilities_zero_except_unused(cell):
-    """The layer-by-layer path computes the same network as nn.LSTM: checked with a weight
-    drop so small that no weight is dropped (same outputs up to the 1/(1-p) scale)."""
+def test_regularised_forward_computes_the_plain_network(cell, option):
+    """Both regularised paths (all layers in one functional call; layer by layer) compute the
+    same network as nn.LSTM: checked with a dropout so small that nothing is dropped."""
     plain = make_model(cell).double().train()
-    model = make_model(cell, dropout_input=1e-12).double().train()  # the awd path, no-op masks
+    model = make_model(cell, **{option: 1e-12}).double().train()  # the awd path, no-op masks
     model.load_state_dict(plain.state_dict())
     ids = torch.randint(0, plain.config.vocab_size, (3, 11))
     state = plain.init_state(3)

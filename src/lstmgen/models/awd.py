@@ -12,10 +12,12 @@ Dimensions: B batch, T time, V vocabulary, E embedding, H hidden, G gates x H, L
 The weights stay the plain ``rnn.weight_*_l{k}`` of the one ``nn.LSTM`` (so names, the
 model directory and the fast steppers are unchanged): each forward pass computes the dropped
 ``weight_hh`` and calls the functional kernel (``torch._VF.lstm`` / ``gru`` / ``rnn_tanh``)
-layer by layer with it. On CUDA the four tensors of a layer are first concatenated into one
-buffer and passed as views of it, in cuDNN's order (w_ih, w_hh, b_ih, b_hh): cuDNN then finds
-them "part of a single contiguous chunk" and runs its fused kernel without compacting them (and
-without the warning). The concatenation is differentiable, so gradients reach the raw weights.
+with it: all layers in one call, as ``nn.LSTM`` does, unless ``dropout_hidden`` puts a locked
+dropout between them, then layer by layer. On CUDA the weight tensors are first concatenated
+into one buffer and passed as views of it, in cuDNN's order (per layer w_ih, w_hh, b_ih, b_hh):
+cuDNN then finds them "part of a single contiguous chunk" and runs its fused kernel without
+compacting them (and without the warning). The concatenation is differentiable, so gradients
+reach the raw weights.
 
 In eval mode none of this runs: DropConnect rescales kept weights by 1 / (1 - p), so the
 expected weight is the plain one, and dropout is the identity; ``recurrent.py`` then takes its
@@ -66,7 +68,6 @@ def embedding_dropout(weight: Tensor, ids: Tensor, p: float) -> Tensor:
 
 def _layer_weights(rnn: nn.Module, k: int, p: float, cuda: bool) -> list[Tensor]:
     """Layer k's [w_ih, w_hh (DropConnect-ed), b_ih, b_hh]; on CUDA views of one buffer."""
-    import torch
     import torch.nn.functional as F
 
     w_hh = getattr(rnn, f"weight_hh_l{k}")  # (G, H)
@@ -76,9 +77,15 @@ def _layer_weights(rnn: nn.Module, k: int, p: float, cuda: bool) -> list[Tensor]
         getattr(rnn, f"bias_ih_l{k}"),  # (G,)
         getattr(rnn, f"bias_hh_l{k}"),  # (G,)
     ]
-    if not cuda:
-        return weights
-    flat = torch.cat([w.reshape(-1) for w in weights])  # cuDNN's layout for one layer
+    return _one_buffer(weights) if cuda else weights
+
+
+def _one_buffer(weights: list[Tensor]) -> list[Tensor]:
+    """``weights`` as views of one contiguous buffer, in order: cuDNN's layout (layer by layer:
+    w_ih, w_hh, b_ih, b_hh), so it uses them in place instead of compacting them each call."""
+    import torch
+
+    flat = torch.cat([w.reshape(-1) for w in weights])  # differentiable: grads reach weights
     views = flat.split([w.numel() for w in weights])
     return [v.view_as(w) for v, w in zip(views, weights, strict=True)]
 
@@ -100,6 +107,17 @@ def recurrent_stack(
     if hx is None:
         h0 = x.new_zeros(L, ids.shape[0], cfg.hidden_size)  # (L, B, H)
         hx = (h0, torch.zeros_like(h0)) if cell == "lstm" else h0
+    if not cfg.dropout_hidden:  # nothing between layers but nn.LSTM's dropout: one fused call
+        p = cfg.weight_drop
+        weights = [w for k in range(L) for w in _layer_weights(model.rnn, k, p, False)]
+        if x.is_cuda:
+            weights = _one_buffer(weights)
+        between = cfg.dropout if L > 1 else 0.0
+        if cell == "lstm":
+            out, h, c = kernel(x, hx, weights, True, L, between, True, False, True)
+            return out, locked_dropout(out, cfg.dropout_output), (h, c)
+        out, h = kernel(x, hx, weights, True, L, between, True, False, True)
+        return out, locked_dropout(out, cfg.dropout_output), h
     hs, cs = [], []
     for k in range(L):
         weights = _layer_weights(model.rnn, k, cfg.weight_drop, x.is_cuda)
