@@ -81,8 +81,11 @@ def run_corpus(args: argparse.Namespace, name: str, tmp: Path) -> dict[str, Any]
     out: dict[str, Any] = {
         "corpus": name,
         "vocab": vocab,
-        "tokens": {"train": len(corpus.train), "valid": len(corpus.valid),
-                   "test": len(corpus.test)},  # fmt: skip
+        "tokens": {
+            "train": len(corpus.train),
+            "valid": len(corpus.valid),
+            "test": len(corpus.test),
+        },  # fmt: skip
         "budget_s": args.budget,
         "test_batch": args.test_batch,
         # a smoke run may score a prefix only; the published protocol is the whole split (0)
