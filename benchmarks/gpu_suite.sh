@@ -21,6 +21,10 @@ if [ "${1:-}" = "--prepare" ]; then
   mkdir -p "$DATA/tiny-shakespeare" "$DATA/ptb"
   cp "$SRC"/tiny-shakespeare/{train,val}.txt "$DATA/tiny-shakespeare/"
   cp "$SRC"/ptb/ptb.train.txt "$DATA/ptb/"
+  # the word-level suite (gpu_suite_word.sh) reads every split of PTB and WikiText-2 (~18 MB)
+  mkdir -p "$DATA/wikitext-2"
+  cp "$SRC"/ptb/ptb.{valid,test}.txt "$DATA/ptb/"
+  cp "$SRC"/wikitext-2/wiki.{train,valid,test}.tokens "$DATA/wikitext-2/"
   # The GPU machine's copy of the tree has no git history: record which commit this is.
   commit=$(git rev-parse --short HEAD)
   [ -z "$(git status --porcelain --untracked-files=no)" ] || commit="$commit+uncommitted"
@@ -76,7 +80,8 @@ step() {  # step NAME SECONDS COMMAND...
 } 2>&1 | tee -a "$LOG"
 
 if [ $TINY = 1 ]; then
-  step tests 300 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py
+  step tests 300 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py \
+    tests/test_awd_gpu.py
   step generation 120 "$PY" benchmarks/generation.py --tiny --batches 1,64 --repeats 1 \
     --name generation_tiny
   step train_throughput 120 "$PY" benchmarks/train_throughput.py --tiny
@@ -86,7 +91,8 @@ else
   # Limits sum to 510 s, inside the run's timeout_s=560; each benchmark writes its JSON as it
   # goes (generation per batch size, throughput per config, race per evaluation), so a step
   # killed at its limit still leaves what it measured.
-  step tests 90 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py
+  step tests 90 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py \
+    tests/test_awd_gpu.py
   step generation 80 "$PY" benchmarks/generation.py --device cuda
   step train_throughput 110 "$PY" benchmarks/train_throughput.py --device cuda
   step race 160 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120

@@ -56,11 +56,13 @@ def _help(run_cli, *command):
 
 def test_train_help_shows_defaults(run_cli):
     text = _help(run_cli, "train")
-    preset = "--preset [cpu-small|gpu-fast|tiny] Named settings."
+    preset = "--preset [cpu-small|gpu-fast|tiny|word-cpu|word-gpu] Named settings."
     assert preset + " [default: cpu-small]" in text
-    assert "[default: from --preset cpu-small (16); gpu-fast 128, tiny 8]" in text  # batch size
-    assert "[default: from --preset cpu-small (384); gpu-fast 1024, tiny 32]" in text  # hidden
-    assert "[default: from --preset cpu-small (char)]" in text  # tokenizer: all presets agree
+    batch = "(16); gpu-fast 128, tiny 8, word-cpu 32, word-gpu 80]"
+    assert "[default: from --preset cpu-small " + batch in text
+    hidden = "(384); gpu-fast 1024, tiny 32, word-cpu 400, word-gpu 1150]"
+    assert "[default: from --preset cpu-small " + hidden in text
+    assert "[default: from --preset cpu-small (char); word-cpu word, word-gpu word]" in text
     assert "[default: from --preset cpu-small (1337)]" in text  # seed
     assert "BPE vocabulary size. [default: from --preset cpu-small (8000)]" in text
     assert "[default: 10 when neither --max-steps nor --max-time is given]" in text

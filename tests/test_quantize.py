@@ -75,7 +75,6 @@ def test_quantized_directory_loads_and_steps_close_to_float(tmp_path, run_cli, c
             assert (a - b).abs().max() < 0.05
 
 
-
 def test_int8_directory_is_a_quarter_of_the_size(tmp_path, run_cli):
     make_model(tmp_path / "f32", hidden=64)
     assert run_cli("quantize", tmp_path / "f32", "-o", tmp_path / "int8").code == 0

@@ -27,6 +27,16 @@ CELLS = ("lstm", "gru", "rnn")
 TOKENIZERS = ("char", "byte", "word", "bpe")
 PRECISIONS = ("auto", "bf16", "fp32")
 LABEL_SOURCES = ("", "folders", "jsonl")
+OPTIMIZERS = ("adamw", "nt-asgd")
+# AWD-LSTM's regularisers (Merity et al. 2017, "Regularizing and Optimizing LSTM Language
+# Models"): options of the recurrent architecture only (models/recurrent.py applies them).
+AWD_MODEL_OPTIONS = (
+    "weight_drop",
+    "dropout_input",
+    "dropout_hidden",
+    "dropout_output",
+    "dropout_embedding",
+)
 
 
 def _show(value: Any) -> str:
@@ -144,10 +154,23 @@ class ModelConfig(_JsonConfig):
     # length F of the feature vector each document carries (issue #13; 0 = none): the model maps
     # it to its initial state (models/recurrent.py, Show and Tell's image-to-state)
     feature_size: int = 0
+    # AWD-LSTM regularisers (issue #16), all off by default; only while training.
+    weight_drop: float = 0.0  # DropConnect on every layer's weight_hh, one mask per forward
+    dropout_input: float = 0.0  # locked (variational) dropout on the embeddings' output
+    dropout_hidden: float = 0.0  # locked dropout between recurrent layers
+    dropout_output: float = 0.0  # locked dropout on the last layer's output, before the decoder
+    dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
 
     def check_values(self) -> None:
         _check(self.feature_size >= 0, "feature_size must be >= 0")
         _check(self.cell in CELLS, f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        for name in AWD_MODEL_OPTIONS:
+            p = getattr(self, name)
+            _check(0.0 <= p < 1.0, f"{name} must be in [0, 1), got {p:g}")
+            _check(
+                p == 0.0 or self.arch == "recurrent",
+                f"{name} is an option of the recurrent architecture, not of arch {self.arch!r}",
+            )
         _check(self.vocab_size >= 0, "vocab_size must be >= 0")
         _check(self.embedding_size > 0, "embedding_size must be > 0")
         _check(self.hidden_size > 0, "hidden_size must be > 0")
@@ -189,6 +212,9 @@ class ModelConfig(_JsonConfig):
                 del data[name]
         if not self.feature_size:  # likewise: only a feature model's config.json names it
             del data["feature_size"]
+        for name in AWD_MODEL_OPTIONS:  # and only a regularised model's names its regularisers
+            if not data[name]:
+                del data[name]
         return data
 
 
@@ -246,6 +272,15 @@ class TrainConfig(_JsonConfig):
     labels_from: str = ""
     unlabelled_as: str = ""
     features_from: str = ""
+    # AWD-LSTM's loss and schedule options (issue #16), off by default.
+    ar: float = 0.0  # activation regularisation: ar * mean(dropped last-layer output ** 2)
+    tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1}) ** 2), undropped last layer
+    # Window lengths drawn around seq_len (N(seq_len, 5) with p 0.95, else seq_len / 2), the
+    # learning rate scaled by length / seq_len; the draw follows the seed (training/bptt.py).
+    variable_seq_len: bool = False
+    # adamw (warmup + cosine) | nt-asgd: SGD at a constant lr, averaged once validation has not
+    # improved for NT_ASGD_NONMONO evaluations (training/ntasgd.py)
+    optimizer: str = "adamw"
 
     def check_values(self) -> None:
         _check(
@@ -298,6 +333,20 @@ class TrainConfig(_JsonConfig):
         _check(
             not self.unlabelled_as or bool(self.labels_from),
             "unlabelled_as needs labels_from (--labels-from folders or jsonl)",
+        )
+        for name in ("ar", "tar"):
+            _check(getattr(self, name) >= 0, f"{name} must be >= 0 (0 = off)")
+        _check(
+            self.optimizer in OPTIMIZERS,
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+        )
+        # SGD's weight decay is an L2 term: every step shrinks the weights by lr * weight_decay
+        # (AdamW's default 0.01 at NT-ASGD's lr 30 would take 30 % of every weight a step)
+        _check(
+            self.optimizer != "nt-asgd" or self.lr * self.weight_decay < 0.1,
+            f"with optimizer nt-asgd, weight_decay is SGD's L2 penalty: lr x weight_decay = "
+            f"{self.lr * self.weight_decay:g} would shrink every weight by that much a step "
+            "(AWD-LSTM uses 1.2e-6)",
         )
         _check(
             self.precision in PRECISIONS,
@@ -424,5 +473,76 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {
         "model": {"embedding_size": 16, "hidden_size": 32, "num_layers": 1, "dropout": 0.0},
         "train": {"batch_size": 8, "seq_len": 32, "warmup_steps": 10, "eval_every": 50},
+    },
+}
+
+# Word-level presets (issue #16), AWD-LSTM's recipe (Merity et al. 2017: 3x1150, embedding 400,
+# tied, weight drop 0.5, locked dropout 0.4 / 0.25 / 0.4, embedding dropout 0.1, AR 2, TAR 1,
+# variable BPTT around 70) scaled to a budget; not yet tuned by a sweep on a quiet machine
+# (benchmarks/word_quality.py measures them against the word_language_model baseline).
+# - word-cpu, 20 minutes on a 2-core CPU: a few epochs of PTB at most, so the model is small
+#   (2x400, tied: the decoder is most of the cost at V = 10,000) and regularised lightly (a short
+#   run underfits before it overfits); AdamW with the cosine schedule converges faster per token
+#   than SGD; clip 0.25 and BPTT 35 as the baseline.
+# - word-gpu, 10 minutes on one H200: AWD-LSTM's own size and regularisation, batch 80; AdamW
+#   (lr 2e-3, cosine over the budget) instead of 500 epochs of NT-ASGD; fp32 with TF32 (under
+#   bf16 autocast cuDNN runs RNNs in fp16 without loss scaling, see gpu-fast).
+PRESETS["word-cpu"] = {
+    "model": {
+        "embedding_size": 400,
+        "hidden_size": 400,
+        "num_layers": 2,
+        "dropout": 0.0,
+        "tie_weights": True,
+        "weight_drop": 0.2,
+        "dropout_input": 0.2,
+        "dropout_hidden": 0.1,
+        "dropout_output": 0.3,
+        "dropout_embedding": 0.05,
+    },
+    "train": {
+        "tokenizer": "word",
+        "batch_size": 32,
+        "seq_len": 35,
+        "lr": 3e-3,
+        "warmup_steps": 100,
+        "grad_clip": 0.25,
+        "ar": 2.0,
+        "tar": 1.0,
+        "variable_seq_len": True,
+        "max_time": 1200.0,
+        "eval_every": 500,
+        # a full pass over WikiText-2's 217k validation words takes minutes on 2 cores
+        "eval_tokens": 20000,
+        "log_every": 20,
+    },
+}
+PRESETS["word-gpu"] = {
+    "model": {
+        "embedding_size": 400,
+        "hidden_size": 1150,
+        "num_layers": 3,
+        "dropout": 0.0,
+        "tie_weights": True,
+        "weight_drop": 0.5,
+        "dropout_input": 0.4,
+        "dropout_hidden": 0.25,
+        "dropout_output": 0.4,
+        "dropout_embedding": 0.1,
+    },
+    "train": {
+        "tokenizer": "word",
+        "batch_size": 80,
+        "seq_len": 70,
+        "lr": 2e-3,
+        "warmup_steps": 200,
+        "grad_clip": 0.25,
+        "ar": 2.0,
+        "tar": 1.0,
+        "variable_seq_len": True,
+        "max_time": 600.0,
+        "eval_every": 200,
+        "log_every": 50,
+        "precision": "fp32",
     },
 }

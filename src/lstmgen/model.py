@@ -80,8 +80,14 @@ class LanguageModel(nn.Module):
         w = self.features.weight
         return self.arch.feature_state(self, features.to(device=w.device, dtype=w.dtype))
 
-    def forward(self, ids: Tensor, state: State | None = None) -> tuple[Tensor, State]:
-        return self.arch.forward(self, ids, state)  # logits (B, T, V), state
+    def forward(
+        self, ids: Tensor, state: State | None = None, activations: list[Tensor] | None = None
+    ) -> tuple[Tensor, State]:
+        """``activations``: a list the architecture fills with the last layer's output before
+        and after dropout (only one with ``exposes_activations``; the trainer's AR/TAR)."""
+        if activations is None:
+            return self.arch.forward(self, ids, state)  # logits (B, T, V), state
+        return self.arch.forward(self, ids, state, activations)  # type: ignore[call-arg]
 
     def fast_stepper(self, batch_size: int) -> Stepper | None:
         """The architecture's fused one-token step for ``batch_size`` on this device, or None

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..config import (
+    AWD_MODEL_OPTIONS,
     CELLS,
     FINETUNE_DEFAULTS,
+    OPTIMIZERS,
     PRECISIONS,
     PRESETS,
     TOKENIZERS,
@@ -43,6 +45,9 @@ MODEL_OPTIONS = (
     "attention_layer",
     "boom_size",
 )
+MODEL_OPTIONS += AWD_MODEL_OPTIONS  # weight_drop, dropout_input, ... (issue #16)
+# Presets for word-level corpora: a warning when a run pairs them with another tokenizer.
+WORD_PRESETS = ("word-cpu", "word-gpu")
 
 
 class ProgressCallback:  # a train.Callback (which imports torch) by its methods
@@ -280,6 +285,24 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     type=int,
     help="sha-lstm: width of the feed-forward sublayer after attention (0 = none).",
 )
+@click.option("--weight-drop", type=float, help="DropConnect on the hidden-to-hidden weights.")
+@click.option("--dropout-input", type=float, help="Locked dropout on the embeddings.")
+@click.option("--dropout-hidden", type=float, help="Locked dropout between recurrent layers.")
+@click.option("--dropout-output", type=float, help="Locked dropout before the decoder.")
+@click.option("--dropout-embedding", type=float, help="Drop whole words (embedding rows).")
+@click.option("--ar", type=float, help="Activation regularisation (AWD-LSTM's alpha).")
+@click.option("--tar", type=float, help="Temporal activation regularisation (beta).")
+@click.option(
+    "--variable-seq-len/--fixed-seq-len",
+    default=None,
+    help="Draw each window's length around --seq-len, lr scaled to it (AWD-LSTM).",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(OPTIMIZERS),
+    help="adamw (warmup + cosine) or nt-asgd (SGD at a constant --lr, averaged when "
+    "validation stalls).",
+)
 @click.option("--batch-size", type=int)
 @click.option(
     "--grad-accum",
@@ -375,14 +398,21 @@ def train_command(
             raise click.UsageError(
                 "--lr-layer-decay, --unfreeze-every and --freeze-embeddings need --backend torch"
             )
-    if init_from and resume:
-        raise click.UsageError("--init-from starts a new run: --resume's run has its weights")
-    if init_from and backend == "numpy":
-        raise click.UsageError("--init-from needs --backend torch")
         if given.get("grad_accum", 1) != 1:
             raise click.UsageError("--grad-accum applies to --backend torch only")
         if "WORLD_SIZE" in os.environ:
             raise click.UsageError("--backend numpy runs in one process, not under torchrun")
+        awd = AWD_MODEL_OPTIONS + ("ar", "tar", "variable_seq_len", "optimizer")
+        off = {"optimizer": "adamw", "variable_seq_len": False}
+        torch_only = [k for k in awd if given.get(k, off.get(k, 0.0)) != off.get(k, 0.0)]
+        if torch_only or preset in WORD_PRESETS:
+            what = f"--preset {preset}" if preset in WORD_PRESETS else ""
+            names = [f"--{k.replace('_', '-')}" for k in torch_only] or [what]
+            raise click.UsageError(f"{', '.join(names)} applies to --backend torch only")
+    if init_from and resume:
+        raise click.UsageError("--init-from starts a new run: --resume's run has its weights")
+    if init_from and backend == "numpy":
+        raise click.UsageError("--init-from needs --backend torch")
     if resume:
         if sources or train_files or valid_files or test_files or output:
             raise click.UsageError("--resume takes no sources or --output: the run knows them")
@@ -444,6 +474,13 @@ def train_command(
                 f"fine-tuning {init_from}: added {trainer.added_tokens} tokens to its vocabulary "
                 f"({trainer.model.config.vocab_size:,} now)",
                 err=True,
+            )
+        if first and preset in WORD_PRESETS and train_cfg.tokenizer != "word":
+            warnings.warn(
+                f"--preset {preset} is tuned for word-level models (--tokenizer word, corpora "
+                f"like Penn Treebank or WikiText-2); with --tokenizer {train_cfg.tokenizer} "
+                "--preset cpu-small is the better start",
+                stacklevel=1,
             )
         if first and preset == "gpu-fast" and backend == "torch" and trainer.device.type != "cuda":
             warnings.warn(

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..state import State
+from . import awd
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -126,15 +127,28 @@ class Recurrent:
             return State((h, parts[1].contiguous()))
         return State((h,))
 
-    def forward(self, model: nn.Module, ids: Tensor, state: Any) -> tuple[Tensor, State]:
+    # forward fills an ``activations`` list (AR/TAR in the trainer, issue #16)
+    exposes_activations = True
+
+    def forward(
+        self, model: nn.Module, ids: Tensor, state: Any, activations: list[Tensor] | None = None
+    ) -> tuple[Tensor, State]:
+        """``activations``, when given, receives the last layer's output before and after its
+        dropout, (B, T, H) each (AWD-LSTM's TAR and AR terms)."""
         lstm = model.config.cell == "lstm"
         hx = None
         if state is not None:
             state = State.of(state)
             hx = (state[0], state[1]) if lstm else state[0]
-        x = model.embedding(ids)  # (B, T, E)
-        out, hx = model.rnn(x, hx)  # out (B, T, H)
+        if model.training and awd.active(model.config):  # regularisers: layer by layer
+            raw, out, hx = awd.recurrent_stack(model, ids, hx)  # (B, T, H) each
+        else:
+            x = model.embedding(ids)  # (B, T, E)
+            raw, hx = model.rnn(x, hx)  # raw (B, T, H)
+            out = raw
         out = model.dropout(out)
+        if activations is not None:
+            activations += [raw, out]
         if model.projection is not None:
             out = model.projection(out)  # (B, T, E)
         return model.decoder(out), State(hx if lstm else (hx,))  # logits (B, T, V)

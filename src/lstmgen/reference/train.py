@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import GenerationConfig, ModelConfig, TrainConfig
+from ..config import AWD_MODEL_OPTIONS, GenerationConfig, ModelConfig, TrainConfig
 from ..corpus import Corpus, prepare_corpus
 from ..data import TokenFile, batchify, eval_window, get_window, num_windows
 from ..errors import ConfigError
@@ -111,6 +111,11 @@ class Trainer(RunSchedule):
     ) -> Trainer:
         """Tokenize the corpus, build a fresh float32 model, write the run directory."""
         config = config or TrainConfig()
+        awd = [k for k in AWD_MODEL_OPTIONS if getattr(model_config or ModelConfig(), k)]
+        awd += [k for k in ("ar", "tar", "variable_seq_len") if getattr(config, k)]
+        awd += ["optimizer"] if config.optimizer != "adamw" else []
+        if awd:  # AWD-LSTM's options (issue #16) are the PyTorch trainer's only
+            raise ConfigError(f"{', '.join(awd)}: not supported by the NumPy reference")
         run = RunDir(out_dir)
         if run.has_state():
             raise ConfigError(f"{out_dir} already holds a PyTorch run: choose another --output")

@@ -25,11 +25,13 @@ from ..errors import ConfigError
 from ..model import LanguageModel
 from ..state import State
 from .optim import clip_gradients
-from .trainer import Trainer
+from .trainer import SINGLE_WINDOW_STEP, Trainer
 
 
 class DistillTrainer(Trainer):
     """``Trainer`` with a teacher: ``train_step`` mixes KL on soft targets with cross-entropy."""
+
+    step_lacks = SINGLE_WINDOW_STEP  # its train_step is its own
 
     teacher: LanguageModel
     kd_temperature: float = 2.0

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ..documents import DocumentFile
 from ..errors import DataError, NumericalError
 from ..evaluate import EvaluationStopped
-from .trainer import Trainer
+from .trainer import SINGLE_WINDOW_STEP, Trainer
 
 IGNORE = -100  # F.cross_entropy's ignore_index: padding is not scored
 
@@ -112,6 +112,8 @@ class FeatureTrainer(Trainer):
     >>> cfg = TrainConfig(features_from="jsonl", max_steps=300)  # doctest: +SKIP
     >>> FeatureTrainer.create("runs/captions", ["captions.jsonl"], cfg).fit()  # doctest: +SKIP
     """
+
+    step_lacks = SINGLE_WINDOW_STEP  # its train_step is its own
 
     takes_features = True
 

@@ -43,6 +43,9 @@ from ..state import State
 from ..tokenizers import Tokenizer, load_tokenizer
 from . import distributed, finetune
 from . import state as trainer_state
+from .bptt import window_cuts
+from .ntasgd import NONMONO, Averager
+from .ntasgd import PREFIX as AVG_PREFIX
 from .optim import adamw, clip_gradients, decay_groups
 from .schedule import Position, RunSchedule
 from .windows import Windows
@@ -86,6 +89,13 @@ def memory_hint(config: TrainConfig, hidden_size: int) -> Iterator[None]:
         ) from None
 
 
+# What a subclass's own single-window train_step leaves out (Trainer.step_lacks).
+SINGLE_WINDOW_STEP = (
+    "grad_accum", "torchrun", "ar", "tar", "variable_seq_len", "optimizer",
+    "lr_layer_decay", "unfreeze_every", "freeze_embeddings",
+)  # fmt: skip
+
+
 class Trainer(RunSchedule):
     """Train a ``LanguageModel`` on a ``Corpus`` into ``out_dir``.
 
@@ -96,6 +106,9 @@ class Trainer(RunSchedule):
     """
 
     takes_features = False  # a features_from corpus needs training/features.py's FeatureTrainer
+    # A subclass whose own train_step is a plain single-window step (distillation, feature
+    # corpora) lists here what that step does not do, so such a run is one clear error.
+    step_lacks: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -110,6 +123,7 @@ class Trainer(RunSchedule):
         self.corpus = corpus
         self.out_dir = Path(out_dir)
         self.dist = distributed.init()  # rank and world size under torchrun (distributed.py)
+        self._check_step_support(config)
         self.run = RunDir(self.out_dir, writer=self.dist.is_main)
         self.callbacks = list(callbacks)
         self.device = self.dist.device(config.device)  # cuda:LOCAL_RANK under torchrun
@@ -139,6 +153,32 @@ class Trainer(RunSchedule):
         self.optimizer = self.configure_optimizer()
         self.autocast = self.precision == "bf16"
         self.model.init_state(B)  # an architecture refuses a state that cannot fit, before any step
+        # AWD-LSTM (issue #16): AR/TAR need the last layer's outputs from the architecture
+        if (config.ar or config.tar) and not getattr(model.arch, "exposes_activations", False):
+            raise ConfigError(
+                f"ar and tar need the recurrent architecture's activations; arch "
+                f"{model.config.arch!r} does not expose them"
+            )
+        self.averager = Averager(self.model)  # NT-ASGD's average, once triggered
+        self._cuts: tuple[int, Any] = (-1, None)  # (epoch, window_cuts) of variable BPTT
+        self.lr_scale = 1.0  # the current window's: drawn length / seq_len (variable BPTT)
+
+    def _check_step_support(self, config: TrainConfig) -> None:
+        asked = {
+            "grad_accum": config.grad_accum != 1,
+            "torchrun": self.dist.world > 1,
+            "ar": bool(config.ar),
+            "tar": bool(config.tar),
+            "variable_seq_len": config.variable_seq_len,
+            "optimizer": config.optimizer != "adamw",
+            "lr_layer_decay": config.lr_layer_decay != 1.0,
+            "unfreeze_every": bool(config.unfreeze_every),
+            "freeze_embeddings": config.freeze_embeddings,
+        }
+        refused = [k for k in self.step_lacks if asked[k]]
+        if refused:
+            names = ", ".join(k if k == "torchrun" else "--" + k.replace("_", "-") for k in refused)
+            raise ConfigError(f"{type(self).__name__} does not support {names}")
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The optimizer's parameter groups: weight decay on matrices only (optim.decay_groups).
@@ -150,7 +190,10 @@ class Trainer(RunSchedule):
         return decay_groups(self.model, self.config.weight_decay)
 
     def configure_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups()`` (AdamW; the schedule sets its ``lr``)."""
+        """The optimizer over ``param_groups()`` (AdamW; the schedule sets its ``lr``). With
+        ``optimizer: nt-asgd``: SGD (weight decay as L2), averaged later (ntasgd.py)."""
+        if self.config.optimizer == "nt-asgd":
+            return torch.optim.SGD(self.param_groups(), lr=self.config.lr)
         return adamw(self.param_groups(), self.config, self.device)
 
     # --- construction -------------------------------------------------------------------------
@@ -339,6 +382,7 @@ class Trainer(RunSchedule):
             return
         model, opt, pos = self.model, self.optimizer, self.pos
         tensors, meta = trainer_state.pack(model, opt, hidden, pos, self.device)
+        tensors.update(self.averager.tensors())  # NT-ASGD's average (avg.*)
         if self.dist.active:
             tensors.update(rngs)
             meta.update(self.dist.metadata())
@@ -347,6 +391,8 @@ class Trainer(RunSchedule):
     def load_state(self) -> None:
         tensors, meta = self.run.load_state()
         self.dist.check_world(self.run.state_file, meta)
+        avg = {k: tensors.pop(k) for k in list(tensors) if k.startswith(AVG_PREFIX)}
+        self.averager.load(avg, self.run.state_file)
         rows = self.streams.shape[0] * self.dist.world  # the state holds every process's rows
         rng = {k: tensors.pop(k) for k in list(tensors) if k.startswith("dist.rng.")}
         self.pos, self.hidden = trainer_state.unpack(
@@ -365,11 +411,42 @@ class Trainer(RunSchedule):
 
     # --- the loop ---------------------------------------------------------------------------
 
+    def step_lr(self) -> float:
+        """This step's learning rate: the warmup + cosine schedule (AdamW), or NT-ASGD's
+        constant rate (the paper keeps SGD's rate fixed and lets averaging do the rest)."""
+        return self.config.lr if self.config.optimizer == "nt-asgd" else self.lr_at()
+
+    def training_loss(
+        self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, hidden: State | None
+    ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """(loss to minimise, cross-entropy, new state) of a window through ``model`` (the DDP
+        wrapper under torchrun). With ``ar`` / ``tar`` the loss adds AWD-LSTM's activation
+        terms on the last layer's output: AR on the dropped output, TAR on the undropped one
+        (Merity et al. 2017, section 4.6)."""
+        c = self.config
+        activations: list[torch.Tensor] = []
+        if c.ar or c.tar:
+            logits, hidden = model(x, hidden, activations)  # (B, T, V)
+        else:
+            logits, hidden = model(x, hidden)
+        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        loss = ce
+        if activations:
+            raw, dropped = (a.float() for a in activations)  # (B, T, H) each
+            if c.ar:
+                loss = loss + c.ar * dropped.pow(2).mean()
+            if c.tar and raw.shape[1] > 1:
+                loss = loss + c.tar * (raw[:, 1:] - raw[:, :-1]).pow(2).mean()
+        return loss, ce, hidden
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """One optimizer step on (K*B, T') windows: K micro-steps of B rows each (--grad-accum),
-        the gradient all-reduced over processes on the last one only (distributed.py)."""
-        # each group's share of the schedule's lr (fine-tuning: by layer, 0 while frozen)
-        frozen = finetune.set_group_lrs(self.optimizer, self.lr_at(), self.config, self.pos.step)
+        the gradient all-reduced over processes on the last one only (distributed.py), at
+        ``step_lr()`` times ``lr_scale`` (variable BPTT's length / seq_len for this window, set
+        by the loop); returns the cross-entropy."""
+        # each group's share of the step's lr (fine-tuning: by layer, 0 while frozen)
+        lr = self.step_lr() * self.lr_scale
+        frozen = finetune.set_group_lrs(self.optimizer, lr, self.config, self.pos.step)
         K = self.config.grad_accum
         model = self.ddp or self.model
         self.optimizer.zero_grad(set_to_none=True)
@@ -378,17 +455,15 @@ class Trainer(RunSchedule):
         for i, (xi, yi, hi) in enumerate(self._micro_batches(x, y, K)):
             with self.dist.no_sync(model, last=i == K - 1):
                 with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-                    logits, hidden = model(xi, hi)  # (B, T, V)
-                    loss = F.cross_entropy(
-                        logits.float().reshape(-1, logits.shape[-1]), yi.reshape(-1)
-                    )
+                    loss, ce, hidden = self.training_loss(model, xi, yi, hi)
                 (loss / K if K > 1 else loss).backward()
-            total += loss.detach()
+            total += ce.detach()
             states.append(hidden.detach())
         finetune.zero_grads(frozen)
         if self.config.grad_clip:
             clip_gradients(self.model, self.config.grad_clip)
         self.optimizer.step()
+        self.averager.update()
         self.hidden = State.cat(states)
         return total / K if K > 1 else total
 
@@ -404,6 +479,20 @@ class Trainer(RunSchedule):
             rows = torch.arange(i * b, (i + 1) * b, device=x.device)
             h = None if self.hidden is None else self.hidden.select(rows)
             yield x[i * b : (i + 1) * b], y[i * b : (i + 1) * b], h
+
+    def window(self, k: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Window ``k`` of the current epoch: inputs, targets (B, T') and the learning-rate
+        scale (1, or with ``variable_seq_len`` the drawn length / seq_len: bptt.py)."""
+        c = self.config
+        if not c.variable_seq_len:
+            return (*self.windows(k), 1.0)
+        if self._cuts[0] != self.pos.epoch:
+            tokens = self.streams.shape[1] - 1
+            cuts = window_cuts(c.seed, self.pos.epoch, tokens, c.seq_len, self.windows_per_epoch)
+            self._cuts = (self.pos.epoch, cuts)
+        cuts = self._cuts[1]
+        start, end = int(cuts[k]), int(cuts[k + 1])
+        return (*self.windows.span(start, end), (end - start) / c.seq_len)
 
     def tokens_seen(self) -> int:
         """Training tokens read by the steps taken so far (an epoch's last window may be short)."""
@@ -453,7 +542,8 @@ class Trainer(RunSchedule):
         self._tick()
         metrics = {"step": self.pos.step, "epoch": self.pos.step / self.windows_per_epoch}
         try:
-            metrics.update(self.evaluate(max_tokens))
+            with self.averager.swapped():  # NT-ASGD: the averaged weights, once triggered
+                metrics.update(self.evaluate(max_tokens))
         except EvaluationStopped:
             self.pos.eval_pending = True
             self._tick()
@@ -468,9 +558,15 @@ class Trainer(RunSchedule):
                 0,
             )
             self.pos.best_tokens = metrics["val_tokens"]
-            self.run.save_model(self.model)
+            with self.averager.swapped():
+                self.run.save_model(self.model)
         else:
             self.pos.bad_evals += 1
+        if self.config.optimizer == "nt-asgd" and not self.averager.on:
+            # the paper's trigger: worse than the best of all but the last n evaluations
+            if self.pos.bad_evals > NONMONO:
+                self.averager.start()
+                metrics["averaging"] = True
         metrics["best_val_loss"] = self.pos.best_val
         self._log(metrics)
         sample = ""
@@ -558,7 +654,7 @@ class Trainer(RunSchedule):
         while reason is None:
             if pos.window >= self.windows_per_epoch:
                 pos.epoch, pos.window, self.hidden = pos.epoch + 1, 0, None
-            xb, yb = self.windows(pos.window)  # (B, T') each, on the device
+            xb, yb, self.lr_scale = self.window(pos.window)  # (B, T') each, on the device
             loss_sum += self.train_step(xb, yb)
             pos.step, pos.window = pos.step + 1, pos.window + 1
             tokens = xb.numel() * self.dist.world  # every process's rows
@@ -612,7 +708,7 @@ class Trainer(RunSchedule):
             "step": pos.step,
             "epoch": pos.step / self.windows_per_epoch,
             "train_loss": train_loss,
-            "lr": self.lr_at(),
+            "lr": self.step_lr(),
             "tokens_per_s": tokens_per_s,
             "elapsed": round(pos.elapsed, 3),
         }

@@ -65,3 +65,16 @@ class Windows:
         if self.device.type == "cuda":
             xb, yb = xb.pin_memory(), yb.pin_memory()
         return xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
+    def span(self, start: int, end: int) -> tuple[torch.Tensor, ...]:
+        """Inputs ``start:end`` of every stream and their targets, (B, end - start) each: the
+        windows of variable-length BPTT (bptt.py), on ``device`` like ``__call__``'s."""
+        src = self.on_device if self.on_device is not None else self.streams
+        x, y = src[:, start:end], src[:, start + 1 : end + 1]  # (B, T') each
+        if self.on_device is not None:
+            return x.long(), y.long()
+        xb = torch.from_numpy(np.asarray(x, dtype=np.int64))
+        yb = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        if self.device.type == "cuda":
+            xb, yb = xb.pin_memory(), yb.pin_memory()
+        return xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
