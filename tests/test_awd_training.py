@@ -24,7 +24,7 @@ def test_ar_tar_add_the_paper_terms_to_the_loss(tmp_path, corpus_file):
     trainer = Trainer.create(tmp_path / "r", [corpus_file], cfg, ModelConfig(**TINY_MODEL))
     model = trainer.model.train()
     x, y = trainer.windows(0)
-    loss, ce, _ = trainer.training_loss(x, y)
+    loss, ce, _ = trainer.training_loss(trainer.model, x, y, trainer.hidden)
     # by hand: the stack's last-layer output h (B, T, H); no dropout, so dropped == raw
     h, _ = model.rnn(model.embedding(x))
     logits = model.decoder(h)
@@ -43,7 +43,7 @@ def test_ar_uses_the_dropped_output_tar_the_undropped(tmp_path, corpus_file):
     x, y = trainer.windows(0)
     trainer.model.train()
     torch.manual_seed(5)
-    loss, ce, _ = trainer.training_loss(x, y)
+    loss, ce, _ = trainer.training_loss(trainer.model, x, y, trainer.hidden)
     torch.manual_seed(5)
     acts = []
     trainer.model(x, None, acts)

@@ -116,6 +116,19 @@ def test_feature_runs_resume_and_refuse_the_plain_trainer(tmp_path, run_cli):
     assert ev.code != 0 and "conditioned on feature vectors" in ev.err
 
 
+def test_options_its_own_step_lacks_are_one_error_not_ignored(tmp_path, run_cli):
+    """FeatureTrainer has its own single-window step: gradient accumulation or AWD's AR would
+    be silently skipped there, so asking for them is one line."""
+    src = _corpus(tmp_path / "f.jsonl", n=12)
+    flags = ["--embedding-size", "8", "--hidden-size", "8", "--num-layers", "1", "--max-steps",
+             "2", "-q", "--features-from", "jsonl"]  # fmt: skip
+    for extra, name in ((["--grad-accum", "2"], "--grad-accum"), (["--ar", "1"], "--ar")):
+        res = run_cli("train", src, "-o", tmp_path / name, *flags, *extra)
+        assert res.code != 0 and "Traceback" not in res.err
+        assert res.err.strip().splitlines()[-1] == f"error: FeatureTrainer does not support {name}"
+        assert not (tmp_path / name).exists()
+
+
 def test_an_architecture_without_feature_state_refuses_feature_size(monkeypatch):
     from lstmgen.models import registry
     from lstmgen.models.recurrent import Recurrent

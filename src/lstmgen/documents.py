@@ -250,14 +250,15 @@ def write_documents(
     pieces, starts, pos = [], [], 0
     unseen: Counter[str] = Counter()
     for d in docs:
-        ids = [tokenizer.label_id(d.label)] if d.label is not None else []
-        try:
-            ids += _encode_chunk(tokenizer, d.text, "replace", unseen)
+        head = [tokenizer.label_id(d.label)] if d.label is not None else []
+        try:  # a list or, for char and byte text, an array: joined, never added
+            body = _encode_chunk(tokenizer, d.text, "replace", unseen)
         except TokenizerError as exc:
             raise TokenizerError(f"{d.source}: {exc}") from None
+        ids = np.concatenate([np.asarray(head, dtype=dtype), np.asarray(body, dtype=dtype)])
         starts.append(pos)
         pos += len(ids)
-        pieces.append(np.asarray(ids, dtype=dtype))
+        pieces.append(ids)
     tokens = np.concatenate(pieces)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

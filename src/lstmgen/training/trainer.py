@@ -152,13 +152,13 @@ class Trainer(RunSchedule):
             )
         self.optimizer = self.configure_optimizer()
         self.autocast = self.precision == "bf16"
-        self.model.init_state(B)  # an architecture refuses a state that cannot fit, before any step
         # AWD-LSTM (issue #16): AR/TAR need the last layer's outputs from the architecture
         if (config.ar or config.tar) and not getattr(model.arch, "exposes_activations", False):
             raise ConfigError(
                 f"ar and tar need the recurrent architecture's activations; arch "
                 f"{model.config.arch!r} does not expose them"
             )
+        self.model.init_state(B)  # an architecture refuses a state that cannot fit, before any step
         self.averager = Averager(self.model)  # NT-ASGD's average, once triggered
         self._cuts: tuple[int, Any] = (-1, None)  # (epoch, window_cuts) of variable BPTT
         self.lr_scale = 1.0  # the current window's: drawn length / seq_len (variable BPTT)
