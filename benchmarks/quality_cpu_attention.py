@@ -62,5 +62,30 @@ def main() -> None:
     print(f"sha-lstm - lstm: {att - lstm:+.4f} nats/char -> {out}")
 
 
+def markdown(r: dict) -> str:
+    """The README's table of this result (benchmarks/render_readme.py)."""
+    lines = [
+        "| model | val loss (nats/char) | steps | tokens/s | parameters |",
+        "|---|---|---|---|---|",
+    ]
+    for label, run in r["runs"].items():
+        mc = run["model_config"]
+        what = f"{label} {mc['num_layers']}x{mc['hidden_size']}"
+        if mc.get("arch") == "sha-lstm":
+            what += f", memory {mc['memory']}, boom {mc['boom_size']}"
+        lines.append(
+            f"| {what} | **{run['val_loss_nats_per_char']:.4f}** | {run['steps']:,} | "
+            f"{run['tokens_per_s']:,} | {run['parameters']:,} |"
+        )
+    m = r["machine"]
+    lines += [
+        "",
+        f"{r['budget_s']:.0f} s of training each, one after the other in one process; "
+        f"{m.get('cpu_model', m.get('processor'))} ({m.get('cpu_count')} cores), "
+        f"{r['date'][:10]}: `{r['command']}`.",
+    ]
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
     main()

@@ -250,6 +250,7 @@ def main() -> None:
     ap.add_argument("--train-seconds", type=int, default=180)
     ap.add_argument("--tiny", action="store_true", help="a small model and few steps (testing)")
     ap.add_argument("--name", default="quantize_cpu")
+    ap.add_argument("--notes", default="", help="recorded with the result")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -366,11 +367,61 @@ def main() -> None:
             "cold_start_generate_1_token": cold_row,
             "loss": loss,
             "floors": floors,
-            "notes": "measured while other jobs shared the machine's 2 cores: noisy; rerun on a"
-            " quiet machine for the README",
+            "notes": args.notes,
         },
     )
     print(f"floors: {floors}\nwrote {out}")
+
+
+def markdown(r: dict) -> str:
+    """The README's table of this result (benchmarks/render_readme.py)."""
+    one, many = (next(x for x in r["rows"] if x["batch"] == b) for b in (1, 64))
+    size, loss, phys = r["size"], r["loss"], r["physical_reference"]
+    words, cold = r["word_model_size"], r["cold_start_generate_1_token"]
+    floor8 = "met" if r["floors"]["int8_batch1_ge_8x_eager"] else "**not met**"
+    lines = [
+        "| what | float32 | int8 | floor |",
+        "|---|---|---|---|",
+        f"| model directory size | {size['float32_bytes'] / 1e6:.1f} MB | "
+        f"{size['int8_bytes'] / 1e6:.2f} MB (**{size['int8_over_float32']:.3f}x**) | <= 0.30 |",
+        f"| {words['model']} | {words['float32_bytes'] / 1e6:.1f} MB | "
+        f"{words['int8_over_float32']:.3f}x; with `--embedding` "
+        f"{words['int8_embedding_too_over_float32']:.3f}x | report |",
+        f"| validation loss, {loss['text']} ({loss['model']}) | {loss['float32_loss']:.5f} | "
+        f"{loss['int8_loss']:.5f} (**{loss['increase_percent']:+.3f} %**) | <= 1 % |",
+        f"| batch 1 decode, tokens/s (x eager `nn.LSTM` stepping, "
+        f"{one['eager_nn_lstm_f32_tokens_per_s']:,.0f}) | lstmgen "
+        f"{one['lstmgen_f32_tokens_per_s']:,.0f} ({one['lstmgen_f32_vs_eager']:.2f}x) | lstmgen "
+        f"{one['lstmgen_int8_tokens_per_s']:,.0f} (**{one['lstmgen_int8_vs_eager']:.2f}x**); onnx "
+        f"backend {one['onnx_int8_tokens_per_s']:,.0f} (**{one['onnx_int8_vs_eager']:.2f}x**) "
+        f"| >= 8x: {floor8} for an int8 model directory |",
+        f"| batch 64 decode, tokens/s | eager {many['eager_nn_lstm_f32_tokens_per_s']:,.0f}, "
+        f"lstmgen {many['lstmgen_f32_tokens_per_s']:,.0f} | lstmgen "
+        f"{many['lstmgen_int8_tokens_per_s']:,.0f} (**{many['int8_vs_lstmgen_f32']:.2f}x** "
+        "lstmgen float32) | report |",
+    ]
+    for row in (one, many):
+        lines.append(
+            f"| onnx backend tokens/s (x lstmgen), batch {row['batch']} | "
+            f"{row['onnx_f32_tokens_per_s']:,.0f} ({row['onnx_f32_vs_lstmgen_f32']:.2f}x) | "
+            f"{row['onnx_int8_tokens_per_s']:,.0f} ({row['onnx_int8_vs_lstmgen_int8']:.2f}x) "
+            "| report |"
+        )
+    lines += [
+        f"| cold start, `generate` of 1 token (whole process) | torch backend "
+        f"{cold['torch_seconds']:.2f} s | onnx backend {cold['onnx_seconds']:.2f} s | report |",
+        f"| physical reference: weight bytes per token / measured bandwidth "
+        f"({phys['bandwidth_gb_s']:.1f} GB/s, NumPy copy) | "
+        f"{phys['float32_weight_bytes_per_token'] / 1e6:.1f} MB: "
+        f"{phys['float32_floor_tokens_per_s']:,.0f} tok/s | "
+        f"{phys['int8_weight_bytes_per_token'] / 1e6:.2f} MB: "
+        f"{phys['int8_floor_tokens_per_s']:,.0f} tok/s | report |",
+        "",
+        f"Processor: {r['machine'].get('cpu_model', r['machine'].get('processor'))}, "
+        f"{r['machine'].get('cpu_count')} cores, {r['threads']} thread(s); {r['date'][:10]}; "
+        f"`{r['command']}`" + (f"; {r['notes']}" if r.get("notes") else "") + ".",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -151,6 +151,8 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "quality_cpu_trials": quality_cpu_trials,
     "load_server": load_server,
     "labels_steer": _benchmark_markdown("labels_steer"),
+    "quantize_cpu": _benchmark_markdown("quantize"),
+    "quality_cpu_attention": _benchmark_markdown("quality_cpu_attention"),
 }
 
 

@@ -128,3 +128,22 @@ def test_finetune_benchmark_tiny(tmp_path):
     assert r["gain_nats_per_char"] == pytest.approx(
         r["runs"]["scratch"]["val_loss"] - r["runs"]["finetuned_ulmfit"]["val_loss"], abs=1e-3
     )
+
+
+def test_quantize_and_attention_race_tables_come_from_their_results():
+    """The README's int8 and attention-race tables are the committed results, rendered."""
+    import json
+
+    from conftest import BENCHMARKS
+
+    results, readme = BENCHMARKS / "results", (BENCHMARKS.parent / "README.md").read_text()
+    q = json.loads((results / "quantize_cpu.json").read_text())
+    table = benchmark_module("quantize").markdown(q)
+    one = next(r for r in q["rows"] if r["batch"] == 1)
+    assert f"**{one['lstmgen_int8_vs_eager']:.2f}x**" in table
+    assert f"**{q['size']['int8_over_float32']:.3f}x**" in table
+    assert ("met" if q["floors"]["int8_batch1_ge_8x_eager"] else "**not met**") in table
+    race = json.loads((results / "quality_cpu_attention.json").read_text())
+    rows = benchmark_module("quality_cpu_attention").markdown(race)
+    assert all(f"**{r['val_loss_nats_per_char']:.4f}**" in rows for r in race["runs"].values())
+    assert table in readme and rows in readme  # python benchmarks/render_readme.py was run
