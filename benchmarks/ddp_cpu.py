@@ -36,8 +36,7 @@ from common import ROOT, SHARED_DATA, write_result
 
 MODES = {"plain": 0, "plain_2threads": 0, "ddp1": 1, "ddp2": 2}  # torchrun processes (0: none)
 NOTES_CPU = (
-    "2-core machine shared with other jobs while measuring: the figures are noisy (rerun on a "
-    "quiet machine). Each process has one thread and --batch-size rows, so ddp2 trains twice "
+    "Each process has one thread and --batch-size rows, so ddp2 trains twice "
     "the rows per step on two processes and two cores; plain_2threads is one process using both "
     "cores (intra-op threads), the fair baseline for ddp2: their ratio is what the all-reduce "
     "and two processes cost, or gain, against threading on this 2-core machine. With other "

@@ -214,7 +214,7 @@ def main() -> None:
         "training_seconds": trained,
         "steps": steps,  # each model's training steps in its budget
         "notes": "val loss in nats/char; classifier: char 1-4-gram naive Bayes on the two "
-        "training texts. Times measured on a shared CPU (other jobs running) are noisy.",
+        "training texts; each run records load_average_1m where the machine's load matters.",
     }
     out = write_result(args.name, payload)
     for label, r in per_label.items():
