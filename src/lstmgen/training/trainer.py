@@ -38,7 +38,14 @@ from ..model import LanguageModel
 from ..modeldir import TOKENIZER
 from ..rundir import STATE_FILE, NoLock, RunDir
 from ..runlock import RunLock
-from ..runtime import is_out_of_memory, resolve_device, resolve_precision, synchronize, tf32
+from ..runtime import (
+    flush_denormals,
+    is_out_of_memory,
+    resolve_device,
+    resolve_precision,
+    synchronize,
+    tf32,
+)
 from ..state import State
 from ..tokenizers import Tokenizer, load_tokenizer
 from . import distributed, finetune
@@ -508,6 +515,7 @@ class Trainer(RunSchedule):
         ``max_tokens`` (0: all). A stop request ends it early: ``EvaluationStopped``."""
         with (
             tf32(self._tf32()),
+            flush_denormals(self.device),
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
         ):
             try:
@@ -617,7 +625,7 @@ class Trainer(RunSchedule):
             cb.on_start(self)
         start = self.pos.step
         self._clock = (self.pos.elapsed, time.perf_counter())
-        with tf32(self._tf32()):
+        with tf32(self._tf32()), flush_denormals(self.device):
             if self.pos.eval_pending:  # a resume after a stop that cut an evaluation short
                 self._eval_and_checkpoint(c.eval_tokens)
             reason = self._loop()
