@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..state import State
+from .recurrent import forget_bias_one, init_embedding_and_decoder
 
 if TYPE_CHECKING:
     import torch
@@ -242,20 +243,10 @@ class ShaLstm:
         self.reset_parameters(model)
 
     def reset_parameters(self, model: nn.Module) -> None:
-        import torch
-        from torch import nn
-
-        # as recurrent.py: small embedding/decoder, forget-gate bias 1 (b_ih + b_hh, i f g o)
-        nn.init.uniform_(model.embedding.weight, -0.1, 0.1)
-        if not model.config.tie_weights:
-            nn.init.uniform_(model.decoder.weight, -0.1, 0.1)
-        nn.init.zeros_(model.decoder.bias)
-        H = model.config.hidden_size
-        for rnn in (model.lower, model.upper):
-            for name, p in rnn.named_parameters() if rnn is not None else ():
-                if name.startswith("bias_"):
-                    with torch.no_grad():
-                        p[H : 2 * H] = 1.0 if name.startswith("bias_ih") else 0.0
+        init_embedding_and_decoder(model)  # as recurrent.py: small embedding/decoder,
+        for rnn in (model.lower, model.upper):  # forget-gate bias 1
+            if rnn is not None:
+                forget_bias_one(rnn, model.config.hidden_size)
         model.attention.reset_parameters()
 
     def init_state(self, model: nn.Module, batch_size: int) -> AttentionState:

@@ -31,6 +31,28 @@ if TYPE_CHECKING:
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gates stacked per layer: i,f,g,o / r,z,n / h
 
 
+def init_embedding_and_decoder(model: nn.Module) -> None:
+    """Small embeddings/decoder (as in pytorch/examples word_language_model): loss at
+    initialisation is close to ln(V). Shared by every architecture with these modules."""
+    from torch import nn
+
+    nn.init.uniform_(model.embedding.weight, -0.1, 0.1)
+    if not model.config.tie_weights:
+        nn.init.uniform_(model.decoder.weight, -0.1, 0.1)
+    nn.init.zeros_(model.decoder.bias)
+
+
+def forget_bias_one(lstm: nn.Module, H: int) -> None:
+    """Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default.
+    PyTorch's gate order is i, f, g, o and it adds b_ih + b_hh, so set the sum to 1."""
+    import torch
+
+    for name, p in lstm.named_parameters():
+        if name.startswith("bias_"):
+            with torch.no_grad():
+                p[H : 2 * H] = 1.0 if name.startswith("bias_ih") else 0.0
+
+
 class Recurrent:
     """The LSTM/GRU/RNN stack; ``ModelConfig.cell`` picks the cell."""
 
@@ -87,23 +109,9 @@ class Recurrent:
         self.reset_parameters(model)
 
     def reset_parameters(self, model: nn.Module) -> None:
-        import torch
-        from torch import nn
-
-        # Small embeddings/decoder (as in pytorch/examples word_language_model): loss at
-        # initialisation is close to ln(V).
-        nn.init.uniform_(model.embedding.weight, -0.1, 0.1)
-        if not model.config.tie_weights:
-            nn.init.uniform_(model.decoder.weight, -0.1, 0.1)
-        nn.init.zeros_(model.decoder.bias)
+        init_embedding_and_decoder(model)
         if model.config.cell == "lstm":
-            # Forget-gate bias 1 (Gers et al. 2000; Jozefowicz et al. 2015): remember by default.
-            # PyTorch's gate order is i, f, g, o and it adds b_ih + b_hh, so set the sum to 1.
-            H = model.config.hidden_size
-            for name, p in model.rnn.named_parameters():
-                if name.startswith("bias_"):
-                    with torch.no_grad():
-                        p[H : 2 * H] = 1.0 if name.startswith("bias_ih") else 0.0
+            forget_bias_one(model.rnn, model.config.hidden_size)
 
     def init_state(self, model: nn.Module, batch_size: int) -> State:
         """Zeros: (h, c) for LSTM, (h,) otherwise, each (L, B, H)."""
