@@ -73,3 +73,67 @@ def measured(r: dict) -> str:
         f"measured {r['date'][:10]} on {mach.get('cuda') or cpu}, torch {mach['torch']}: "
         f"`{r['command']}`"
     )
+
+
+def _pinned(fn_name: str, module: str, core: int, kwargs: dict, conn) -> None:
+    """A side_by_side child: one thread on one core, then fn(**kwargs) sent back as JSON."""
+    import importlib
+
+    os.sched_setaffinity(0, {core})
+    import torch
+
+    torch.set_num_threads(1)
+    try:
+        result = getattr(importlib.import_module(module), fn_name)(**kwargs)
+        conn.send(json.dumps({"ok": result}))
+    except BaseException as e:  # the parent reports it; a child must not hang the run
+        conn.send(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+    finally:
+        conn.close()
+
+
+def side_by_side(jobs: list[tuple[object, dict]]) -> list:
+    """Run up to ``os.cpu_count()`` jobs at the same time, each pinned to its own core with one
+    torch thread, and return their results (JSON-able) in order.
+
+    Why: a comparison "in the same run" (model A against model B, the same wall-clock budget)
+    is fairest when both sides see the same machine at the same moments. Run one after the
+    other on a shared, noisy 2-core machine, each side meets different neighbours; run side by
+    side, any slowdown hits both. It also halves the wall time of a two-sided benchmark. The
+    cost: each side has one core, not the machine, so absolute figures are one-core figures
+    and the JSON must say so (``side_by_side_note``).
+
+    ``jobs`` are ``(function, kwargs)`` with a module-level function (it is imported by name in
+    a spawned process, so no state leaks from the parent) returning a JSON-able value. The
+    calling script needs the ``if __name__ == "__main__":`` guard (spawn re-imports it)."""
+    import multiprocessing as mp
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(jobs) > len(cores):
+        raise SystemExit(f"error: {len(jobs)} side-by-side jobs but only {len(cores)} cores")
+    ctx = mp.get_context("spawn")
+    procs, pipes = [], []
+    for (fn, kwargs), core in zip(jobs, cores, strict=False):
+        recv, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_pinned, args=(fn.__name__, fn.__module__, core, kwargs, send))
+        p.start()
+        procs.append(p)
+        pipes.append(recv)
+    results = []
+    for p, recv in zip(procs, pipes, strict=True):
+        try:
+            msg = json.loads(recv.recv())
+        except EOFError:  # the child died before sending (killed, out of memory)
+            msg = {"error": "the process ended without a result"}
+        p.join()
+        if "error" in msg:
+            raise SystemExit(f"error: side-by-side job failed: {msg['error']}")
+        results.append(msg["ok"])
+    return results
+
+
+side_by_side_note = (
+    "side by side: the compared runs ran at the same time, each pinned to its own core with one "
+    "torch thread (benchmarks/common.py side_by_side), so both met the same machine; absolute "
+    "figures are one-core figures"
+)
