@@ -15,6 +15,10 @@ ends mid-epoch is evaluated once more at its end (``train``). ``stateful_perplex
 test protocol both sides of ``word_quality.py`` use: one pass over the whole split with the
 state carried, ``batch`` contiguous streams (batch 1: every token but the first is scored).
 
+Subnormal floats are flushed to zero while training and scoring (``runtime.flush_denormals``),
+as lstmgen's trainer does: a machine setting, not part of the recipe, so both sides of
+``word_quality.py`` run on the same arithmetic speed.
+
 Dimensions: B batch, T time, V vocabulary, E = H = 200, L = 2.
 """
 
@@ -31,6 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lstmgen.runtime import flush_denormals
 
 EMBED = HIDDEN = 200
 LAYERS = 2
@@ -81,6 +87,13 @@ def stateful_perplexity(
 ) -> tuple[float, int]:
     """(perplexity, tokens scored) of one stateful pass over ``tokens``: ``batch`` streams,
     windows of BPTT tokens, the state carried from window to window."""
+    with flush_denormals(device):
+        return _stateful_perplexity(forward, tokens, device, batch)
+
+
+def _stateful_perplexity(
+    forward: ForwardFn, tokens: np.ndarray, device: torch.device, batch: int
+) -> tuple[float, int]:
     data = streams(tokens, batch, device)  # (B, n)
     total, count, state = 0.0, 0, None
     for start in range(0, data.shape[1] - 1, BPTT):
@@ -113,6 +126,19 @@ def train(
     log: Callable[[str], None] = print,
 ) -> BaselineResult:
     """Train the recipe for ``budget`` seconds of wall-clock time, evaluations included."""
+    with flush_denormals(device):
+        return _train(train_tokens, valid_tokens, vocab, budget, device, seed, log)
+
+
+def _train(
+    train_tokens: np.ndarray,
+    valid_tokens: np.ndarray,
+    vocab: int,
+    budget: float,
+    device: torch.device,
+    seed: int,
+    log: Callable[[str], None],
+) -> BaselineResult:
     torch.manual_seed(seed)
     model = BaselineLSTM(vocab).to(device)
     data = streams(train_tokens, BATCH, device)  # (B, n)
