@@ -153,6 +153,8 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "labels_steer": _benchmark_markdown("labels_steer"),
     "quantize_cpu": _benchmark_markdown("quantize"),
     "quality_cpu_attention": _benchmark_markdown("quality_cpu_attention"),
+    "word_quality_cpu": _benchmark_markdown("word_quality"),
+    "word_sweep_cpu": _benchmark_markdown("word_sweep"),
 }
 
 

@@ -72,11 +72,19 @@ def corpus_paths(data_root: Path, name: str) -> list[Path]:
     return paths
 
 
-def train_config(preset: str, budget: float, device: str, seed: int, eval_every: int = 0,
-                 eval_tokens: int = 0, **overrides: Any) -> TrainConfig:  # fmt: skip
-    """The preset's TrainConfig with the benchmark's budget (and a smoke run's overrides)."""
+def train_config(
+    preset: str,
+    budget: float,
+    device: str,
+    seed: int,
+    eval_every: int = 0,
+    eval_tokens: int = 0,
+    train: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """The preset's TrainConfig (or ``train``, a sweep candidate's) with the benchmark's budget
+    and a smoke run's overrides."""
     return TrainConfig.from_dict({
-        **PRESETS[preset]["train"], **overrides, "max_time": float(budget), "device": device,
+        **(train or PRESETS[preset]["train"]), "max_time": float(budget), "device": device,
         "sample_tokens": 0, "seed": seed,
         **({"eval_every": eval_every} if eval_every else {}),
         **({"eval_tokens": eval_tokens} if eval_tokens else {}),
@@ -102,21 +110,24 @@ def prepare_run(run: Path, paths: list[Path], train_cfg: TrainConfig,
     }
 
 
-def lstmgen_side(run: str, device: str, test_tokens: int, test_batch: int) -> dict[str, Any]:
+def lstmgen_side(
+    run: str, device: str, test_tokens: int, test_batch: int, split: str = "test"
+) -> dict[str, Any]:
     """Train lstmgen's prepared run for its ``max_time``, then score its best model on the test
-    split (one stateful pass, after the budget). A side_by_side job: JSON in, JSON out."""
+    split (one stateful pass, after the budget; ``split="valid"`` for a sweep, which must not
+    choose by test). A side_by_side job: JSON in, JSON out."""
     dev = resolve_device(device)
     curve = Curve()
     trainer = Trainer.resume(run, callbacks=[curve])
     summary = trainer.fit()  # releases the run's lock
     best = LanguageModel.from_pretrained(run, device=dev).eval()
-    test = np.load(Path(run).parent / "test.npy")[: test_tokens or None]
+    test = np.load(Path(run).parent / f"{split}.npy")[: test_tokens or None]
     t0 = time.perf_counter()
     ppl, scored = word_baseline.stateful_perplexity(best, test, dev, test_batch)
     return {
-        "test_ppl": round(ppl, 2),
-        "test_tokens_scored": scored,
-        "test_pass_s": round(time.perf_counter() - t0, 1),
+        f"{split}_ppl": round(ppl, 2),
+        f"{split}_tokens_scored": scored,
+        f"{split}_pass_s": round(time.perf_counter() - t0, 1),
         "train_seconds": round(summary["elapsed"], 1),
         "steps": summary["step"],
         "epochs": round(summary["epoch"], 3),
@@ -211,6 +222,32 @@ def run_corpus(args: argparse.Namespace, name: str, tmp: Path) -> dict[str, Any]
         out["floor"] = f"lstmgen / baseline <= {CPU_FLOOR}"
         out["meets_floor"] = out["ratio_lstmgen_to_baseline"] <= CPU_FLOOR
     return out
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The README's table of a word_quality result: test perplexity of each side per corpus."""
+    from common import measured
+
+    rows = [
+        "| corpus | lstmgen test ppl | baseline test ppl | lstmgen / baseline | floor "
+        "| lstmgen epochs, tokens/s | baseline epochs, tokens/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in r["results"]:
+        lg, bl = c.get("lstmgen", {}), c.get("baseline", {})
+        base_epochs = bl.get("curve", [{}])[-1].get("epoch", "") if bl else ""
+        rows.append(
+            f"| {c['corpus']} | **{lg.get('test_ppl', '')}** (`--preset {lg.get('preset', '')}`) "
+            f"| {bl.get('test_ppl', '')} | {c.get('ratio_lstmgen_to_baseline', '')} "
+            f"| {c.get('floor', '')}: {'met' if c.get('meets_floor') else 'not met'} "
+            f"| {lg.get('epochs', '')}, {lg.get('tokens_per_s', '')} "
+            f"| {base_epochs}, {bl.get('tokens_per_s', '')} |"
+        )
+    budget = r["results"][0]["budget_s"] if r["results"] else 0
+    return "\n".join(rows) + (
+        f"\n\n{budget:.0f} s of training each ({r['results'][0].get('mode', '')}), the whole "
+        f"test split scored statefully after it; {measured(r)} (from `benchmarks/`)."
+    )
 
 
 NOTES = {

@@ -1,13 +1,19 @@
 """The word-level benchmark's pieces (issue #16) at tiny sizes: the baseline recipe's loop and
-the stateful test pass both sides are scored with."""
+the stateful test pass both sides are scored with, the recipe's published settings, the preset
+sweep's candidates, the README tables, and (under -m slow) word_quality.py and word_sweep.py
+end to end on a PTB-shaped toy corpus, side by side."""
 
 import math
+import random
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import benchmark_module
+from conftest import benchmark_module, benchmark_result
+from lstmgen import ModelConfig, TrainConfig
+from lstmgen.config import PRESETS
 
 
 def test_stateful_perplexity_at_batch_1_scores_every_token_as_one_pass():
@@ -37,3 +43,88 @@ def test_baseline_recipe_trains_within_its_budget_and_anneals():
     assert len(lrs) >= 2 and lrs[-1] < 20.0
     ppl, _ = wb.stateful_perplexity(result.model, noise, cpu)  # the model kept: the best one
     assert round(ppl, 2) == min(p["val_ppl"] for p in result.curve)
+
+
+def test_baseline_recipe_is_the_published_one():
+    """word_language_model's defaults: 2x200, dropout 0.2, untied, SGD lr 20, clip 0.25,
+    batch 20, BPTT 35, evaluation batch 10."""
+    wb = benchmark_module("word_baseline")
+    assert (wb.EMBED, wb.HIDDEN, wb.LAYERS, wb.DROPOUT) == (200, 200, 2, 0.2)
+    assert (wb.LR, wb.CLIP, wb.BATCH, wb.BPTT, wb.EVAL_BATCH) == (20.0, 0.25, 20, 35, 10)
+    model = wb.BaselineLSTM(50)
+    assert model.decoder.weight.data_ptr() != model.embedding.weight.data_ptr()  # untied
+    assert model.rnn.dropout == 0.2 and float(model.decoder.bias.detach().abs().max()) == 0.0
+
+
+def test_sweep_candidates_are_valid_word_cpu_variants():
+    sweep = benchmark_module("word_sweep")
+    assert sweep.candidate_preset("word-cpu") == PRESETS["word-cpu"]
+    seen = []
+    for name in sweep.CANDIDATES:
+        p = sweep.candidate_preset(name)
+        ModelConfig.from_dict(p["model"]).validate()
+        TrainConfig.from_dict(p["train"])
+        assert p not in seen, f"{name} repeats another candidate"
+        seen.append(p)
+
+
+def _record(**payload):
+    machine = {"processor": "x86_64", "cpu_count": 2, "torch": "2.13", "cpu_model": "Xeon"}
+    return {"date": "2026-11-30T00:00:00Z", "command": "python x.py", "machine": machine,
+            **payload}  # fmt: skip
+
+
+def test_word_tables_render_from_results():
+    quality = benchmark_module("word_quality").markdown(_record(results=[{
+        "corpus": "ptb", "budget_s": 1200.0, "mode": "side-by-side",
+        "lstmgen": {"preset": "word-cpu", "test_ppl": 120.5, "epochs": 2.1, "tokens_per_s": 1500},
+        "baseline": {"test_ppl": 170.0, "tokens_per_s": 2500, "curve": [{"epoch": 3.2}]},
+        "ratio_lstmgen_to_baseline": 0.709, "floor": "lstmgen / baseline <= 0.75",
+        "meets_floor": True,
+    }]))  # fmt: skip
+    assert "| ptb | **120.5** (`--preset word-cpu`) | 170.0 | 0.709 |" in quality
+    assert "met |" in quality and "1200 s of training each (side-by-side)" in quality
+    sweep = benchmark_module("word_sweep").markdown(_record(
+        budget_s=270.0, winner="b",
+        results={
+            "a": {"why": "A", "valid_ppl": 200.0, "epochs": 0.5, "tokens_per_s": 900},
+            "b": {"why": "B", "valid_ppl": 180.0, "epochs": 0.6, "tokens_per_s": 1100},
+        },
+    ))  # fmt: skip
+    lines = sweep.splitlines()
+    assert lines[2] == "| `b` | B | **180.0** | 0.6 | 1100 |"  # best first
+    assert lines[3].startswith("| `a` | A | 200.0 |")
+
+
+def _toy_ptb(root):
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(40)]
+    (root / "ptb").mkdir(parents=True)
+    for split, lines in (("train", 300), ("valid", 60), ("test", 60)):
+        text = "".join(" " + " ".join(rng.choices(words, k=12)) + " \n" for _ in range(lines))
+        (root / "ptb" / f"ptb.{split}.txt").write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.mark.slow
+def test_word_quality_and_sweep_run_side_by_side(tmp_path):
+    data = str(_toy_ptb(tmp_path / "data"))
+    r = benchmark_result(
+        tmp_path, "word_quality.py", "--corpora", "ptb", "--budget", "3", "--eval-every", "5",
+        "--data-root", data, "--name", "wq",
+    )  # fmt: skip
+    (c,) = r["results"]
+    assert c["mode"] == "side-by-side" and "side by side" in r["notes"]
+    for side in ("lstmgen", "baseline"):
+        assert c[side]["test_ppl"] < 41 and c[side]["test_tokens_scored"] > 0  # below uniform
+        assert c[side]["curve"]
+    assert c["ratio_lstmgen_to_baseline"] == pytest.approx(
+        c["lstmgen"]["test_ppl"] / c["baseline"]["test_ppl"], abs=1e-3
+    )
+    s = benchmark_result(
+        tmp_path, "word_sweep.py", "--only", "word-cpu", "e256-h256", "--tokens", "2000",
+        "--eval-every", "5", "--data-root", data, "--name", "ws",
+    )  # fmt: skip
+    assert set(s["results"]) == {"word-cpu", "e256-h256"}
+    assert s["winner_preset"] == benchmark_module("word_sweep").candidate_preset(s["winner"])
+    assert all(r["valid_ppl"] < 41 for r in s["results"].values())

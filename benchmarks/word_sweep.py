@@ -1,0 +1,295 @@
+"""The word-cpu preset sweep (issue #16): candidate variants of ``--preset word-cpu`` trained on
+Penn Treebank for a shorter wall-clock budget, side by side in pairs (``common.side_by_side``:
+one core and one torch thread each, at the same time), each recording validation perplexity
+against training seconds and, after the budget, one stateful pass over the whole validation
+split with its best model (batch 10, as word_quality.py's test). The lowest full-validation
+perplexity wins (never the test split: word_quality.py reports that), and its preset dict is
+printed and stored (``winner_preset``) for config.py's ``PRESETS["word-cpu"]``.
+
+    python benchmarks/word_sweep.py                 # 6 candidates x 270 s, ~15 min wall on 2 cores
+    python benchmarks/word_sweep.py --throughput    # tokens/s of each candidate / word-cpu's
+    python benchmarks/word_sweep.py --tokens 60000  # validation ppl after a fixed token count
+    python benchmarks/word_sweep.py --budget 20 --eval-tokens 2000 --valid-tokens 2000 \\
+        --only word-cpu e200-h400 --name word_sweep_smoke                         # smoke
+
+Why these candidates (reasoning that does not depend on the machine's load): at V = 10,000
+the decoder (H or E x V per token, forward and backward) is most of word-cpu's arithmetic, and
+one core trains it for about one PTB epoch in 20 minutes, so the run underfits: what matters is
+perplexity per CPU second, not capacity. ``--throughput`` measures the speed ratios of the
+sizes (one process, candidates interleaved, so load hits all alike); ``--tokens`` measures
+what a candidate learns per token (a step budget, independent of load). The sweep itself is
+time-budgeted and belongs on a quiet machine. A 270-s sweep favours fast learners; the curves
+show whether a candidate was still improving faster than the others when its budget ended.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import SHARED_DATA, side_by_side, side_by_side_note, write_result
+from word_quality import corpus_paths, lstmgen_side, prepare_run, train_config
+
+from lstmgen import ModelConfig
+from lstmgen.config import PRESETS
+
+BASE = "word-cpu"
+# name -> (model overrides, train overrides, why); each on top of PRESETS["word-cpu"]
+CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "word-cpu": ({}, {}, "the preset today: 2x400, E 400 tied, light AWD regularisation"),
+    "e200-h400": (
+        {"embedding_size": 200},
+        {},
+        "E 200 with a 400 -> 200 projection before the tied decoder: the decoder's cost halves",
+    ),
+    "e200-h400-light": (
+        {
+            "embedding_size": 200,
+            "weight_drop": 0.1,
+            "dropout_input": 0.1,
+            "dropout_hidden": 0.05,
+            "dropout_output": 0.15,
+            "dropout_embedding": 0.0,
+        },
+        {},
+        "e200-h400 with half the dropouts: about one epoch underfits before it overfits",
+    ),
+    "e200-h400-b64": (
+        {"embedding_size": 200},
+        {"batch_size": 64, "lr": 4e-3},
+        "e200-h400 at batch 64 (larger matmuls, better BLAS efficiency on one core), lr x1.33",
+    ),
+    "e256-h256": (
+        {"embedding_size": 256, "hidden_size": 256},
+        {},
+        "smaller and faster: more tokens in the budget",
+    ),
+    "word-cpu-lr5e-3": (
+        {},
+        {"lr": 5e-3},
+        "the preset at a higher AdamW lr: a short cosine run may converge faster",
+    ),
+}
+
+
+def candidate_preset(name: str) -> dict[str, dict[str, Any]]:
+    """PRESETS["word-cpu"] with the candidate's overrides: the dict config.py would hold."""
+    model, train, _ = CANDIDATES[name]
+    base = PRESETS[BASE]
+    return {"model": {**base["model"], **model}, "train": {**base["train"], **train}}
+
+
+def throughput(names: list[str], vocab: int, steps: int, rounds: int) -> dict[str, Any]:
+    """Training tokens/s of each candidate on one thread, forward + AR/TAR + backward + clip +
+    AdamW on random ids of a V-word vocabulary (speed does not depend on the ids), candidates
+    interleaved for ``rounds`` rounds: a ratio to word-cpu's, not an absolute figure."""
+    import torch
+    import torch.nn.functional as F
+
+    from lstmgen import LanguageModel
+    from lstmgen.runtime import flush_denormals
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    setups = {}
+    for n in names:
+        p = candidate_preset(n)
+        model = LanguageModel(ModelConfig.from_dict({**p["model"], "vocab_size": vocab})).train()
+        B, T = p["train"]["batch_size"], p["train"]["seq_len"]
+        ids = torch.randint(0, vocab, (B, T + 1))  # (B, T + 1)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        setups[n] = (model, opt, ids, p["train"])
+    seconds = dict.fromkeys(names, 0.0)
+    tokens = dict.fromkeys(names, 0)
+    with flush_denormals(torch.device("cpu")):
+        for r in range(rounds + 1):  # round 0 warms up and is not counted
+            for n in names:
+                model, opt, ids, tc = setups[n]
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    acts: list[torch.Tensor] = []
+                    logits, _ = model(ids[:, :-1], None, acts)  # (B, T, V)
+                    loss = F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
+                    loss = loss + tc["ar"] * acts[1].pow(2).mean()
+                    loss = loss + tc["tar"] * (acts[0][:, 1:] - acts[0][:, :-1]).pow(2).mean()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
+                    opt.step()
+                if r:
+                    seconds[n] += time.perf_counter() - t0
+                    tokens[n] += steps * ids[:, :-1].numel()
+    rate = {n: tokens[n] / seconds[n] for n in names}
+    ref = rate.get(BASE) or rate[names[0]]
+    return {
+        n: {
+            "ratio_to_word_cpu": round(rate[n] / ref, 3),
+            "parameters": sum(p.numel() for p in setups[n][0].parameters()),
+        }
+        for n in names
+    }
+
+
+def prepare(args: argparse.Namespace, tmp: Path, name: str, max_steps: int = 0) -> dict[str, Any]:
+    """Create the candidate's run (its own folder) and return its side_by_side job's kwargs:
+    ``args.budget`` seconds, or ``max_steps`` steps and no time limit."""
+    preset = candidate_preset(name)
+    budget = 0.0 if max_steps else args.budget
+    train = {**preset["train"], "max_steps": max_steps}
+    cfg = train_config(
+        BASE, budget, "cpu", args.seed, args.eval_every, args.eval_tokens, train=train
+    )
+    run = tmp / name / "lstmgen"
+    run.parent.mkdir(parents=True)
+    prepare_run(
+        run, corpus_paths(args.data_root, "ptb"), cfg, ModelConfig.from_dict(preset["model"])
+    )
+    return {
+        "run": str(run),
+        "device": "cpu",
+        "test_tokens": args.valid_tokens,
+        "test_batch": 10,
+        "split": "valid",
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The README's table of a sweep: each candidate's full-validation perplexity."""
+    from common import measured
+
+    rows = [
+        "| candidate | what it changes | PTB valid ppl | epochs | tokens/s |",
+        "|---|---|---|---|---|",
+    ]
+    for n, c in sorted(r["results"].items(), key=lambda kv: kv[1]["valid_ppl"]):
+        ppl = f"**{c['valid_ppl']}**" if n == r.get("winner") else c["valid_ppl"]
+        rows.append(f"| `{n}` | {c['why']} | {ppl} | {c['epochs']} | {c['tokens_per_s']} |")
+    budget = (
+        f"{r['budget_s']:.0f} s" if r.get("budget_s") else f"{r['tokens_per_candidate']} tokens"
+    )
+    return "\n".join(rows) + f"\n\n{budget} each; {measured(r)} (from `benchmarks/`)."
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    ap.add_argument("--budget", type=float, default=270.0, help="seconds per candidate")
+    ap.add_argument("--jobs", type=int, default=2, help="candidates side by side (one core each)")
+    ap.add_argument(
+        "--throughput",
+        action="store_true",
+        help="only measure each candidate's tokens/s relative to word-cpu's",
+    )
+    ap.add_argument("--steps", type=int, default=5, help="--throughput: steps per round")
+    ap.add_argument("--rounds", type=int, default=2, help="--throughput: interleaved rounds")
+    ap.add_argument(
+        "--tokens",
+        type=int,
+        default=0,
+        help="train each candidate for this many tokens instead of --budget seconds "
+        "(a step budget: the result does not depend on the machine's load)",
+    )
+    ap.add_argument("--eval-every", type=int, default=0, help="override the preset's")
+    ap.add_argument("--eval-tokens", type=int, default=0, help="override the preset's")
+    ap.add_argument(
+        "--valid-tokens",
+        type=int,
+        default=0,
+        help="score only the validation split's first N tokens at the end (0: all)",
+    )
+    ap.add_argument("--seed", type=int, default=1111)
+    ap.add_argument(
+        "--data-root", type=Path, default=Path(os.environ.get("LSTMGEN_DATA_DIR") or SHARED_DATA)
+    )
+    ap.add_argument("--name", default=None)
+    args = ap.parse_args()
+    why = {n: CANDIDATES[n][2] for n in args.only}
+    if args.throughput:
+        res = side_by_side(
+            [
+                (
+                    throughput,
+                    {
+                        "names": args.only,
+                        "vocab": 10000,
+                        "steps": args.steps,
+                        "rounds": args.rounds,
+                    },
+                )
+            ]
+        )[0]
+        for n, r in res.items():
+            print(f"{n}: {r['ratio_to_word_cpu']:.3f}x word-cpu's tokens/s", flush=True)
+        out = write_result(
+            args.name or "word_sweep_throughput",
+            {
+                "vocab": 10000,
+                "candidates": {
+                    n: {**res[n], "why": why[n], "preset": candidate_preset(n)} for n in args.only
+                },
+                "notes": "one process on one pinned core, one torch thread, the candidates "
+                f"interleaved ({args.rounds} rounds of {args.steps} steps after a warm-up round): "
+                "ratios of training tokens/s, which load on the machine changes little",
+            },
+        )
+        print(f"wrote {out}", flush=True)
+        return
+    results: dict[str, Any] = {}
+    name = args.name or ("word_sweep_tokens" if args.tokens else "word_sweep_cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(0, len(args.only), args.jobs):
+            group = args.only[i : i + args.jobs]
+            jobs = []
+            for n in group:
+                if args.tokens:
+                    t = candidate_preset(n)["train"]
+                    steps = math.ceil(args.tokens / (t["batch_size"] * t["seq_len"]))
+                    kwargs = prepare(args, Path(tmp), n, max_steps=steps)
+                else:
+                    kwargs = prepare(args, Path(tmp), n)
+                jobs.append((lstmgen_side, kwargs))
+            for n, r in zip(group, side_by_side(jobs), strict=True):
+                results[n] = {"why": why[n], "preset": candidate_preset(n), **r}
+                print(f"{n}: valid ppl {r['valid_ppl']:.2f} ({r['epochs']} epochs)", flush=True)
+            write_result(
+                name,
+                {  # after each group: a run stopped later keeps what it measured
+                    "corpus": "ptb",
+                    "budget_s": None if args.tokens else args.budget,
+                    "tokens_per_candidate": args.tokens or None,
+                    "selection": "lowest valid_ppl: one stateful pass (batch 10) over the "
+                    "validation split after the budget, with the run's best model",
+                    "results": results,
+                    "notes": side_by_side_note + f"; {args.jobs} candidates at a time. "
+                    "Budgets are wall-clock seconds on one core, evaluations included.",
+                },
+            )
+    winner = min(results, key=lambda n: results[n]["valid_ppl"])
+    out = write_result(
+        name,
+        {
+            "corpus": "ptb",
+            "budget_s": None if args.tokens else args.budget,
+            "tokens_per_candidate": args.tokens or None,
+            "selection": "lowest valid_ppl: one stateful pass (batch 10) over the validation split "
+            "after the budget, with the run's best model",
+            "results": results,
+            "winner": winner,
+            "winner_preset": candidate_preset(winner),
+            "notes": side_by_side_note + f"; {args.jobs} candidates at a time. "
+            "Budgets are wall-clock seconds on one core, evaluations included.",
+        },
+    )
+    print(f"winner: {winner} (valid ppl {results[winner]['valid_ppl']:.2f})")
+    print(f'PRESETS["word-cpu"] = {json.dumps(candidate_preset(winner), indent=4)}')
+    print(f"wrote {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
