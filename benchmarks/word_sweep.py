@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import word_baseline
 from common import SHARED_DATA, side_by_side, side_by_side_note, write_result
 from word_quality import corpus_paths, lstmgen_side, prepare_run, train_config
 
@@ -111,8 +112,9 @@ def candidate_preset(name: str) -> dict[str, dict[str, Any]]:
 
 def throughput(names: list[str], vocab: int, steps: int, rounds: int) -> dict[str, Any]:
     """Training tokens/s of each candidate on one thread, forward + AR/TAR + backward + clip +
-    AdamW on random ids of a V-word vocabulary (speed does not depend on the ids), candidates
-    interleaved for ``rounds`` rounds: a ratio to word-cpu's, not an absolute figure."""
+    AdamW on random ids of a V-word vocabulary (speed does not depend on the ids), and the
+    baseline recipe's SGD step as ``baseline``, interleaved step by step for ``rounds`` rounds:
+    ratios to word-cpu's, not absolute figures."""
     import torch
     import torch.nn.functional as F
 
@@ -129,6 +131,12 @@ def throughput(names: list[str], vocab: int, steps: int, rounds: int) -> dict[st
         ids = torch.randint(0, vocab, (B, T + 1))  # (B, T + 1)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         setups[n] = (model, opt, ids, p["train"])
+    # the baseline recipe's step (SGD, batch 20, no AR/TAR), for a sanity check of its speed
+    model = word_baseline.BaselineLSTM(vocab).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, vocab, (word_baseline.BATCH, word_baseline.BPTT + 1))
+    setups["baseline"] = (model, opt, ids, {"ar": 0.0, "tar": 0.0, "grad_clip": word_baseline.CLIP})
+    names = [*names, "baseline"]
     seconds = dict.fromkeys(names, 0.0)
     tokens = dict.fromkeys(names, 0)
     fastest = dict.fromkeys(names, math.inf)  # seconds per token of the fastest step
@@ -139,10 +147,14 @@ def throughput(names: list[str], vocab: int, steps: int, rounds: int) -> dict[st
                     model, opt, ids, tc = setups[n]
                     t0 = time.perf_counter()
                     acts: list[torch.Tensor] = []
-                    logits, _ = model(ids[:, :-1], None, acts)  # (B, T, V)
+                    if n == "baseline":
+                        logits, _ = model(ids[:, :-1])  # (B, T, V)
+                    else:
+                        logits, _ = model(ids[:, :-1], None, acts)
                     loss = F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
-                    loss = loss + tc["ar"] * acts[1].pow(2).mean()
-                    loss = loss + tc["tar"] * (acts[0][:, 1:] - acts[0][:, :-1]).pow(2).mean()
+                    if acts:
+                        loss = loss + tc["ar"] * acts[1].pow(2).mean()
+                        loss = loss + tc["tar"] * (acts[0][:, 1:] - acts[0][:, :-1]).pow(2).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
@@ -272,6 +284,10 @@ def main() -> None:
                 "vocab": args.vocab,
                 "candidates": {
                     n: {**res[n], "why": why[n], "preset": candidate_preset(n)} for n in args.only
+                },
+                "baseline": {
+                    **res["baseline"],
+                    "why": "word_baseline.py's recipe (SGD, batch 20): a sanity check of its speed",
                 },
                 "notes": "one process on one pinned core, one torch thread, the candidates "
                 f"interleaved step by step ({args.rounds} rounds of {args.steps} steps after a "
