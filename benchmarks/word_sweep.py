@@ -90,9 +90,10 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
 # The default sweep, chosen from measurements that load does not skew (word_sweep_throughput.json,
 # word_sweep_tokens.json): per token of training, lr 5e-3 reached 7 % lower validation
 # perplexity than 3e-3 after 80k tokens and the sizes were within 6.1 % of each other, while the
-# smaller sizes train 1.3-1.5x the tokens per second on one core. Left out: e200-h400-b64 (batch
-# 64 measured at 1.02x batch 32's tokens/s: no BLAS gain on one core, half the updates) and
-# e200-h400-light (halving the dropouts changed nothing after 80k tokens: within 0.5 %).
+# smaller sizes train 1.3-1.6x the tokens per second on one core. Left out: e200-h400-b64 (batch
+# 64 measured at 1.02x to 1.16x batch 32's tokens/s in four runs on a loaded machine: a small
+# BLAS gain at best, for half the updates) and e200-h400-light (halving the dropouts changed
+# nothing after 80k tokens: within 0.5 %). Either can be run with --only.
 SWEEP = [
     "word-cpu",
     "word-cpu-lr5e-3",
