@@ -5,9 +5,17 @@ Each sequence is ``key, d_1 ... d_k, ?``: the key is one of 8 symbols, the k dis
 drawn uniformly from 8 other symbols, and at the query ``?`` the model must name the key (chance:
 1/8). The loss is the cross-entropy of that one prediction. The models are lstmgen's own
 PyTorch ``LanguageModel`` (1 layer, embedding 16), sized to the same parameter count: the three
-cells, and ``sha-lstm`` (issue #12: the LSTM with one attention head after its layer; each
-sequence is one window, so the head sees all of it whatever ``--memory`` is, which only
-matters across windows: its memory is "at least the gap" by construction).
+cells, and ``sha-lstm`` (issue #12: the LSTM with one attention head after its layer).
+
+Each sequence is fed as lstmgen's trainer feeds text: in TBPTT windows of ``--window`` tokens
+from its start, the state (h, c, and the sha-lstm's attention memory) carried from window to
+window and detached at each boundary. The loss sits on the last token, so only the last window
+gets a gradient (the earlier ones run without autograd: they would get none through the
+detached state anyway). At gap k > window the key is several windows back: the recurrent cells
+must carry it in their state, learnt through truncated gradients; sha-lstm can find the key's
+layer output in its memory (``--memory``, default the largest gap + 1, so the key is still in
+it at the query). ``--window 0`` feeds each sequence as one window (the earlier study: the
+head then sees the whole sequence and its memory is never used).
 
 Two protocols, same optimiser (Adam, lr 5e-3, batch 64, gradient clipping 1.0):
 
@@ -18,7 +26,8 @@ Two protocols, same optimiser (Adam, lr 5e-3, batch 64, gradient clipping 1.0):
   easy examples are common), then tested at every k. Can the cell *hold* the key once the
   mechanism has been learned on short gaps?
 
-    python benchmarks/study_longrange.py            # gaps up to 1,000: long on a CPU
+    python benchmarks/study_longrange.py            # gaps up to 1,000, windows of 50: long
+    python benchmarks/study_longrange.py --window 0 --ks 5,10,20,50,100,200  # the one-window study
     python benchmarks/study_longrange.py --ks 5,10,20,50,100,200 --cells rnn,gru,lstm  # ~7 min
 """
 
@@ -49,7 +58,6 @@ STYLES = {  # marker, size, line: overlapping curves still show
     "lstm": ("o", 5, "-"),
     "sha-lstm": ("D", 4, ":"),
 }
-MEMORY = 1  # sha-lstm: each sequence is one window, so the head sees it all anyway
 
 
 def make_batch(n: int, gap: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,11 +68,12 @@ def make_batch(n: int, gap: int, g: torch.Generator) -> tuple[torch.Tensor, torc
     return x, keys
 
 
-def config(cell: str, hidden: int) -> ModelConfig:
+def config(cell: str, hidden: int, memory: int = 1) -> ModelConfig:
+    """``memory`` (sha-lstm only) does not change the parameter count."""
     if cell == "sha-lstm":
         return ModelConfig(
             vocab_size=V, arch="sha-lstm", embedding_size=E, hidden_size=hidden, num_layers=1,
-            memory=MEMORY,
+            memory=memory,
         )  # fmt: skip
     return ModelConfig(vocab_size=V, cell=cell, embedding_size=E, hidden_size=hidden, num_layers=1)
 
@@ -81,33 +90,63 @@ def equal_budget_sizes(lstm_hidden: int, cells=CELLS) -> dict[str, int]:
     return sizes
 
 
+def run_windows(model: LanguageModel, x: torch.Tensor, window: int):
+    """Feed ``x`` (B, N) in windows of ``window`` tokens from its start (0: one window), the
+    state carried and detached at every boundary, as lstmgen's trainer does. Only the last
+    window is recorded for autograd (the loss is on the last token; the detached state passes
+    no gradient back). Returns the last window's logits (B, T_last, V) and the final state."""
+    window = window or x.shape[1]
+    state = model.init_state(x.shape[0])
+    starts = range(0, x.shape[1], window)
+    for i, s in enumerate(starts):
+        last = i == len(starts) - 1
+        with torch.set_grad_enabled(last and torch.is_grad_enabled()):
+            logits, state = model(x[:, s : s + window], state)
+        if not last:
+            state = state.detach()
+    return logits, state
+
+
 @torch.no_grad()
-def accuracy(model: LanguageModel, test: tuple[torch.Tensor, torch.Tensor]) -> float:
-    logits, _ = model(test[0])
+def accuracy(model: LanguageModel, test: tuple[torch.Tensor, torch.Tensor], window: int) -> float:
+    model.eval()
+    logits, _ = run_windows(model, test[0], window)
+    model.train()
     return (logits[:, -1].argmax(-1) == test[1]).float().mean().item()
 
 
 def train(
-    cell: str, hidden: int, gaps, steps: int, seed: int, tests: dict, stop_at: float | None
+    cell: str,
+    hidden: int,
+    gaps,
+    steps: int,
+    seed: int,
+    tests: dict,
+    stop_at: float | None,
+    window: int = 0,
+    memory: int = 1,
+    batch: int = 64,
+    lr: float = 5e-3,
+    eval_every: int = 100,
 ) -> tuple[LanguageModel, dict]:
     """Train one model; ``gaps(rng)`` picks the gap of each batch. Returns the model and a log."""
     torch.manual_seed(seed)
-    model = LanguageModel(config(cell, hidden))
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    model = LanguageModel(config(cell, hidden, memory))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed + 1)
     rng = np.random.default_rng(seed)
     t0, solved_at, curve = time.perf_counter(), None, []
     step = 0
     for step in range(1, steps + 1):
-        x, y = make_batch(64, gaps(rng), g)
-        logits, _ = model(x)
+        x, y = make_batch(batch, gaps(rng), g)
+        logits, _ = run_windows(model, x, window)
         loss = F.cross_entropy(logits[:, -1], y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        if step % 100 == 0:
-            accs = {k: accuracy(model, t) for k, t in tests.items()}
+        if step % eval_every == 0 or step == steps:
+            accs = {k: accuracy(model, t, window) for k, t in tests.items()}
             curve.append({"step": step, "loss": round(loss.item(), 4), "accuracy": accs})
             if stop_at is not None and min(accs.values()) >= stop_at:
                 solved_at = step
@@ -128,6 +167,7 @@ def plot(results: dict, out: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     max_k = results["settings"].get("max_k", 200)
+    window = results["settings"].get("window", 0)
     for ax, protocol, title in (
         (axes[0], "exact", "trained on gap k only (fresh model per k)"),
         (axes[1], "mixed", f"trained on gaps 1..{max_k}, tested at k"),
@@ -143,33 +183,57 @@ def plot(results: dict, out: Path) -> None:
                 markersize=size,
                 ls=line,
                 color=COLORS[cell],
-                label=f"{cell.upper()} (H={results['hidden'][cell]})",
+                label=f"{cell.upper()} (H={results['hidden'][cell]}, "
+                f"{results['parameters'][cell]:,} parameters)",
             )
         ax.axhline(1 / KEYS, color="gray", ls=":", label="chance")
+        if window:  # beyond it the key is in an earlier TBPTT window than the query
+            ax.axvline(window, color="black", ls="--", lw=0.8, label=f"window ({window} tokens)")
         ax.set_xscale("log")
         ax.set_xlabel("k: distractors between the key and the query")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out accuracy")
     axes[0].legend()
-    fig.suptitle(
-        f"Recall a key seen k steps earlier, {results['parameters']['lstm']:,} parameters per model"
+    how = (
+        f"TBPTT windows of {window}, sha-lstm memory {results['settings']['memory']:,}"
+        if window
+        else "each sequence one window"
     )
+    fig.suptitle(f"Recall a key seen k steps earlier ({how})")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--ks", default="5,10,20,50,100,200,500,1000")
+    ap.add_argument("--ks", default="2,5,10,20,50,100,200,500,1000")
     ap.add_argument("--steps", type=int, default=1000, help="max steps, exact protocol")
     ap.add_argument("--mixed-steps", type=int, default=1000)
     ap.add_argument("--lstm-hidden", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--protocols", default="exact,mixed")
-    ap.add_argument("--name", default="study_longrange", help="result file name")
-    ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "study_longrange.png")
+    ap.add_argument(
+        "--window", type=int, default=50, help="TBPTT window in tokens (0: each sequence whole)"
+    )
+    ap.add_argument(
+        "--memory",
+        type=int,
+        default=None,
+        help="sha-lstm memory in tokens (default: k + 1 in the exact protocol, max k + 1 mixed)",
+    )
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--test-sequences", type=int, default=500, help="held-out sequences per k")
+    ap.add_argument(
+        "--eval-every", type=int, default=100, help="steps between evaluations (exact protocol)"
+    )
+    ap.add_argument(
+        "--mixed-eval-every", type=int, default=250, help="steps between evaluations at every k"
+    )
+    ap.add_argument("--name", default="study_longrange_windowed", help="result file name")
+    ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "study_longrange_windowed.png")
     ap.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON")
     args = ap.parse_args()
     if args.replot:
@@ -179,6 +243,9 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
     cells = args.cells.split(",")
     protocols = args.protocols.split(",")
+    # the key is k + 1 tokens before the query: a memory of k + 1 still holds it there (the
+    # exact protocol sizes it per k: attention reads all M slots, valid or not, so it costs M)
+    memory = args.memory if args.memory is not None else max(ks) + 1
     hidden = equal_budget_sizes(args.lstm_hidden, sorted(set(cells) | {"lstm"}))
     results: dict = {
         "hidden": hidden,
@@ -186,7 +253,21 @@ def main() -> None:
         "exact": {},
         "mixed": {},
     }
-    tests = {k: make_batch(500, k, torch.Generator().manual_seed(10_000 + k)) for k in ks}
+    print(
+        "parameters: "
+        + ", ".join(f"{c} H={hidden[c]} {n:,}" for c, n in results["parameters"].items()),
+        flush=True,
+    )
+    run = {
+        "window": args.window,
+        "memory": memory,
+        "batch": args.batch,
+        "lr": args.lr,
+        "eval_every": args.eval_every,
+    }
+    tests = {
+        k: make_batch(args.test_sequences, k, torch.Generator().manual_seed(10_000 + k)) for k in ks
+    }
     t0 = time.perf_counter()
     for cell in cells if "exact" in protocols else ():
         rows = []
@@ -199,6 +280,7 @@ def main() -> None:
                 args.seed,
                 {k: tests[k]},
                 stop_at=0.99,
+                **{**run, "memory": args.memory or k + 1},
             )
             acc = log["curve"][-1]["accuracy"][k]
             rows.append(
@@ -225,33 +307,51 @@ def main() -> None:
             args.seed,
             tests,
             stop_at=None,
+            **{**run, "eval_every": args.mixed_eval_every},
         )
-        results["mixed"][cell] = [{"k": k, "accuracy": accuracy(model, tests[k])} for k in ks]
+        results["mixed"][cell] = [
+            {"k": k, "accuracy": accuracy(model, tests[k], args.window)} for k in ks
+        ]
         results.setdefault("mixed_training", {})[cell] = {
             "steps": log["steps"],
             "seconds": round(log["seconds"], 1),
             "curve": log["curve"],
         }
         print(
-            f"mixed {cell}: "
+            f"mixed {cell} ({log['seconds']:.0f}s): "
             + ", ".join(f"k={r['k']} {r['accuracy']:.2f}" for r in results["mixed"][cell]),
             flush=True,
         )
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
     results["settings"] = {
         "task": "key (8 symbols), k distractors (8 other symbols), query -> key",
-        "optimizer": "Adam lr 5e-3, batch 64, clip 1.0",
+        "optimizer": f"Adam lr {args.lr:g}, batch {args.batch}, clip 1.0",
         "embedding": E,
         "layers": 1,
         "exact_max_steps": args.steps,
         "exact_stop_accuracy": 0.99,
         "mixed_steps": args.mixed_steps,
         "mixed_gaps": f"log-uniform 1..{max(ks)}",
-        "test_sequences_per_k": 500,
+        "test_sequences_per_k": args.test_sequences,
+        "eval_every": args.eval_every,
+        "mixed_eval_every": args.mixed_eval_every,
         "seed": args.seed,
         "torch_threads": 1,
         "max_k": max(ks),
-        "sha_lstm": f"attention after the one LSTM layer, memory {MEMORY} (one window)",
+        "window": args.window,
+        "windows": (
+            f"TBPTT windows of {args.window} tokens from each sequence's start, state (h, c, "
+            "sha-lstm memory) carried and detached at each boundary; gradient from the last "
+            "window only (the loss is on the query)"
+            if args.window
+            else "each sequence one window (the attention head sees all of it)"
+        ),
+        "memory": memory,
+        "exact_memory": args.memory or "k + 1",
+        "sha_lstm": (
+            f"attention after the one LSTM layer, no boom; memory {args.memory or 'k + 1'} "
+            f"tokens in the exact protocol, {memory} in the mixed one"
+        ),
     }
     out = write_result(args.name, results)
     print(f"-> {out}")
