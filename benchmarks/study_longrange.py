@@ -13,9 +13,10 @@ window and detached at each boundary. The loss sits on the last token, so only t
 gets a gradient (the earlier ones run without autograd: they would get none through the
 detached state anyway). At gap k > window the key is several windows back: the recurrent cells
 must carry it in their state, learnt through truncated gradients; sha-lstm can find the key's
-layer output in its memory (``--memory``, default the largest gap + 1, so the key is still in
-it at the query). ``--window 0`` feeds each sequence as one window (the earlier study: the
-head then sees the whole sequence and its memory is never used).
+layer output in its memory (``--memory``; by default k + 1 in the exact protocol and the
+largest k + 1 in the mixed one, so the key is still in it at the query). ``--window 0`` feeds
+each sequence as one window (the earlier study: the head then sees the whole sequence and its
+memory is never used).
 
 Two protocols, same optimiser (Adam, lr 5e-3, batch 64, gradient clipping 1.0):
 
@@ -26,9 +27,12 @@ Two protocols, same optimiser (Adam, lr 5e-3, batch 64, gradient clipping 1.0):
   easy examples are common), then tested at every k. Can the cell *hold* the key once the
   mechanism has been learned on short gaps?
 
-    python benchmarks/study_longrange.py            # gaps up to 1,000, windows of 50: long
-    python benchmarks/study_longrange.py --window 0 --ks 5,10,20,50,100,200  # the one-window study
-    python benchmarks/study_longrange.py --ks 5,10,20,50,100,200 --cells rnn,gru,lstm  # ~7 min
+    # windows of 50, gaps up to 1,000 (docs/study.md's committed run, ~25 min on a quiet CPU)
+    python benchmarks/study_longrange.py --cells lstm,sha-lstm --steps 600 --mixed-steps 1500 \
+        --test-sequences 300
+    # the earlier one-window study of the three cells (~7 min)
+    python benchmarks/study_longrange.py --window 0 --ks 5,10,20,50,100,200 \
+        --cells rnn,gru,lstm --name study_longrange --plot docs/study_longrange.png
 """
 
 from __future__ import annotations
