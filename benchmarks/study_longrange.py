@@ -209,6 +209,27 @@ def plot(results: dict, out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def markdown(results: dict) -> str:
+    """docs/study.md's table: held-out accuracy per protocol, cell and k (exact: steps taken)."""
+    ks = [r["k"] for r in next(iter(results["mixed"].values() or results["exact"].values()))]
+    lines = [
+        "| held-out accuracy | " + " | ".join(f"k = {k:,}" for k in ks) + " |",
+        "|---" * (len(ks) + 1) + "|",
+    ]
+    for protocol in ("exact", "mixed"):
+        for cell, rows in results[protocol].items():
+            cells = []
+            for r in rows:
+                text = f"{r['accuracy']:.0%}".replace("%", " %")
+                if r["accuracy"] >= 0.95:
+                    text = f"**{text}**"
+                if protocol == "exact":
+                    text += f" ({r['steps']})"
+                cells.append(text)
+            lines.append(f"| {protocol}, {cell} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--ks", default="2,5,10,20,50,100,200,500,1000")
@@ -239,9 +260,15 @@ def main() -> None:
     ap.add_argument("--name", default="study_longrange_windowed", help="result file name")
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "study_longrange_windowed.png")
     ap.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON")
+    ap.add_argument(
+        "--markdown", action="store_true", help="only print docs/study.md's table from the JSON"
+    )
     args = ap.parse_args()
     if args.replot:
         plot(json.loads((RESULTS / f"{args.name}.json").read_text()), args.plot)
+        return
+    if args.markdown:
+        print(markdown(json.loads((RESULTS / f"{args.name}.json").read_text())))
         return
     torch.set_num_threads(1)  # tiny models: threads only add overhead (and the machine is shared)
     ks = [int(k) for k in args.ks.split(",")]

@@ -54,3 +54,14 @@ def test_only_the_last_window_is_differentiated():
     first = set(x[:, :8].flatten().tolist()) - set(x[:, 8:].flatten().tolist())
     for t in first:
         assert model.embedding.weight.grad[t].abs().sum() == 0
+
+
+def test_the_docs_table_comes_from_the_json():
+    rows = [
+        {"k": 500, "accuracy": 0.96, "steps": 300},
+        {"k": 1000, "accuracy": 0.125, "steps": 600},
+    ]
+    table = study.markdown({"exact": {"lstm": rows}, "mixed": {"sha-lstm": rows}})
+    assert table.splitlines()[0] == "| held-out accuracy | k = 500 | k = 1,000 |"
+    assert "| exact, lstm | **96 %** (300) | 12 % (600) |" in table
+    assert "| mixed, sha-lstm | **96 %** | 12 % |" in table
