@@ -94,11 +94,15 @@ def equal_budget_sizes(lstm_hidden: int, cells=CELLS) -> dict[str, int]:
     return sizes
 
 
-def run_windows(model: LanguageModel, x: torch.Tensor, window: int):
+def run_windows(model: LanguageModel, x: torch.Tensor, window: int, memory_only: bool = False):
     """Feed ``x`` (B, N) in windows of ``window`` tokens from its start (0: one window), the
     state carried and detached at every boundary, as lstmgen's trainer does. Only the last
     window is recorded for autograd (the loss is on the last token; the detached state passes
-    no gradient back). Returns the last window's logits (B, T_last, V) and the final state."""
+    no gradient back). Returns the last window's logits (B, T_last, V) and the final state.
+
+    ``memory_only`` (sha-lstm, an ablation): h and c are zeroed at every boundary and only the
+    attention memory crosses it, so whatever reaches the query from an earlier window came
+    through the memory."""
     window = window or x.shape[1]
     state = model.init_state(x.shape[0])
     starts = range(0, x.shape[1], window)
@@ -108,13 +112,21 @@ def run_windows(model: LanguageModel, x: torch.Tensor, window: int):
             logits, state = model(x[:, s : s + window], state)
         if not last:
             state = state.detach()
+            if memory_only:
+                h, c, memory, length = state
+                state = type(state)((torch.zeros_like(h), torch.zeros_like(c), memory, length))
     return logits, state
 
 
 @torch.no_grad()
-def accuracy(model: LanguageModel, test: tuple[torch.Tensor, torch.Tensor], window: int) -> float:
+def accuracy(
+    model: LanguageModel,
+    test: tuple[torch.Tensor, torch.Tensor],
+    window: int,
+    memory_only: bool = False,
+) -> float:
     model.eval()
-    logits, _ = run_windows(model, test[0], window)
+    logits, _ = run_windows(model, test[0], window, memory_only)
     model.train()
     return (logits[:, -1].argmax(-1) == test[1]).float().mean().item()
 
@@ -207,6 +219,29 @@ def plot(results: dict, out: Path) -> None:
     fig.suptitle(f"Recall a key seen k steps earlier ({how})")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+
+
+def ablation(model: LanguageModel, tests: dict, window: int) -> dict:
+    """Which path carries the key across windows in the trained sha-lstm: accuracy per k with
+    the attention memory cut to 1 entry (the LSTM state alone: the head sees at most its own
+    window and one entry before it), and with h, c zeroed at every window boundary (the memory
+    alone). Same weights, same test sequences."""
+    cut = LanguageModel(config("sha-lstm", model.config.hidden_size, memory=1))
+    cut.load_state_dict(model.state_dict())
+    out = {
+        "memory_1": [{"k": k, "accuracy": accuracy(cut, t, window)} for k, t in tests.items()],
+        "state_zeroed_at_boundaries": [
+            {"k": k, "accuracy": accuracy(model, t, window, memory_only=True)}
+            for k, t in tests.items()
+        ],
+    }
+    for name, rows in out.items():
+        print(
+            f"mixed sha-lstm, {name}: "
+            + ", ".join(f"k={r['k']} {r['accuracy']:.2f}" for r in rows),
+            flush=True,
+        )
+    return out
 
 
 def markdown(results: dict) -> str:
@@ -352,6 +387,8 @@ def main() -> None:
         results["mixed"][cell] = [
             {"k": k, "accuracy": accuracy(model, tests[k], args.window)} for k in ks
         ]
+        if cell == "sha-lstm" and args.window:
+            results["mixed_ablation"] = ablation(model, tests, args.window)
         results.setdefault("mixed_training", {})[cell] = {
             "steps": log["steps"],
             "seconds": round(log["seconds"], 1),
