@@ -65,3 +65,19 @@ def test_the_docs_table_comes_from_the_json():
     assert table.splitlines()[0] == "| held-out accuracy | k = 500 | k = 1,000 |"
     assert "| exact, lstm | **96 %** (300) | 12 % (600) |" in table
     assert "| mixed, sha-lstm | **96 %** | 12 % |" in table
+
+
+def test_the_ablation_cuts_one_path_at_a_time():
+    """memory_only zeroes h and c at each boundary (the memory still holds all 11 entries); the
+    ablation's memory-1 model shares the trained weights."""
+    torch.manual_seed(0)
+    model = study.LanguageModel(study.config("sha-lstm", 8, memory=16))
+    x, y = study.make_batch(3, 9, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        carried, _ = study.run_windows(model, x, 4)
+        reset, state = study.run_windows(model, x, 4, memory_only=True)
+    assert state[3].tolist() == [11, 11, 11]
+    assert not torch.allclose(carried[:, -1], reset[:, -1])
+    out = study.ablation(model, {9: (x, y)}, 4)
+    assert [r["k"] for r in out["memory_1"]] == [9]
+    assert 0 <= out["state_zeroed_at_boundaries"][0]["accuracy"] <= 1
