@@ -175,6 +175,12 @@ def train(
     }
 
 
+ABLATIONS = (  # results["mixed_ablation"] keys (see ``ablation``), their labels and colours
+    ("memory_1", "SHA-LSTM, memory cut to 1 (LSTM state only)", "tab:orange"),
+    ("state_zeroed_at_boundaries", "SHA-LSTM, h, c zeroed per window (memory only)", "tab:pink"),
+)
+
+
 def plot(results: dict, out: Path) -> None:
     import matplotlib
 
@@ -202,6 +208,20 @@ def plot(results: dict, out: Path) -> None:
                 label=f"{cell.upper()} (H={results['hidden'][cell]}, "
                 f"{results['parameters'][cell]:,} parameters)",
             )
+        if protocol == "mixed":  # the trained sha-lstm with one path across windows cut
+            for name, label, color in ABLATIONS:
+                rows = results.get("mixed_ablation", {}).get(name)
+                if rows:
+                    ax.plot(
+                        [r["k"] for r in rows],
+                        [r["accuracy"] for r in rows],
+                        marker="x",
+                        ls="-.",
+                        lw=1,
+                        color=color,
+                        label=label,
+                    )
+            ax.legend(fontsize=7)
         ax.axhline(1 / KEYS, color="gray", ls=":", label="chance")
         if window:  # beyond it the key is in an earlier TBPTT window than the query
             ax.axvline(window, color="black", ls="--", lw=0.8, label=f"window ({window} tokens)")
@@ -210,7 +230,7 @@ def plot(results: dict, out: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("held-out accuracy")
-    axes[0].legend()
+    axes[0].legend(fontsize=7)
     how = (
         f"TBPTT windows of {window}, sha-lstm memory {results['settings']['memory']:,}"
         if window
@@ -296,11 +316,18 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "study_longrange_windowed.png")
     ap.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON")
     ap.add_argument(
+        "--ablation-from", help="with --replot: draw the mixed_ablation of this result file too"
+    )
+    ap.add_argument(
         "--markdown", action="store_true", help="only print docs/study.md's table from the JSON"
     )
     args = ap.parse_args()
     if args.replot:
-        plot(json.loads((RESULTS / f"{args.name}.json").read_text()), args.plot)
+        results = json.loads((RESULTS / f"{args.name}.json").read_text())
+        if args.ablation_from:  # a run of only the mixed sha-lstm, same seed and settings
+            other = json.loads((RESULTS / f"{args.ablation_from}.json").read_text())
+            results["mixed_ablation"] = other["mixed_ablation"]
+        plot(results, args.plot)
         return
     if args.markdown:
         print(markdown(json.loads((RESULTS / f"{args.name}.json").read_text())))
