@@ -264,6 +264,25 @@ def ablation(model: LanguageModel, tests: dict, window: int) -> dict:
     return out
 
 
+def load(name: str, merge: list[str]) -> dict:
+    """Result ``name``, plus what each file in ``merge`` has and it lacks: the rows of a cell
+    in a protocol, and ``mixed_ablation``. ``merged_from`` says which file gave what."""
+    results = json.loads((RESULTS / f"{name}.json").read_text())
+    for other_name in merge:
+        other = json.loads((RESULTS / f"{other_name}.json").read_text())
+        for protocol in ("exact", "mixed"):
+            for cell, rows in other[protocol].items():
+                if cell not in results[protocol]:
+                    results[protocol][cell] = rows
+                    results["hidden"].setdefault(cell, other["hidden"][cell])
+                    results["parameters"].setdefault(cell, other["parameters"][cell])
+                    results.setdefault("merged_from", {})[f"{protocol}/{cell}"] = other_name
+        if "mixed_ablation" in other and "mixed_ablation" not in results:
+            results["mixed_ablation"] = other["mixed_ablation"]
+            results.setdefault("merged_from", {})["mixed_ablation"] = other_name
+    return results
+
+
 def markdown(results: dict) -> str:
     """docs/study.md's table: held-out accuracy per protocol, cell and k (exact: steps taken)."""
     ks = [r["k"] for r in next(iter(results["mixed"].values() or results["exact"].values()))]
@@ -316,21 +335,20 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=ROOT / "docs" / "study_longrange_windowed.png")
     ap.add_argument("--replot", action="store_true", help="only redraw the plot from the JSON")
     ap.add_argument(
-        "--ablation-from", help="with --replot: draw the mixed_ablation of this result file too"
+        "--merge",
+        help="with --replot / --markdown: result files (comma-separated) whose protocol rows "
+        "for cells NAME lacks, and mixed_ablation, are drawn too (runs of one cell or protocol)",
     )
     ap.add_argument(
         "--markdown", action="store_true", help="only print docs/study.md's table from the JSON"
     )
     args = ap.parse_args()
-    if args.replot:
-        results = json.loads((RESULTS / f"{args.name}.json").read_text())
-        if args.ablation_from:  # a run of only the mixed sha-lstm, same seed and settings
-            other = json.loads((RESULTS / f"{args.ablation_from}.json").read_text())
-            results["mixed_ablation"] = other["mixed_ablation"]
-        plot(results, args.plot)
-        return
-    if args.markdown:
-        print(markdown(json.loads((RESULTS / f"{args.name}.json").read_text())))
+    if args.replot or args.markdown:
+        results = load(args.name, args.merge.split(",") if args.merge else [])
+        if args.replot:
+            plot(results, args.plot)
+        if args.markdown:
+            print(markdown(results))
         return
     torch.set_num_threads(1)  # tiny models: threads only add overhead (and the machine is shared)
     ks = [int(k) for k in args.ks.split(",")]
@@ -395,7 +413,8 @@ def main() -> None:
 
     def save() -> None:  # after every cell: a run stopped part-way keeps what it finished
         results["total_seconds"] = round(time.perf_counter() - t0, 1)
-        results["partial"] = not all(len(results[p]) == len(cells) for p in protocols)
+        done = [len(results[p].get(c, ())) == len(ks) for p in protocols for c in cells]
+        results["partial"] = not all(done)
         write_result(args.name, results)
 
     # the mixed protocol first: the issue's floor (>= 95 % at gap 500 with memory >= gap)
@@ -428,7 +447,7 @@ def main() -> None:
         )
         save()
     for cell in cells if "exact" in protocols else ():
-        rows = []
+        rows = results["exact"][cell] = []  # saved after every k
         for k in ks:
             _, log = train(
                 cell,
@@ -454,8 +473,7 @@ def main() -> None:
                 f"({log['seconds']:.0f}s)",
                 flush=True,
             )
-        results["exact"][cell] = rows
-        save()
+            save()
     results.pop("partial", None)
     results["total_seconds"] = round(time.perf_counter() - t0, 1)
     out = write_result(args.name, results)
