@@ -301,6 +301,10 @@ def markdown(results: dict) -> str:
                     text += f" ({r['steps']})"
                 cells.append(text)
             lines.append(f"| {protocol}, {cell} | " + " | ".join(cells) + " |")
+    for name, label, _ in ABLATIONS if "mixed_ablation" in results else ():
+        rows = results["mixed_ablation"][name]
+        cells = [f"{r['accuracy']:.0%}".replace("%", " %") for r in rows]
+        lines.append(f"| mixed, {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
