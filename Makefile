@@ -5,7 +5,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo base test test-slow lint bench-quality bench-generation bench-throughput bench-server \
 	bench-fairness bench-finetune bench-labels \
-	bench-gpu-tiny study clean
+	bench-gpu-tiny study study-windowed clean
 
 demo: $(STAMP)
 	rm -rf runs/demo
@@ -60,8 +60,14 @@ bench-labels: $(STAMP)  # three trainings of 600 s: labels steer (issue #13)
 	cd benchmarks && ../$(PY) labels_steer.py --budget 600
 
 study: $(STAMP)  # about 13 minutes on 2 cores
-	cd benchmarks && ../$(PY) study_longrange.py && ../$(PY) study_shakespeare.py \
-		&& ../$(PY) study_speed.py
+	cd benchmarks && ../$(PY) study_longrange.py --window 0 --ks 5,10,20,50,100,200 \
+		--cells rnn,gru,lstm --name study_longrange --plot ../docs/study_longrange.png \
+		&& ../$(PY) study_shakespeare.py && ../$(PY) study_speed.py
+
+# docs/study.md section 1b: LSTM vs sha-lstm in TBPTT windows, gaps up to 1,000 (~30 min quiet)
+study-windowed: $(STAMP)
+	cd benchmarks && ../$(PY) study_longrange.py --cells lstm,sha-lstm --steps 600 \
+		--mixed-steps 1500 --test-sequences 300
 
 $(STAMP): pyproject.toml requirements-ci.txt
 	test -x $(PY) || python3 -m venv $(VENV)
