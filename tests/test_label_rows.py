@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lstmgen import ModelConfig, TrainConfig, Trainer
 from lstmgen.state import State
@@ -66,3 +67,20 @@ def test_variable_bptt_is_refused_for_a_labelled_corpus(tmp_path):
     cfg = TrainConfig(labels_from="folders", variable_seq_len=True, batch_size=2, seq_len=8)
     with pytest.raises(Exception, match="variable-seq-len does not apply to a labelled corpus"):
         Trainer.create(tmp_path / "run", [tmp_path / "c"], cfg, ModelConfig(hidden_size=8))
+
+
+def test_validation_scores_documents_as_they_train(trainer):
+    tok = trainer.model.tokenizer
+    labels = [tok.label_id(n) for n in tok.labels]
+    valid = trainer.corpus.valid.tokens
+    got = trainer.evaluate()
+    assert got["val_tokens"] == int((~np.isin(valid, labels)).sum())  # the labels not scored
+    # each document alone from a fresh state, after bos and its label
+    starts = np.flatnonzero(np.isin(valid, labels)).tolist() + [len(valid)]
+    total = 0.0
+    with torch.inference_mode():
+        for s, e in zip(starts[:-1], starts[1:], strict=True):
+            ids = torch.tensor([[tok.bos_id, *valid[s:e].tolist()]])
+            logits, _ = trainer.model(ids[:, :-1])
+            total += F.cross_entropy(logits[0, 1:], ids[0, 2:], reduction="sum").item()
+    assert got["val_loss"] == pytest.approx(total / got["val_tokens"], rel=1e-4)

@@ -32,12 +32,14 @@ tail (``data.split_tail``).
 from __future__ import annotations
 
 import heapq
+import math
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ..errors import DataError
+from ..errors import DataError, NumericalError
 from ..state import State
 
 IGNORE = -100  # F.cross_entropy's ignore_index: padding and label targets are not scored
@@ -111,3 +113,49 @@ class LabelRows:
         rows = torch.from_numpy(self.resets[:, k]).to(state[0].device)
         fresh = model.init_state(len(rows)).to(state[0].device)
         return state.where(rows, fresh)
+
+
+@torch.inference_mode()
+def evaluate_label_rows(
+    model: Any,
+    data: Any,
+    seq_len: int,
+    batch_size: int = 16,
+    max_tokens: int = 0,
+    should_stop: Any = None,
+) -> dict[str, Any]:
+    """The trainer's validation metrics of a labelled split (``data``: a ``TokenFile``) scored
+    as it trains: every document from a fresh state after ``bos`` and its label, the label not
+    a target; ``max_tokens`` stops after the first window that reaches it."""
+    from ..evaluate import EvaluationStopped
+
+    was_training = model.training
+    model.eval()
+    tok = model.tokenizer
+    labels = [tok.label_id(n) for n in tok.labels]
+    rows = LabelRows(data.tokens, labels, batch_size, seq_len, tok.bos_id, model.device)
+    total = torch.zeros((), dtype=torch.float64, device=model.device)
+    n, state = 0, None
+    for k in range(rows.windows):
+        if should_stop is not None and should_stop():
+            model.train(was_training)
+            raise EvaluationStopped
+        state = rows.reset(state, k, model)
+        x, y = rows(k)
+        logits, state = model(x, state)  # (B, T, V)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        total += F.cross_entropy(logits.transpose(1, 2), y, reduction="sum").double()
+        n += int((rows.y[:, k * seq_len : (k + 1) * seq_len] != IGNORE).sum())
+        if max_tokens and n >= max_tokens:
+            break
+    model.train(was_training)
+    loss = total.item() / max(n, 1)
+    if not math.isfinite(loss):
+        raise NumericalError(f"the loss is {loss}: ", loss)
+    chars = round(data.chars * min(1.0, n / max(len(data.tokens), 1)))
+    return {
+        "val_loss": loss,
+        "val_perplexity": math.exp(min(loss, 700.0)),
+        "val_bits_per_char": total.item() / math.log(2) / max(chars, 1),
+        "val_tokens": n,
+    }

@@ -51,7 +51,7 @@ from ..tokenizers import Tokenizer, load_tokenizer
 from . import distributed, finetune
 from . import state as trainer_state
 from .bptt import window_cuts
-from .label_rows import LabelRows
+from .label_rows import LabelRows, evaluate_label_rows
 from .ntasgd import NONMONO, Averager
 from .ntasgd import PREFIX as AVG_PREFIX
 from .optim import adamw, clip_gradients, decay_groups
@@ -542,6 +542,11 @@ class Trainer(RunSchedule):
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
         ):
             try:
+                if self.label_rows is not None:  # documents scored as they train (label_rows.py)
+                    return evaluate_label_rows(
+                        model or self.model, self.corpus.valid, self.config.seq_len,
+                        max_tokens=max_tokens, should_stop=lambda: self.stop_requested,
+                    )  # fmt: skip
                 result = evaluate_tokens(
                     model or self.model,
                     self.corpus.valid,
