@@ -84,3 +84,20 @@ def test_validation_scores_documents_as_they_train(trainer):
             logits, _ = trainer.model(ids[:, :-1])
             total += F.cross_entropy(logits[0, 1:], ids[0, 2:], reduction="sum").item()
     assert got["val_loss"] == pytest.approx(total / got["val_tokens"], rel=1e-4)
+
+
+def test_a_resumed_labelled_run_continues_exactly(tmp_path, trainer):
+    from conftest import StopAt
+
+    root = tmp_path / "c"  # the trainer fixture's corpus: windows start documents mid-epoch
+    cfg = TrainConfig(labels_from="folders", batch_size=3, seq_len=16, max_steps=6, log_every=1)
+    model = ModelConfig(embedding_size=8, hidden_size=8, num_layers=1)
+    full = Trainer.create(tmp_path / "full", [root], cfg, model, valid=[root])
+    full.fit()
+    stop = [StopAt(3)]
+    part = Trainer.create(tmp_path / "part", [root], cfg, model, valid=[root], callbacks=stop)
+    assert part.fit()["step"] == 3
+    resumed = Trainer.resume(tmp_path / "part")
+    resumed.fit()
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
