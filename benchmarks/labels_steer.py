@@ -18,6 +18,9 @@ it (one file per label would show it once per epoch). Then:
 Three trainings of ``--budget`` seconds each. The lead's full run:
 
     python benchmarks/labels_steer.py --budget 600
+    OMP_NUM_THREADS=1 python benchmarks/labels_steer.py --steps 2500 --model hidden_size=256 \\
+        --model num_layers=1 --model embedding_size=32 --name labels_steer_steps2500_h256
+        # load-independent: a smaller model for a fixed number of steps (shared machines)
     python benchmarks/labels_steer.py --budget 2 --chars 20000 --val-chars 5000 \\
         --samples 5 --preset tiny --name labels_steer_smoke      # a smoke run (seconds)
 
@@ -178,6 +181,10 @@ def main() -> None:
     ap.add_argument("--sample-tokens", type=int, default=200)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--preset", default="cpu-small")
+    ap.add_argument(
+        "--model", action="append", default=[], metavar="KEY=INT",
+        help="a ModelConfig size over the preset's (e.g. hidden_size=256), for step-budgeted runs",
+    )  # fmt: skip
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--name", default="labels_steer")
     args = ap.parse_args()
@@ -196,7 +203,8 @@ def main() -> None:
     budget = {"max_steps": args.steps} if args.steps else {"max_time": args.budget}
     common = {**preset["train"], **budget, "device": args.device, "seed": 1}
     common.update(sample_tokens=0, eval_every=10**9)  # one evaluation, at the end
-    model_cfg = ModelConfig(**preset["model"])
+    sizes = dict(kv.split("=", 1) for kv in args.model)
+    model_cfg = ModelConfig(**{**preset["model"], **{k: int(v) for k, v in sizes.items()}})
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         docs = {}  # a label token starts each document: a label needs many of them to be learnt
