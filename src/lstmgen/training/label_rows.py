@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError, NumericalError
+from ..evaluate import EvaluationStopped
 from ..state import State
 
 IGNORE = -100  # F.cross_entropy's ignore_index: padding and label targets are not scored
@@ -128,8 +129,6 @@ def evaluate_label_rows(
     """The trainer's validation metrics of a labelled split (``data``: a ``TokenFile``) scored
     as it trains: every document from a fresh state after ``bos`` and its label, the label not
     a target; ``max_tokens`` stops after the first window that reaches it."""
-    from ..evaluate import EvaluationStopped
-
     was_training = model.training
     model.eval()
     tok = model.tokenizer
