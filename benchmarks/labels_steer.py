@@ -18,6 +18,9 @@ it (one file per label would show it once per epoch). Then:
 Three trainings of ``--budget`` seconds each. The lead's full run:
 
     python benchmarks/labels_steer.py --budget 600
+    OMP_NUM_THREADS=1 python benchmarks/labels_steer.py --steps 2500 --model hidden_size=256 \\
+        --model num_layers=1 --model embedding_size=32 --name labels_steer_steps2500_h256
+        # load-independent: a smaller model for a fixed number of steps (shared machines)
     python benchmarks/labels_steer.py --budget 2 --chars 20000 --val-chars 5000 \\
         --samples 5 --preset tiny --name labels_steer_smoke      # a smoke run (seconds)
 
@@ -29,11 +32,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import random
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from common import SHARED_DATA, write_result
 
 CORPORA = {
@@ -79,22 +84,25 @@ def documents(text: str, size: int) -> list[str]:
 
 
 def val_loss(model, docs: list[str], label: str | None, seq_len: int = 512) -> float:
-    """Nats per character of ``docs`` scored in one stateful pass from ``bos``, each document
-    after its label's token as in training (the labelled model): the text's tokens only."""
+    """Nats per character of ``docs``, the text's tokens only, scored as each model trains:
+    the labelled model each document from a fresh state after ``bos`` and its label
+    (training/label_rows.py), a single-corpus model in one stateful pass from ``bos``."""
     import torch
     import torch.nn.functional as F
 
     tok = model.tokenizer
-    ids, scored = [tok.bos_id], [False]
-    for doc in docs:
-        if label is not None:
-            ids.append(tok.label_id(label))
-            scored.append(False)
-        text = tok.encode(doc, unknown="replace")
-        ids += text
-        scored += [True] * len(text)
+    if label is not None:
+        from types import SimpleNamespace
+
+        from lstmgen.training.label_rows import evaluate_label_rows
+
+        ids = [
+            t for doc in docs for t in (tok.label_id(label), *tok.encode(doc, unknown="replace"))
+        ]
+        data = SimpleNamespace(tokens=np.asarray(ids, dtype=np.int64), chars=0)
+        return evaluate_label_rows(model, data, seq_len)["val_loss"]
+    ids = [tok.bos_id] + [t for doc in docs for t in tok.encode(doc, unknown="replace")]
     seq = torch.tensor([ids], dtype=torch.long)  # (1, N)
-    mask = torch.tensor(scored[1:])  # (N - 1,): target i + 1 counts
     total, state = 0.0, None
     with torch.inference_mode():
         model.eval()
@@ -102,9 +110,37 @@ def val_loss(model, docs: list[str], label: str | None, seq_len: int = 512) -> f
             x, y = seq[:, s : s + seq_len], seq[:, s + 1 : s + seq_len + 1]
             x = x[:, : y.shape[1]]
             logits, state = model(x, state)  # (1, T, V)
-            nll = F.cross_entropy(logits[0].float(), y[0], reduction="none")  # (T,)
-            total += nll[mask[s : s + y.shape[1]]].sum().item()
-    return total / int(mask.sum())
+            total += F.cross_entropy(logits[0].float(), y[0], reduction="sum").item()
+    return total / (len(ids) - 1)
+
+
+def label_effect(model, docs: list[str], label: str, other: str, chars: int) -> dict:
+    """Nats/char of the first ``chars`` characters of each document, from generation's start
+    (fresh state, ``bos``, a label), after the right label and after the other one: how much
+    the label moves the model where a sample starts (0: it is ignored)."""
+    import torch
+    import torch.nn.functional as F
+
+    tok = model.tokenizer
+    out = {}
+    with torch.inference_mode():
+        model.eval()
+        for name, head in (("right", label), ("wrong", other)):
+            total = count = 0
+            for doc in docs:
+                body = tok.encode(doc[:chars], unknown="replace")
+                seq = torch.tensor([[tok.bos_id, tok.label_id(head), *body]])
+                logits, _ = model(seq[:, :-1])  # (1, N - 1, V)
+                total += F.cross_entropy(logits[0, 1:], seq[0, 2:], reduction="sum").item()
+                count += len(body)
+            out[name] = total / count
+    out["wrong_minus_right"] = out["wrong"] - out["right"]
+    return out
+
+
+def snippets(text: str, n: int, size: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [text[s : s + size] for s in (rng.randrange(len(text) - size) for _ in range(n))]
 
 
 def markdown(r: dict) -> str:
@@ -132,6 +168,10 @@ def markdown(r: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--budget", type=float, default=600.0, help="training seconds per model")
+    ap.add_argument(
+        "--steps", type=int, default=0,
+        help="train each model this many steps instead (0: --budget seconds); load-independent",
+    )  # fmt: skip
     ap.add_argument("--chars", type=int, default=1_000_000, help="training chars per corpus")
     ap.add_argument("--val-chars", type=int, default=100_000, help="validation chars per corpus")
     ap.add_argument("--samples", type=int, default=100, help="samples per label")
@@ -141,6 +181,10 @@ def main() -> None:
     ap.add_argument("--sample-tokens", type=int, default=200)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--preset", default="cpu-small")
+    ap.add_argument(
+        "--model", action="append", default=[], metavar="KEY=INT",
+        help="a ModelConfig size over the preset's (e.g. hidden_size=256), for step-budgeted runs",
+    )  # fmt: skip
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--name", default="labels_steer")
     args = ap.parse_args()
@@ -156,9 +200,11 @@ def main() -> None:
         texts[label] = (SHARED_DATA / train).read_text(encoding="utf-8")[: args.chars]
         vals[label] = (SHARED_DATA / val).read_text(encoding="utf-8")[: args.val_chars]
     preset = PRESETS[args.preset]
-    common = {**preset["train"], "max_time": args.budget, "device": args.device, "seed": 1}
+    budget = {"max_steps": args.steps} if args.steps else {"max_time": args.budget}
+    common = {**preset["train"], **budget, "device": args.device, "seed": 1}
     common.update(sample_tokens=0, eval_every=10**9)  # one evaluation, at the end
-    model_cfg = ModelConfig(**preset["model"])
+    sizes = dict(kv.split("=", 1) for kv in args.model)
+    model_cfg = ModelConfig(**{**preset["model"], **{k: int(v) for k, v in sizes.items()}})
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         docs = {}  # a label token starts each document: a label needs many of them to be learnt
@@ -189,6 +235,7 @@ def main() -> None:
         bayes = NgramBayes(texts)
         per_label = {}
         for label in CORPORA:
+            other = next(o for o in CORPORA if o != label)
             samples = labelled.complete(
                 "", n=args.samples, label=label, max_new_tokens=args.sample_tokens,
                 temperature=args.temperature, seed=7,
@@ -200,6 +247,16 @@ def main() -> None:
                 "val_loss_labelled": val_loss(labelled, docs["valid", label], label),
                 "val_loss_alone": val_loss(alone[label], docs["valid", label], None),
                 "example": samples[0][:200],
+                # the diagnosis of issue #13: does the label move the model where a sample
+                # starts, and does the classifier know real text of a sample's length?
+                "label_effect": label_effect(
+                    labelled, docs["valid", label][:50], label, other, args.sample_tokens
+                ),
+                "classifier_on_val": sum(
+                    bayes.classify(t) == label
+                    for t in snippets(vals[label], 200, args.sample_tokens)
+                )
+                / 200,
             }
             r = per_label[label]
             r["val_loss_cost"] = r["val_loss_labelled"] - r["val_loss_alone"]
@@ -213,14 +270,20 @@ def main() -> None:
         "labels": per_label,
         "training_seconds": trained,
         "steps": steps,  # each model's training steps in its budget
-        "notes": "val loss in nats/char; classifier: char 1-4-gram naive Bayes on the two "
-        "training texts; each run records load_average_1m where the machine's load matters.",
+        "notes": "val loss in nats/char, the text's tokens only: the labelled model scores each "
+        "document from a fresh state after bos and its label (as it trains and generates), a "
+        "single-corpus model in one stateful pass; label_effect: nats/char of each val "
+        "document's first sample_tokens chars after the right and the wrong label from a fresh "
+        "state; classifier_on_val: the share of 200 real val snippets of sample_tokens chars "
+        "the classifier gets right; classifier: char 1-4-gram naive Bayes on the two training "
+        "texts; each run records load_average_1m where the machine's load matters.",
     }
     out = write_result(args.name, payload)
     for label, r in per_label.items():
         print(
             f"{label}: {r['classified_as_asked']:.0%} classified as asked; val loss "
-            f"{r['val_loss_labelled']:.4f} labelled vs {r['val_loss_alone']:.4f} alone"
+            f"{r['val_loss_labelled']:.4f} labelled vs {r['val_loss_alone']:.4f} alone; the "
+            f"label moves the start by {r['label_effect']['wrong_minus_right']:.3f} nats/char"
         )
     print(f"steering {steer:.1%} (floor 95 %): {out}")
 

@@ -152,6 +152,7 @@ def test_labels_steer_benchmark_smoke(tmp_path):
     assert set(r["labels"]) == {"shakespeare", "wikitext"} and "machine" in r
     for v in r["labels"].values():
         assert sum(v["classified"].values()) == 3 and v["val_loss_alone"] > 0
+        assert {"right", "wrong"} <= set(v["label_effect"]) and 0 <= v["classifier_on_val"] <= 1
 
 
 @pytest.mark.parametrize("kind", ["char", "byte"])

@@ -64,6 +64,19 @@ class State(tuple):
         """Rows ``idx`` (a long tensor) along the batch: (L, B, H) -> (L, len(idx), H)."""
         return self._new(t.index_select(self._dim(i), idx) for i, t in enumerate(self))
 
+    def where(self, rows: Tensor, other: State) -> State:
+        """This state with the rows where ``rows`` (B,) bool is True taken from ``other`` (the
+        same shapes): a labelled corpus resets the rows that start a document
+        (training/label_rows.py)."""
+        import torch
+
+        parts = []
+        for i, (t, o) in enumerate(zip(self, other, strict=True)):
+            shape = [1] * t.dim()
+            shape[self._dim(i)] = -1
+            parts.append(torch.where(rows.view(shape), o.to(t.dtype), t))
+        return self._new(parts)
+
     @property
     def batch_size(self) -> int:
         return self[0].shape[self._dim(0)]

@@ -51,6 +51,7 @@ from ..tokenizers import Tokenizer, load_tokenizer
 from . import distributed, finetune
 from . import state as trainer_state
 from .bptt import window_cuts
+from .label_rows import LabelRows, evaluate_label_rows
 from .ntasgd import NONMONO, Averager
 from .ntasgd import PREFIX as AVG_PREFIX
 from .optim import adamw, clip_gradients, decay_groups
@@ -157,6 +158,9 @@ class Trainer(RunSchedule):
                 "--seq-len)",
                 stacklevel=2,
             )
+        self.label_rows: LabelRows | None = None  # a labelled corpus's layout (label_rows.py)
+        if config.labels_from and not self.takes_features:
+            self._lay_out_documents(config, rows)
         self.optimizer = self.configure_optimizer()
         self.autocast = self.precision == "bf16"
         # AWD-LSTM (issue #16): AR/TAR need the last layer's outputs from the architecture
@@ -169,6 +173,23 @@ class Trainer(RunSchedule):
         self.averager = Averager(self.model)  # NT-ASGD's average, once triggered
         self._cuts: tuple[int, Any] = (-1, None)  # (epoch, window_cuts) of variable BPTT
         self.lr_scale = 1.0  # the current window's: drawn length / seq_len (variable BPTT)
+
+    def _lay_out_documents(self, config: TrainConfig, rows: int) -> None:
+        """Each document of a labelled corpus from a fresh state, in whole windows, as
+        generation starts one (issue #13; training/label_rows.py has why)."""
+        if config.variable_seq_len:
+            raise ConfigError(
+                "--variable-seq-len does not apply to a labelled corpus: its documents are cut "
+                "into whole --seq-len windows"
+            )
+        tok = self.model.tokenizer
+        self.label_rows = LabelRows(
+            self.corpus.train.tokens, [tok.label_id(n) for n in tok.labels], rows,
+            config.seq_len, tok.bos_id, self.device, self.dist.shard,
+        )  # fmt: skip
+        self.streams = self.label_rows.x  # (K*B, W*T): tokens_seen counts its columns
+        self.windows_per_epoch = self.label_rows.windows
+        self.windows = self.label_rows  # type: ignore[assignment]
 
     def _check_step_support(self, config: TrainConfig) -> None:
         asked = {
@@ -491,6 +512,8 @@ class Trainer(RunSchedule):
         """Window ``k`` of the current epoch: inputs, targets (B, T') and the learning-rate
         scale (1, or with ``variable_seq_len`` the drawn length / seq_len: bptt.py)."""
         c = self.config
+        if self.label_rows is not None:  # rows that start a document at k start afresh
+            self.hidden = self.label_rows.reset(self.hidden, k, self.model)
         if not c.variable_seq_len:
             return (*self.windows(k), 1.0)
         if self._cuts[0] != self.pos.epoch:
@@ -519,6 +542,11 @@ class Trainer(RunSchedule):
             torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast),
         ):
             try:
+                if self.label_rows is not None:  # documents scored as they train (label_rows.py)
+                    return evaluate_label_rows(
+                        model or self.model, self.corpus.valid, self.config.seq_len,
+                        max_tokens=max_tokens, should_stop=lambda: self.stop_requested,
+                    )  # fmt: skip
                 result = evaluate_tokens(
                     model or self.model,
                     self.corpus.valid,
