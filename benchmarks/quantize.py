@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -234,6 +235,8 @@ def loss_increase(args: argparse.Namespace, tmp: Path) -> dict:
         ]
         subprocess.run(cmd, check=True, capture_output=True)
         how = f"char {L}x{H} trained {args.train_seconds}s here on tiny-shakespeare train.txt"
+        if args.keep_loss_model:  # e.g. the teacher of benchmarks/distill.py
+            shutil.copytree(model_dir, args.keep_loss_model)
     quantize_model_dir(model_dir, tmp / "trained-int8")
     f32, int8 = eval_loss(model_dir, val), eval_loss(tmp / "trained-int8", val)
     return {
@@ -251,6 +254,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loss-model", help="a trained char model directory for the loss row")
     ap.add_argument("--train-seconds", type=int, default=180)
+    ap.add_argument(
+        "--keep-loss-model",
+        metavar="DIR",
+        help="copy the model trained for the loss row to DIR (a teacher for distill.py)",
+    )
     ap.add_argument("--tiny", action="store_true", help="a small model and few steps (testing)")
     ap.add_argument("--name", default="quantize_cpu")
     ap.add_argument("--notes", default="", help="recorded with the result")
