@@ -68,7 +68,10 @@ class OnnxModel:
     >>> from lstmgen.reference import stream_text  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def __init__(self, path: str | Path, threads: int = 1, every_position: bool = False):
+        """``every_position``: an int8 directory also gets a prime graph with the logits at
+        every position (``logits_at_every_position``, the server's); an exported folder
+        steps for those."""
         ort = need("onnxruntime")
         path = Path(path)
         options = ort.SessionOptions()
@@ -78,7 +81,7 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # warnings would print on every load
         if path.is_dir() and not is_onnx_folder(path) and is_int8_dir(path):
-            self._from_int8_dir(ort, options, path)
+            self._from_int8_dir(ort, options, path, every_position)
             return
         if not path.is_dir() or not is_onnx_folder(path):
             raise CheckpointError(f"{path} is not an lstmgen ONNX folder (no {MANIFEST})")
@@ -103,7 +106,7 @@ class OnnxModel:
         # every exported state part is (L, B, H): the batch on axis 1 (reference/generate.prime)
         self.state_batch_dims = (1,) * len(self.state_names)
 
-    def _from_int8_dir(self, ort: Any, options: Any, path: Path) -> None:
+    def _from_int8_dir(self, ort: Any, options: Any, path: Path, every_position: bool) -> None:
         """An int8 model directory (``lstmgen quantize``), its graphs built here in memory:
         step.onnx's products on the directory's own int8 matrices (MatMulInteger, the graph
         ``OrtInt8Stepper`` runs inside the torch backend), the prompt primed in float32 on
@@ -136,6 +139,8 @@ class OnnxModel:
         self.path = path
         self.state_names = state_names(config.cell)
         graphs = {"step": step_model(config, weights, int8), "prime": prime_model(config, weights)}
+        if every_position:
+            graphs["prime_all"] = prime_model(config, weights, all_logits=True)
         self.sessions = {
             k: ort.InferenceSession(
                 g.SerializeToString(), options, providers=["CPUExecutionProvider"]
@@ -157,6 +162,24 @@ class OnnxModel:
     def init_state(self, batch_size: int) -> tuple[np.ndarray, ...]:
         L, H = self.state_shape
         return tuple(np.zeros((L, batch_size, H), np.float32) for _ in self.state_names)
+
+    def logits_at_every_position(
+        self, ids: np.ndarray, state: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """ids (B, T) -> logits (B, T, V) at every position and the state: one prime call
+        where the graph was built (an int8 directory), else one step.onnx call per token."""
+        if "prime_all" in self.sessions:
+            feed = {
+                n: np.ascontiguousarray(p) for n, p in zip(self.state_names, state, strict=True)
+            }
+            feed["ids"] = np.ascontiguousarray(ids, dtype=np.int64)
+            logits, *new = self.sessions["prime_all"].run(None, feed)
+            return logits, tuple(new)
+        out = []
+        for t in range(ids.shape[1]):
+            logits, state = self(ids[:, t : t + 1], state)
+            out.append(logits)
+        return np.concatenate(out, axis=1), state
 
     def __call__(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
         """ids (B, T) -> logits (B, 1, V) after the last token, and the state: a tuple of
