@@ -75,3 +75,22 @@ def test_labels_on_an_int8_directory_take_the_torch_path(int8_dir, run_cli):
     # --label needs torch: auto must not pick onnx and then refuse
     r = run_cli("generate", int8_dir, "--label", "x", "--max-new-tokens", "3")
     assert "--backend torch" not in r.err
+
+
+def test_auto_takes_torch_for_an_architecture_without_an_onnx_step(int8_dir, run_cli, monkeypatch):
+    import lstmgen.export.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXPORTABLE", ())  # as for an architecture without one
+    r = run_cli("generate", int8_dir, "-p", "the", "--max-new-tokens", "5")
+    assert r.code == 0, r.err
+    err = run_cli("generate", int8_dir, "--backend", "onnx").err
+    assert err.startswith("error:") and "has no ONNX decoding step: use --backend torch" in err
+
+
+def test_onnx_backend_on_a_corrupt_int8_directory_is_one_line(int8_dir, run_cli):
+    from lstmgen.modeldir import WEIGHTS
+
+    data = (int8_dir / WEIGHTS).read_bytes()
+    (int8_dir / WEIGHTS).write_bytes(data[: len(data) // 2])
+    r = run_cli("generate", int8_dir, "--backend", "onnx")
+    assert r.code != 0 and r.err.startswith("error:") and len(r.err.strip().splitlines()) == 1

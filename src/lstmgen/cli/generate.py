@@ -194,9 +194,9 @@ def int8_on_onnx(run: str, device: str) -> bool:
     import importlib.util
     import os
 
-    from ..export.onnx_runtime import is_int8_dir
+    from ..export.onnx_runtime import onnx_decodes
 
-    if device not in ("auto", "cpu") or not is_int8_dir(run):
+    if device not in ("auto", "cpu") or not onnx_decodes(run):
         return False
     if any(importlib.util.find_spec(m) is None for m in ("onnx", "onnxruntime")):
         return False

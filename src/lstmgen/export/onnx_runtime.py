@@ -61,6 +61,16 @@ def is_int8_dir(path: str | Path) -> bool:
     return isinstance(config, dict) and config.get("quantization") is not None
 
 
+def onnx_decodes(path: str | Path) -> bool:
+    """An int8 directory whose architecture has an ONNX decoding step (``--backend auto``
+    takes the onnx backend for it; any other goes to torch)."""
+    from ..files import read_json as read
+    from ..modeldir import CONFIG
+    from .onnx_export import EXPORTABLE
+
+    return is_int8_dir(path) and read(Path(path) / CONFIG).get("arch", "recurrent") in EXPORTABLE
+
+
 class OnnxModel:
     """An exported folder behind onnxruntime: ``(logits (B, 1, V), state) = model(ids (B, T))``.
 
