@@ -92,3 +92,24 @@ def test_serve_backend_onnx_in_help_and_bad_device(run_cli, dirs):
     assert "--backend [torch|onnx]" in run_cli("serve", "--help").out
     r = run_cli("serve", dirs / "onnx", "--backend", "onnx", "--device", "cuda")
     assert r.code == 2 and "--device applies to --backend torch only" in r.err
+
+
+def test_int8_prime_graph_gives_torchs_logits_at_every_position(dirs):
+    import numpy as np
+    import onnx
+    import torch
+
+    from lstmgen import LanguageModel
+    from lstmgen.export.onnx_graph import prime_model
+    from lstmgen.export.onnx_runtime import OnnxModel
+    from lstmgen.reference.checkpoint import read_model_dir
+
+    config, _, _, weights = read_model_dir(dirs / "int8")
+    onnx.checker.check_model(prime_model(config, weights, all_logits=True), full_check=True)
+    om = OnnxModel(dirs / "int8", every_position=True)
+    ids = np.array([[1, 5, 3, 7], [2, 2, 4, 1]])
+    got, state = om.logits_at_every_position(ids, om.init_state(2))
+    want, want_state = LanguageModel.from_pretrained(dirs / "int8")(torch.tensor(ids))
+    np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-4)
+    for a, b in zip(state, want_state, strict=True):
+        np.testing.assert_allclose(a, b.detach().numpy(), atol=1e-5)
