@@ -6,10 +6,13 @@ float32 and `--int8`). In one process, interleaved repeats, temperature 0.8:
 
 - size: model directory bytes, int8 / float32 (floor <= 0.30);
 - decode tokens/s at batch 1 and 64: eager ``nn.LSTM`` stepping float32 (the loop a user
-  writes, as benchmarks/generation.py), lstmgen float32 and int8 (``model.complete``), and the
-  onnx backend (onnxruntime, float32 and int8 exports, through the NumPy sampler);
-  floor: int8 batch 1 >= 8x eager;
-- cold start: ``lstmgen generate DIR --max-new-tokens 1``, whole process, torch vs onnx backend;
+  writes, as benchmarks/generation.py), lstmgen float32 and int8 (``model.complete``: the
+  torch backend, ``--backend torch``), the int8 directory as ``lstmgen generate RUN-int8``
+  decodes it on CPU (``int8_dir``: onnxruntime on graphs built from the directory, through
+  the NumPy sampler), and the onnx backend on float32 and ``--int8`` exports;
+  floor: the int8 directory at batch 1 >= 8x eager;
+- cold start: ``lstmgen generate DIR --max-new-tokens 1``, whole process, torch vs onnx backend,
+  and the int8 directory with the default backend (onnx) and ``--backend torch``;
 - the physical reference: weight bytes read per token / memory bandwidth (NumPy copying a
   large array), the floor on a batch-1 step if every weight came from DRAM, and how close each
   path comes (weights that fit the last-level cache can beat it);
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -231,6 +235,8 @@ def loss_increase(args: argparse.Namespace, tmp: Path) -> dict:
         ]
         subprocess.run(cmd, check=True, capture_output=True)
         how = f"char {L}x{H} trained {args.train_seconds}s here on tiny-shakespeare train.txt"
+        if args.keep_loss_model:  # e.g. the teacher of benchmarks/distill.py
+            shutil.copytree(model_dir, args.keep_loss_model)
     quantize_model_dir(model_dir, tmp / "trained-int8")
     f32, int8 = eval_loss(model_dir, val), eval_loss(tmp / "trained-int8", val)
     return {
@@ -248,6 +254,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loss-model", help="a trained char model directory for the loss row")
     ap.add_argument("--train-seconds", type=int, default=180)
+    ap.add_argument(
+        "--keep-loss-model",
+        metavar="DIR",
+        help="copy the model trained for the loss row to DIR (a teacher for distill.py)",
+    )
     ap.add_argument("--tiny", action="store_true", help="a small model and few steps (testing)")
     ap.add_argument("--name", default="quantize_cpu")
     ap.add_argument("--notes", default="", help="recorded with the result")
@@ -268,6 +279,7 @@ def main() -> None:
         int8 = LanguageModel.from_pretrained(tmp / "int8")
         onnx32 = OnnxModel(tmp / "onnx", threads=args.threads)
         onnx8 = OnnxModel(tmp / "onnx-int8", threads=args.threads)
+        int8_dir = OnnxModel(tmp / "int8", threads=args.threads)  # what generate RUN-int8 runs
         paths = {
             "eager_nn_lstm_f32": lambda b, s, r: eager_tokens_per_s(f32, b, s, seed=r),
             "lstmgen_f32": lambda b, s, r: lstmgen_rate(f32, b, s, r),
@@ -275,6 +287,7 @@ def main() -> None:
             "lstmgen_int8_torch_ao": lambda b, s, r: torch_ao(lstmgen_rate, int8, b, s, r),
             "onnx_f32": lambda b, s, r: onnx_rate(onnx32, b, s, r),
             "onnx_int8": lambda b, s, r: onnx_rate(onnx8, b, s, r),
+            "int8_dir": lambda b, s, r: onnx_rate(int8_dir, b, s, r),
         }
         rows = []
         for batch, n in steps.items():
@@ -290,6 +303,7 @@ def main() -> None:
             row.update({f"{k}_tokens_per_s": round(v, 1) for k, v in med.items()})
             row.update({f"{k}_vs_eager": round(v / eager, 2) for k, v in med.items()})
             row["int8_vs_lstmgen_f32"] = round(med["lstmgen_int8"] / med["lstmgen_f32"], 2)
+            row["int8_dir_vs_lstmgen_f32"] = round(med["int8_dir"] / med["lstmgen_f32"], 2)
             row["onnx_f32_vs_lstmgen_f32"] = round(med["onnx_f32"] / med["lstmgen_f32"], 2)
             row["onnx_int8_vs_lstmgen_int8"] = round(med["onnx_int8"] / med["lstmgen_int8"], 2)
             row["int8_onnxruntime_vs_torch_ao"] = round(
@@ -333,8 +347,11 @@ def main() -> None:
         print(json.dumps(physical))
 
         lstmgen = [sys.executable, "-m", "lstmgen", "generate"]
-        cold = {"torch": [], "onnx": []}
+        cold: dict[str, list[float]] = {"torch": [], "onnx": [], "int8_dir": [], "int8_torch": []}
         for _ in range(args.repeats):
+            int8_cmd = [*lstmgen, str(tmp / "int8"), "--max-new-tokens", "1"]
+            cold["int8_dir"].append(cold_start(int8_cmd))
+            cold["int8_torch"].append(cold_start([*int8_cmd, "--backend", "torch"]))
             cold["torch"].append(cold_start([*lstmgen, str(tmp / "f32"), "--max-new-tokens", "1"]))
             cold["onnx"].append(
                 cold_start(
@@ -349,7 +366,7 @@ def main() -> None:
     floors = {
         "int8_size_ratio_le_0.30": size["int8_over_float32"] <= 0.30,
         "int8_loss_increase_le_1_percent": loss["increase_percent"] <= 1.0,
-        "int8_batch1_ge_8x_eager": rows[0]["lstmgen_int8_vs_eager"] >= 8.0,
+        "int8_batch1_ge_8x_eager": rows[0]["int8_dir_vs_eager"] >= 8.0,
     }
     out = write_result(
         args.name,
@@ -394,7 +411,11 @@ def markdown(r: dict) -> str:
         f"{one['lstmgen_f32_tokens_per_s']:,.0f} ({one['lstmgen_f32_vs_eager']:.2f}x) | lstmgen "
         f"{one['lstmgen_int8_tokens_per_s']:,.0f} (**{one['lstmgen_int8_vs_eager']:.2f}x**); onnx "
         f"backend {one['onnx_int8_tokens_per_s']:,.0f} (**{one['onnx_int8_vs_eager']:.2f}x**) "
-        f"| >= 8x: {floor8} for an int8 model directory |",
+        + (
+            "| >= 8x: see the int8 directory's row |"
+            if "int8_dir_tokens_per_s" in one
+            else f"| >= 8x: {floor8} for an int8 model directory |"
+        ),
         f"| batch 64 decode, tokens/s | eager {many['eager_nn_lstm_f32_tokens_per_s']:,.0f}, "
         f"lstmgen {many['lstmgen_f32_tokens_per_s']:,.0f} | lstmgen "
         f"{many['lstmgen_int8_tokens_per_s']:,.0f} (**{many['int8_vs_lstmgen_f32']:.2f}x** "
@@ -406,6 +427,21 @@ def markdown(r: dict) -> str:
             f"{row['onnx_f32_tokens_per_s']:,.0f} ({row['onnx_f32_vs_lstmgen_f32']:.2f}x) | "
             f"{row['onnx_int8_tokens_per_s']:,.0f} ({row['onnx_int8_vs_lstmgen_int8']:.2f}x) "
             "| report |"
+        )
+    if "int8_dir_tokens_per_s" in one:  # results from before generate RUN-int8 used onnxruntime
+        lines.insert(
+            5,
+            f"| batch 1 / 64 decode, int8 directory as `generate RUN-int8` decodes it (onnx"
+            " backend on graphs built from the directory), tokens/s | | "
+            f"{one['int8_dir_tokens_per_s']:,.0f} (**{one['int8_dir_vs_eager']:.2f}x** eager) / "
+            f"{many['int8_dir_tokens_per_s']:,.0f} ({many['int8_dir_vs_lstmgen_f32']:.2f}x lstmgen"
+            f" float32) | >= 8x: {floor8} |",
+        )
+    if "int8_dir_seconds" in cold:
+        lines.append(
+            f"| cold start, `generate RUN-int8` of 1 token | `--backend torch` "
+            f"{cold['int8_torch_seconds']:.2f} s | default (onnx) {cold['int8_dir_seconds']:.2f} s"
+            " | report |"
         )
     lines += [
         f"| cold start, `generate` of 1 token (whole process) | torch backend "

@@ -203,3 +203,6 @@ def test_quantize_benchmark_runs_end_to_end(tmp_path):
     assert r["machine"]["cpu_model"] and r["rows"][0]["batch"] == 1
     assert r["size"]["int8_bytes"] < r["size"]["float32_bytes"]
     assert "int8_batch1_ge_8x_eager" in r["floors"]
+    # the int8 directory as `generate RUN-int8` decodes it, and the torch backend's int8
+    assert "int8_dir" in r["rows"][0]["runs"] and "lstmgen_int8" in r["rows"][0]["runs"]
+    assert {"int8_dir_seconds", "int8_torch_seconds"} <= set(r["cold_start_generate_1_token"])

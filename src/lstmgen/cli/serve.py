@@ -113,6 +113,16 @@ def _bind(host: str, port: int) -> socket.socket:
     show_default=True,
 )
 @device_option
+@click.option(
+    "--backend",
+    type=click.Choice(["torch", "onnx"]),
+    default="torch",
+    show_default=True,
+    help="onnx: serve a folder from `lstmgen export --format onnx`, or an int8 directory"
+    " (`lstmgen quantize`), with onnxruntime computing every step (pip install lstmgen[onnx]);"
+    " CPU only, prompts primed a token at a time. An int8 directory on the torch backend already"
+    " steps through onnxruntime's int8 graph where it is installed.",
+)
 def serve_command(
     run: str,
     host: str,
@@ -133,6 +143,7 @@ def serve_command(
     threads: int,
     log_level: str,
     device: str,
+    backend: str,
 ) -> None:
     """Serve the model in RUN over HTTP: an OpenAI-compatible completions API and a playground.
 
@@ -155,7 +166,14 @@ def serve_command(
     import torch
 
     torch.set_num_threads(threads)
-    model = load_run(run, device)
+    if backend == "onnx":
+        if device not in ("auto", "cpu"):
+            raise click.UsageError("--device applies to --backend torch only")
+        from ..export.onnx_served import OnnxServedModel
+
+        model = OnnxServedModel(run, threads=threads)
+    else:
+        model = load_run(run, device)
     name = model_name or Path(run).resolve().name
     weights = Path(run) / "model.safetensors"
     sock = _bind(host, port)

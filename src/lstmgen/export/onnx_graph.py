@@ -72,14 +72,17 @@ class _Graph:
         return model
 
 
-def _io(config: Any, ids_shape: list[Any]) -> tuple[list[Any], list[Any]]:
+def _io(
+    config: Any, ids_shape: list[Any], logits_shape: list[Any] | None = None
+) -> tuple[list[Any], list[Any]]:
     from onnx import TensorProto, helper
 
     L, H, V = config.num_layers, config.hidden_size, config.vocab_size
     names = state_names(config.cell)
     inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ids_shape)]
     inputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [L, "B", H]) for n in names]
-    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", V])]
+    logits_shape = logits_shape or ["B", V]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, logits_shape)]
     outputs += [
         helper.make_tensor_value_info(n + "_out", TensorProto.FLOAT, [L, "B", H]) for n in names
     ]
@@ -87,14 +90,19 @@ def _io(config: Any, ids_shape: list[Any]) -> tuple[list[Any], list[Any]]:
 
 
 def _decoder(
-    g: _Graph, config: Any, w: dict[str, np.ndarray], x: str, int8: Int8 | None = None
+    g: _Graph,
+    config: Any,
+    w: dict[str, np.ndarray],
+    x: str,
+    int8: Int8 | None = None,
+    name: str = "logits",
 ) -> str:
     """x (B, H) -> logits (B, V): [projection] then the decoder (tied: the embedding)."""
     if "projection.weight" in w:
         x = _matmul(g, x, "projection.weight", w, int8)  # (B, E)
     dec = "embedding.weight" if config.tie_weights else "decoder.weight"  # (V, E|H)
     logits = _matmul(g, x, dec, w, int8)  # (B, V)
-    return g.op("Add", logits, g.const(w["decoder.bias"]), name="logits")
+    return g.op("Add", logits, g.const(w["decoder.bias"]), name=name)
 
 
 def _layer_index(g: _Graph, state: str, k: int) -> str:
@@ -176,8 +184,9 @@ def _onnx_gates(cell: str, a: np.ndarray, H: int) -> np.ndarray:
     return np.concatenate([a[j * H : (j + 1) * H] for j in ONNX_GATE_ORDER[cell]], axis=0)
 
 
-def prime_model(config: Any, w: dict[str, np.ndarray]) -> Any:
-    """The whole-prompt graph: ONNX's recurrent operators over (T, B, ...)."""
+def prime_model(config: Any, w: dict[str, np.ndarray], all_logits: bool = False) -> Any:
+    """The whole-prompt graph: ONNX's recurrent operators over (T, B, ...). ``all_logits``:
+    logits (B, T, V) at every position (the server's echo and scoring), not only the last."""
     g = _Graph()
     cell, H = config.cell, config.hidden_size
     x = g.op("Gather", g.const(w["embedding.weight"], "embedding"), "ids", axis=0)  # (B, T, E)
@@ -206,8 +215,13 @@ def prime_model(config: Any, w: dict[str, np.ndarray]) -> Any:
             y, yh = g.op("RNN", *args, outputs=2, activations=["Tanh"], **attrs)
         hs.append(g.op("Squeeze", yh, axes0))  # (B, H)
         x = g.op("Squeeze", y, axes1)  # (T, B, H)
-    _decoder(g, config, w, hs[-1])
+    if all_logits:
+        every = _decoder(g, config, w, x, name="logits_tbv")  # (T, B, V)
+        g.op("Transpose", every, perm=[1, 0, 2], name="logits")  # (B, T, V)
+    else:
+        _decoder(g, config, w, hs[-1])
     _stack(g, hs, "state_0_out")
     if cs:
         _stack(g, cs, "state_1_out")
-    return g.model("lstmgen_prime", *_io(config, ["B", "T"]))
+    shape = ["B", "T", config.vocab_size] if all_logits else None
+    return g.model("lstmgen_prime", *_io(config, ["B", "T"], shape))

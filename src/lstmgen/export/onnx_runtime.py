@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, ConfigError, LstmgenError
 from ..files import read_json
 from ..modeldir import TOKENIZER, read_model_meta
 from .onnx_export import GRAPHS, MANIFEST, ONNX_FORMAT, ONNX_FORMAT_VERSION, need
@@ -48,6 +48,29 @@ def is_onnx_folder(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).exists()
 
 
+def is_int8_dir(path: str | Path) -> bool:
+    """A model directory with int8 weights (``lstmgen quantize``), which ``OnnxModel`` decodes
+    too. Reads config.json only (a bad one says so when the directory is loaded)."""
+    from ..files import read_json as read
+    from ..modeldir import CONFIG
+
+    try:
+        config = read(Path(path) / CONFIG)
+    except LstmgenError:
+        return False
+    return isinstance(config, dict) and config.get("quantization") is not None
+
+
+def onnx_decodes(path: str | Path) -> bool:
+    """An int8 directory whose architecture has an ONNX decoding step (``--backend auto``
+    takes the onnx backend for it; any other goes to torch)."""
+    from ..files import read_json as read
+    from ..modeldir import CONFIG
+    from .onnx_export import EXPORTABLE
+
+    return is_int8_dir(path) and read(Path(path) / CONFIG).get("arch", "recurrent") in EXPORTABLE
+
+
 class OnnxModel:
     """An exported folder behind onnxruntime: ``(logits (B, 1, V), state) = model(ids (B, T))``.
 
@@ -55,9 +78,21 @@ class OnnxModel:
     >>> from lstmgen.reference import stream_text  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, threads: int = 1):
+    def __init__(self, path: str | Path, threads: int = 1, every_position: bool = False):
+        """``every_position``: an int8 directory also gets a prime graph with the logits at
+        every position (``logits_at_every_position``, the server's); an exported folder
+        steps for those."""
         ort = need("onnxruntime")
         path = Path(path)
+        options = ort.SessionOptions()
+        # Decoding is a chain of small products: threads cost more than they give at batch 1
+        # (the same reason the PyTorch CPU path runs single-threaded kernels).
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # warnings would print on every load
+        if path.is_dir() and not is_onnx_folder(path) and is_int8_dir(path):
+            self._from_int8_dir(ort, options, path, every_position)
+            return
         if not path.is_dir() or not is_onnx_folder(path):
             raise CheckpointError(f"{path} is not an lstmgen ONNX folder (no {MANIFEST})")
         manifest = read_json(path / MANIFEST)
@@ -72,17 +107,57 @@ class OnnxModel:
         self.config, self.tokenizer, self.generation_config = read_model_meta(path)
         self.path = path
         self.state_names: list[str] = list(manifest.get("state", []))
-        options = ort.SessionOptions()
-        # Decoding is a chain of small products: threads cost more than they give at batch 1
-        # (the same reason the PyTorch CPU path runs single-threaded kernels).
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # warnings would print on every load
         self.sessions = {k: self._session(ort, options, path / f) for k, f in GRAPHS.items()}
+        self._shapes()
+
+    def _shapes(self) -> None:
         L, H = self.config.num_layers, self.config.hidden_size
         self.state_shape = (L, H)
         # every exported state part is (L, B, H): the batch on axis 1 (reference/generate.prime)
         self.state_batch_dims = (1,) * len(self.state_names)
+
+    def _from_int8_dir(self, ort: Any, options: Any, path: Path, every_position: bool) -> None:
+        """An int8 model directory (``lstmgen quantize``), its graphs built here in memory:
+        step.onnx's products on the directory's own int8 matrices (MatMulInteger, the graph
+        ``OrtInt8Stepper`` runs inside the torch backend), the prompt primed in float32 on
+        their dequantized values (ONNX's LSTM), as the torch backend primes an int8 model.
+        Built on load rather than written by ``quantize``: two graphs holding the weights
+        again would take the directory from 0.26x to ~0.75x of the float32 size, and building
+        them costs milliseconds (NumPy transposes, no re-quantization)."""
+        need("onnx")
+        from safetensors.numpy import load_file
+
+        from ..config import ModelConfig
+        from ..modeldir import WEIGHTS
+        from ..reference.checkpoint import read_model_dir
+        from .int8 import QWEIGHT, SCALE
+        from .onnx_export import EXPORTABLE
+        from .onnx_graph import prime_model, state_names, step_model
+
+        self.config, self.tokenizer, self.generation_config, weights = read_model_dir(path)
+        config: ModelConfig = self.config
+        if config.arch not in EXPORTABLE:
+            raise ConfigError(
+                f"{path}: arch {config.arch!r} has no ONNX decoding step: use --backend torch"
+            )
+        raw = load_file(str(path / WEIGHTS))  # read_model_dir checked it
+        int8 = {
+            k[: -len(QWEIGHT)]: (raw[k], raw[k[: -len(QWEIGHT)] + SCALE])
+            for k in raw
+            if k.endswith(QWEIGHT)
+        }
+        self.path = path
+        self.state_names = state_names(config.cell)
+        graphs = {"step": step_model(config, weights, int8), "prime": prime_model(config, weights)}
+        if every_position:
+            graphs["prime_all"] = prime_model(config, weights, all_logits=True)
+        self.sessions = {
+            k: ort.InferenceSession(
+                g.SerializeToString(), options, providers=["CPUExecutionProvider"]
+            )
+            for k, g in graphs.items()
+        }
+        self._shapes()
 
     @staticmethod
     def _session(ort: Any, options: Any, file: Path) -> Any:
@@ -97,6 +172,24 @@ class OnnxModel:
     def init_state(self, batch_size: int) -> tuple[np.ndarray, ...]:
         L, H = self.state_shape
         return tuple(np.zeros((L, batch_size, H), np.float32) for _ in self.state_names)
+
+    def logits_at_every_position(
+        self, ids: np.ndarray, state: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """ids (B, T) -> logits (B, T, V) at every position and the state: one prime call
+        where the graph was built (an int8 directory), else one step.onnx call per token."""
+        if "prime_all" in self.sessions:
+            feed = {
+                n: np.ascontiguousarray(p) for n, p in zip(self.state_names, state, strict=True)
+            }
+            feed["ids"] = np.ascontiguousarray(ids, dtype=np.int64)
+            logits, *new = self.sessions["prime_all"].run(None, feed)
+            return logits, tuple(new)
+        out = []
+        for t in range(ids.shape[1]):
+            logits, state = self(ids[:, t : t + 1], state)
+            out.append(logits)
+        return np.concatenate(out, axis=1), state
 
     def __call__(self, ids: np.ndarray, state: Any = None) -> tuple[np.ndarray, Any]:
         """ids (B, T) -> logits (B, 1, V) after the last token, and the state: a tuple of
