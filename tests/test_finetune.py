@@ -219,6 +219,39 @@ def test_cli_init_from_reports_added_tokens_and_info_shows_the_chain(
     assert r.code == 0 and "warning:" in r.err and "has changed since" in r.err
 
 
+def test_fine_tuned_runs_may_set_the_regularisers(tmp_path, corpus_file, new_text, run_cli):
+    """Dropout and AWD's regularisers act in training only: a run from a base may set them
+    (a little text overfits without them); the sizes still come from the base."""
+    base_dir = make_base(tmp_path, corpus_file)
+    flags = ("--dropout", "0.2", "--dropout-output", "0.3", "--weight-drop", "0.25")
+    r = run_cli(
+        "train",
+        new_text,
+        "-o",
+        tmp_path / "ft",
+        "--init-from",
+        base_dir,
+        "-q",
+        "--max-steps",
+        "2",
+        *flags,
+        *tiny_flags(),
+    )
+    assert r.code == 0, r.err
+    cfg = LanguageModel.from_pretrained(tmp_path / "ft").config
+    assert (cfg.dropout, cfg.dropout_output, cfg.weight_drop) == (0.2, 0.3, 0.25)
+    assert (cfg.hidden_size, cfg.num_layers) == (8, 2)  # the base's
+    asked = ModelConfig(**TINY_MODEL, dropout_input=0.1)  # the Python API's way
+    Trainer.create(
+        tmp_path / "api",
+        [new_text],
+        TrainConfig(**TINY_TRAIN, max_steps=1),
+        asked,
+        init_from=base_dir,
+    ).fit()
+    assert LanguageModel.from_pretrained(tmp_path / "api").config.dropout_input == 0.1
+
+
 def test_cli_bad_init_from_is_one_line(tmp_path, corpus_file, new_text, run_cli, monkeypatch):
     base_dir = make_base(tmp_path, corpus_file)
     common = ("train", new_text, "--max-steps", "1", "-q")

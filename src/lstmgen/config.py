@@ -37,6 +37,9 @@ AWD_MODEL_OPTIONS = (
     "dropout_output",
     "dropout_embedding",
 )
+# Model settings that only act in training: a run fine-tuned from a base model may set them
+# (the base's weights do not depend on them); every other model setting comes from the base.
+REGULARISERS = ("dropout", *AWD_MODEL_OPTIONS)
 
 
 def _show(value: Any) -> str:
