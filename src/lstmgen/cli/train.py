@@ -432,8 +432,9 @@ def train_command(
     else:
         preset = preset or "cpu-small"
         if init_from:  # the model is the base's; fine-tuning's own defaults
+            given = {**FINETUNE_DEFAULTS, **given}  # its regularisers too (dropout)
             model_cfg, kind = _base_model_config(init_from, given)
-            given = {**FINETUNE_DEFAULTS, **given, "tokenizer": kind}
+            given["tokenizer"] = kind
         else:
             model_cfg = ModelConfig.from_dict(
                 {**PRESETS[preset]["model"], **{k: given[k] for k in MODEL_OPTIONS if k in given}}
