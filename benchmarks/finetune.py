@@ -8,17 +8,18 @@
    (``common.side_by_side``: at the same time, each pinned to its own core with one torch
    thread, so both meet the same machine):
    - ``finetuned_ulmfit`` (from the base with ``config.FINETUNE_DEFAULTS``, plus
-     ``--unfreeze-every`` if given) against ``scratch`` (the same model from scratch with
-     ``--scratch-dropout``: the floor is about beating a *good* scratch run);
-   - ``finetuned_plain`` (from the base, the training defaults) against ``scratch_plain``
-     (the training defaults).
+     ``--unfreeze-every`` if given) against ``scratch`` (the same model from scratch, the
+     training defaults);
+   - ``finetuned_plain`` (from the base, the training defaults) against ``scratch_dropout``
+     (from scratch with ``--scratch-dropout``, a small-data setting: the floor is about
+     beating a *good* scratch run, so it counts the better of the two scratch runs).
 
 Reported: each run's validation curve against wall-clock seconds (evaluations included, as
 ``--max-time`` counts them), the final loss of its best checkpoint on the whole of ``val.txt``
 in nats/char (bytes are characters there: it is ASCII), and forgetting: the base corpus's
 validation loss (``wiki.valid.tokens``, first ``--forget-tokens`` bytes) of the base and of
 both fine-tuned models. Floor (issue #13): finetuned_ulmfit ends >= 0.15 nats/char below
-scratch.
+the better scratch run.
 
     python benchmarks/finetune.py --work /tmp/ft       # 600 s base + 2 x 120 s pairs: ~15 min
     python benchmarks/finetune.py --base /tmp/ft/base  # the same base again: ~5 min
@@ -42,8 +43,9 @@ from lstmgen.data import tokenize_to_file
 from lstmgen.evaluate import evaluate_tokens
 from lstmgen.model import load_model
 
-# The tuned from-scratch baseline's dropout (see the investigation in config.py's
-# FINETUNE_DEFAULTS comment): a fair floor compares with a good scratch run.
+# The second from-scratch baseline's dropout: a small-data setting, so that the floor compares
+# with a good scratch run (the step-budgeted probe, results/finetune_probe.json, was split on
+# it: 2.75 against 3.23 on 100 KB, 3.19 against 2.76 on 25 KB: so both are run).
 SCRATCH_DROPOUT = 0.2
 
 
@@ -148,7 +150,7 @@ def main() -> None:
         "--scratch-dropout",
         type=float,
         default=SCRATCH_DROPOUT,
-        help="dropout of the tuned from-scratch baseline (the plain one has none)",
+        help="dropout of the second from-scratch baseline (the first has the defaults')",
     )
     p.add_argument("--base", type=Path, help="reuse this base model instead of training one")
     p.add_argument("--work", type=Path, help="keep the runs here (default: a temp folder)")
@@ -209,13 +211,14 @@ def main() -> None:
             return run_job, kwargs
 
         # Two pairs, each side by side (one core each, at the same time): fine-tuning with its
-        # defaults against the tuned scratch run (the floor), then both with the plain defaults.
+        # defaults against scratch with the training defaults, then fine-tuning with the
+        # training defaults against scratch with dropout.
         pairs = [
+            {"finetuned_ulmfit": ({**budget, **tools}, base), "scratch": (budget, None)},
             {
-                "finetuned_ulmfit": ({**budget, **tools}, base),
-                "scratch": ({**budget, "dropout": args.scratch_dropout}, None),
+                "finetuned_plain": (budget, base),
+                "scratch_dropout": ({**budget, "dropout": args.scratch_dropout}, None),
             },
-            {"finetuned_plain": (budget, base), "scratch_plain": (budget, None)},
         ]
         for pair in pairs:
             done = side_by_side([job(n, s, i) for n, (s, i) in pair.items()])
@@ -234,25 +237,24 @@ def main() -> None:
                 ("finetuned_plain", work / "finetuned_plain"),
             )
         }
-        gain = results["scratch"]["val_loss"] - results["finetuned_ulmfit"]["val_loss"]
+        best_scratch = min(results[k]["val_loss"] for k in ("scratch", "scratch_dropout"))
+        gain = best_scratch - results["finetuned_ulmfit"]["val_loss"]
         payload = {
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "finetune_defaults": FINETUNE_DEFAULTS,
             "runs": results,
             "base_corpus_val_loss": forgetting,
             "gain_nats_per_char": round(gain, 4),
-            "gain_over_plain_scratch": round(
-                results["scratch_plain"]["val_loss"] - results["finetuned_ulmfit"]["val_loss"], 4
-            ),
             "floor_0.15_met": bool(gain >= 0.15) if math.isfinite(gain) else False,
             "notes": f"{side_by_side_note}. The base trains alone, on every core. CPU times are "
             "wall-clock: on a shared machine noisy, and both sides of a pair meet the same "
             "noise. WikiText-2 is the tokenized v1 text (<unk> and spaced punctuation), read as "
-            "bytes. scratch has --scratch-dropout, scratch_plain the training defaults.",
+            "bytes. The gain is over the better of scratch (the training defaults) and "
+            "scratch_dropout (--scratch-dropout).",
         }
         out = write_result(args.name, payload)
         print(
-            f"fine-tuned (ULMFiT) beats scratch by {gain:.4f} nats/char; "
+            f"fine-tuned (ULMFiT) beats the better scratch run by {gain:.4f} nats/char; "
             f"base corpus loss {forgetting}; -> {out}"
         )
 

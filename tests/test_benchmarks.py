@@ -127,13 +127,14 @@ def test_finetune_benchmark_tiny(tmp_path):
         "finetuned_ulmfit",
         "finetuned_plain",
         "scratch",
-        "scratch_plain",
+        "scratch_dropout",
     }
     assert "side by side" in r["notes"]
     assert r["runs"]["finetuned_ulmfit"]["curve"] and r["runs"]["scratch"]["added_tokens"] == 0
     assert set(r["base_corpus_val_loss"]) == {"base", "finetuned_ulmfit", "finetuned_plain"}
+    best_scratch = min(r["runs"][k]["val_loss"] for k in ("scratch", "scratch_dropout"))
     assert r["gain_nats_per_char"] == pytest.approx(
-        r["runs"]["scratch"]["val_loss"] - r["runs"]["finetuned_ulmfit"]["val_loss"], abs=1e-3
+        best_scratch - r["runs"]["finetuned_ulmfit"]["val_loss"], abs=1e-3
     )
 
 

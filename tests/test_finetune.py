@@ -208,7 +208,7 @@ def test_cli_init_from_reports_added_tokens_and_info_shows_the_chain(
     added = len(set(new_text.read_text()) - set(corpus_file.read_text()))
     assert f"added {added} tokens" in r.err
     saved, _ = RunDir(out).read_config()
-    assert (saved.lr_layer_decay, saved.warmup_steps) == (2.6, 20)  # fine-tuning's defaults
+    assert (saved.lr_layer_decay, saved.warmup_steps, saved.lr) == (2.6, 20, 3e-3)  # defaults
     assert LanguageModel.from_pretrained(out).config.dropout == 0.1  # dropout may change
     r = run_cli("info", out)
     assert r.code == 0 and f"base:       {base_dir.resolve()}" in r.out

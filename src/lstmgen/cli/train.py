@@ -312,7 +312,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     help="Micro-steps of --batch-size rows per optimizer step (gradient accumulation).",
 )
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
-@click.option("--lr", type=float)
+@click.option("--lr", type=float, help="Peak learning rate; 3e-3 with --init-from.")
 @click.option("--weight-decay", type=float)
 @click.option(
     "--warmup-steps", type=int, help="At most 10% of the run's steps or time; 20 with --init-from."
