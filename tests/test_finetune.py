@@ -252,6 +252,22 @@ def test_fine_tuned_runs_may_set_the_regularisers(tmp_path, corpus_file, new_tex
     assert LanguageModel.from_pretrained(tmp_path / "api").config.dropout_input == 0.1
 
 
+def test_a_regulariser_among_the_finetune_defaults_reaches_the_model(
+    tmp_path, corpus_file, new_text, run_cli, monkeypatch
+):
+    """FINETUNE_DEFAULTS may hold model regularisers (dropout), not only training settings; a
+    flag given still wins."""
+    from lstmgen.cli import train as train_cli
+
+    base_dir = make_base(tmp_path, corpus_file)
+    monkeypatch.setattr(train_cli, "FINETUNE_DEFAULTS", {"dropout": 0.3, "warmup_steps": 2})
+    common = ("train", new_text, "--init-from", base_dir, "-q", "--max-steps", "1", *tiny_flags())
+    assert run_cli(*common, "-o", tmp_path / "a").code == 0
+    assert LanguageModel.from_pretrained(tmp_path / "a").config.dropout == 0.3
+    assert run_cli(*common, "-o", tmp_path / "b", "--dropout", "0.1").code == 0
+    assert LanguageModel.from_pretrained(tmp_path / "b").config.dropout == 0.1
+
+
 def test_cli_bad_init_from_is_one_line(tmp_path, corpus_file, new_text, run_cli, monkeypatch):
     base_dir = make_base(tmp_path, corpus_file)
     common = ("train", new_text, "--max-steps", "1", "-q")
