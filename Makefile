@@ -44,7 +44,7 @@ bench-generation: $(STAMP)
 bench-throughput: $(STAMP)
 	cd benchmarks && ../$(PY) train_throughput.py
 
-bench-finetune: $(STAMP)  # ~20 min on 2 cores: a 600-s WikiText-2 base, then 3 runs of 120 s
+bench-finetune: $(STAMP)  # ~20 min on 2 cores: a 600-s WikiText-2 base, then 2 side-by-side pairs of 120 s
 	cd benchmarks && ../$(PY) finetune.py && ../$(PY) finetune_defaults.py
 
 bench-gpu-tiny: $(STAMP)  # the GPU suite's steps at tiny sizes, on CPU

@@ -3,9 +3,10 @@
 Counted in steps, not seconds, so the comparison holds on a busy machine: one byte-level base
 pretrained on WikiText-2 for ``--base-steps``, then ``--steps`` of fine-tuning on the first
 ``--slice-kb`` KB of tiny-shakespeare ``train.txt`` for each variant (the ordinary defaults;
-a short warmup; ``--lr-layer-decay 2.6``; gradual unfreezing; frozen embeddings; from
-scratch). Reported per variant: the loss on ``val.txt`` (first ``--eval-tokens`` bytes) and on
-WikiText-2's validation text (forgetting). ``config.FINETUNE_DEFAULTS`` comes from this.
+a short warmup; ``--lr-layer-decay 2.6``; lr 3e-3 with and without it; gradual unfreezing;
+frozen embeddings; from scratch). Reported per variant: the loss on ``val.txt`` (first
+``--eval-tokens`` bytes) and on WikiText-2's validation text (forgetting).
+``config.FINETUNE_DEFAULTS`` comes from this and from ``finetune_probe.py``.
 
     python benchmarks/finetune_defaults.py                       # a few minutes on 2 cores
     python benchmarks/finetune_defaults.py --base-steps 20 --steps 10 --hidden-size 16
@@ -35,6 +36,12 @@ def variants(steps: int) -> dict[str, dict[str, Any]]:
             "lr_layer_decay": 2.6,
             "unfreeze_every": quarter,
         },
+        "lr 3e-3, decay 2.6, warmup 20 (FINETUNE_DEFAULTS)": {
+            "warmup_steps": 20,
+            "lr_layer_decay": 2.6,
+            "lr": 3e-3,
+        },
+        "lr 3e-3, warmup 20": {"warmup_steps": 20, "lr": 3e-3},
         "decay 2.6, warmup 20, frozen embeddings": {
             "warmup_steps": 20,
             "lr_layer_decay": 2.6,

@@ -208,7 +208,7 @@ def test_cli_init_from_reports_added_tokens_and_info_shows_the_chain(
     added = len(set(new_text.read_text()) - set(corpus_file.read_text()))
     assert f"added {added} tokens" in r.err
     saved, _ = RunDir(out).read_config()
-    assert (saved.lr_layer_decay, saved.warmup_steps) == (2.6, 20)  # fine-tuning's defaults
+    assert (saved.lr_layer_decay, saved.warmup_steps, saved.lr) == (2.6, 20, 3e-3)  # defaults
     assert LanguageModel.from_pretrained(out).config.dropout == 0.1  # dropout may change
     r = run_cli("info", out)
     assert r.code == 0 and f"base:       {base_dir.resolve()}" in r.out
@@ -217,6 +217,55 @@ def test_cli_init_from_reports_added_tokens_and_info_shows_the_chain(
     (base_dir / "model.safetensors").write_bytes(b"changed")
     r = run_cli("info", out)
     assert r.code == 0 and "warning:" in r.err and "has changed since" in r.err
+
+
+def test_fine_tuned_runs_may_set_the_regularisers(tmp_path, corpus_file, new_text, run_cli):
+    """Dropout and AWD's regularisers act in training only: a run from a base may set them
+    (a little text overfits without them); the sizes still come from the base."""
+    base_dir = make_base(tmp_path, corpus_file)
+    flags = ("--dropout", "0.2", "--dropout-output", "0.3", "--weight-drop", "0.25")
+    r = run_cli(
+        "train",
+        new_text,
+        "-o",
+        tmp_path / "ft",
+        "--init-from",
+        base_dir,
+        "-q",
+        "--max-steps",
+        "2",
+        *flags,
+        *tiny_flags(),
+    )
+    assert r.code == 0, r.err
+    cfg = LanguageModel.from_pretrained(tmp_path / "ft").config
+    assert (cfg.dropout, cfg.dropout_output, cfg.weight_drop) == (0.2, 0.3, 0.25)
+    assert (cfg.hidden_size, cfg.num_layers) == (8, 2)  # the base's
+    asked = ModelConfig(**TINY_MODEL, dropout_input=0.1)  # the Python API's way
+    Trainer.create(
+        tmp_path / "api",
+        [new_text],
+        TrainConfig(**TINY_TRAIN, max_steps=1),
+        asked,
+        init_from=base_dir,
+    ).fit()
+    assert LanguageModel.from_pretrained(tmp_path / "api").config.dropout_input == 0.1
+
+
+def test_a_regulariser_among_the_finetune_defaults_reaches_the_model(
+    tmp_path, corpus_file, new_text, run_cli, monkeypatch
+):
+    """FINETUNE_DEFAULTS may hold model regularisers (dropout), not only training settings; a
+    flag given still wins."""
+    from lstmgen.cli import train as train_cli
+
+    base_dir = make_base(tmp_path, corpus_file)
+    monkeypatch.setattr(train_cli, "FINETUNE_DEFAULTS", {"dropout": 0.3, "warmup_steps": 2})
+    common = ("train", new_text, "--init-from", base_dir, "-q", "--max-steps", "1", *tiny_flags())
+    assert run_cli(*common, "-o", tmp_path / "a").code == 0
+    assert LanguageModel.from_pretrained(tmp_path / "a").config.dropout == 0.3
+    assert run_cli(*common, "-o", tmp_path / "b", "--dropout", "0.1").code == 0
+    assert LanguageModel.from_pretrained(tmp_path / "b").config.dropout == 0.1
 
 
 def test_cli_bad_init_from_is_one_line(tmp_path, corpus_file, new_text, run_cli, monkeypatch):

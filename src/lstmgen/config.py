@@ -37,6 +37,9 @@ AWD_MODEL_OPTIONS = (
     "dropout_output",
     "dropout_embedding",
 )
+# Model settings that only act in training: a run fine-tuned from a base model may set them
+# (the base's weights do not depend on them); every other model setting comes from the base.
+REGULARISERS = ("dropout", *AWD_MODEL_OPTIONS)
 
 
 def _show(value: Any) -> str:
@@ -429,10 +432,24 @@ class GenerationConfig(_JsonConfig):
 # finetune.py). lr_layer_decay 2.6 is ULMFiT's (Howard & Ruder 2018, section 3.2); the short
 # warmup gives AdamW's fresh moments a few steps before full-size updates reach the pretrained
 # weights (the schedule still caps it at 10 % of the run, then decays: ULMFiT's slanted
-# triangular rates have the same shape). Not yet measured better here: benchmarks/
-# finetune_defaults.py compares them, and its only run so far (a base too small to tell, on a
-# busy machine) moved the loss by < 0.01 nats either way; the lead reruns it on a quiet machine.
-FINETUNE_DEFAULTS: dict[str, Any] = {"lr_layer_decay": 2.6, "warmup_steps": 20}
+# triangular rates have the same shape). lr 3e-3, not the training default 1.1e-2: measured
+# step-budgeted (benchmarks/finetune_probe.py, results/finetune_probe.json: a 2x128 byte LSTM
+# pretrained 2,500 steps on WikiText-2, then 600 steps on tiny-shakespeare, val nats/char of
+# the best checkpoint). On a 25 KB slice, where a little text overfits, lr 3e-3 ends at 2.162
+# against 2.201 at 1.1e-2 (which peaks at step 200 and then overfits) and 2.191 at 1.1e-2 with
+# dropout 0.2; on 100 KB the two lrs tie (2.105 against 2.097); 1e-3 is too slow (2.240).
+# 5e-3 measured as well (2.161 on 25 KB, 2.092 on 100 KB) but starts to overfit the 25 KB slice
+# after 300 steps, where 3e-3 still improves: 3e-3 is the safer default for a base wider than
+# this probe's (the default 2x384 overfits sooner). The width bears it out: a 2x256 base (1,500
+# steps) fine-tuned on 100 KB ends at 2.054 with lr 3e-3 against 2.069 with 1.1e-2, where
+# 2x128 had them tied. lr_layer_decay 2.6 neither helped nor hurt
+# at lr 3e-3 (2.162 / 2.105 against 2.160 / 2.097 without it); it stays for what it keeps of
+# the base (results/finetune.json: base-corpus loss 2.44 with the tools, 2.53 without).
+# Dropout 0.2 did not help at lr 3e-3 (2.167 on 25 KB, 2.137 against 2.105 on 100 KB), so it
+# stays the base's; a detokenized ("raw") WikiText base transferred worse than the tokenized
+# text (2.166 against 2.097). The trainer already keeps the best checkpoint by validation;
+# --patience stops a run that has stopped improving.
+FINETUNE_DEFAULTS: dict[str, Any] = {"lr_layer_decay": 2.6, "warmup_steps": 20, "lr": 3e-3}
 
 # Named bundles of settings for people who do not want to know them. "cpu-small" is the
 # default (measured in benchmarks/quality_cpu.py); "tiny" is for smoke tests and demos.

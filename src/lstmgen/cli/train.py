@@ -20,6 +20,7 @@ from ..config import (
     OPTIMIZERS,
     PRECISIONS,
     PRESETS,
+    REGULARISERS,
     TOKENIZERS,
     ModelConfig,
     TrainConfig,
@@ -151,7 +152,8 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its methods
 
 
 def _base_model_config(init_from: str, given: dict[str, Any]) -> tuple[ModelConfig, str]:
-    """The base model's config (with ``--dropout`` if given) and tokenizer kind. A size or
+    """The base model's config (with ``--dropout`` and the other regularisers if given) and
+    tokenizer kind. A size or
     tokenizer flag that disagrees with the base is a usage error (repeating the base's value is
     fine)."""
     from ..modeldir import read_model_meta
@@ -162,7 +164,7 @@ def _base_model_config(init_from: str, given: dict[str, Any]) -> tuple[ModelConf
     bad = [
         f"--{k.replace('_', '-')} {given[k]} (the base has {getattr(base, k)})"
         for k in MODEL_OPTIONS
-        if k in given and k != "dropout" and given[k] != getattr(base, k)
+        if k in given and k not in REGULARISERS and given[k] != getattr(base, k)
     ]
     if given.get("tokenizer", tokenizer.kind) != tokenizer.kind:
         bad.append(f"--tokenizer {given['tokenizer']} (the base has {tokenizer.kind})")
@@ -171,7 +173,7 @@ def _base_model_config(init_from: str, given: dict[str, Any]) -> tuple[ModelConf
             f"{', '.join(bad)}: the architecture, sizes and tokenizer come from the base model "
             f"{path}; leave the flag out"
         )
-    return base.replace(dropout=given.get("dropout", base.dropout)), tokenizer.kind
+    return base.replace(**{k: given[k] for k in REGULARISERS if k in given}), tokenizer.kind
 
 
 def _install_stop_handlers(trainer: Trainer) -> None:
@@ -310,7 +312,7 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     help="Micro-steps of --batch-size rows per optimizer step (gradient accumulation).",
 )
 @click.option("--seq-len", type=int, help="Backpropagation-through-time window.")
-@click.option("--lr", type=float)
+@click.option("--lr", type=float, help="Peak learning rate; 3e-3 with --init-from.")
 @click.option("--weight-decay", type=float)
 @click.option(
     "--warmup-steps", type=int, help="At most 10% of the run's steps or time; 20 with --init-from."
@@ -430,8 +432,9 @@ def train_command(
     else:
         preset = preset or "cpu-small"
         if init_from:  # the model is the base's; fine-tuning's own defaults
+            given = {**FINETUNE_DEFAULTS, **given}  # its regularisers too (dropout)
             model_cfg, kind = _base_model_config(init_from, given)
-            given = {**FINETUNE_DEFAULTS, **given, "tokenizer": kind}
+            given["tokenizer"] = kind
         else:
             model_cfg = ModelConfig.from_dict(
                 {**PRESETS[preset]["model"], **{k: given[k] for k in MODEL_OPTIONS if k in given}}

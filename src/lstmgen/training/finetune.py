@@ -10,7 +10,8 @@ schedule, training/schedule.py; the CLI's fine-tuning default warmup is
 - ``Base.open(path)`` reads the base model through the normal loader (any architecture of the
   registry), so a missing, foreign or corrupt directory is one ``CheckpointError``.
 - ``Base.model_config`` is the base's architecture and sizes; a different size asked for is a
-  ``ConfigError`` (only ``dropout``, a training setting, may change).
+  ``ConfigError`` (only the regularisers, ``config.REGULARISERS``: dropout and AWD's, may
+  change: they act in training only).
 - ``Base.init`` copies the base's weights into the new model; a char or word vocabulary that
   grew (tokenizers.extend_tokenizer appends the new corpus's unseen tokens, so base ids keep
   their rows) gets new embedding and decoder rows at the mean of the base's rows (ULMFiT's
@@ -33,7 +34,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import load_weights_into, weights_of
-from ..config import ModelConfig, TrainConfig
+from ..config import REGULARISERS, ModelConfig, TrainConfig
 from ..errors import CheckpointError, ConfigError
 from ..model import LanguageModel, load_model
 from ..provenance import base_record
@@ -42,7 +43,7 @@ from ..tokenizers import Tokenizer
 
 # Rows indexed by token id, extended when the vocabulary grows (names of the state dict).
 VOCAB_ROWS = ("embedding.weight", "decoder.weight", "decoder.bias")
-# Settings of the base that a fine-tuning run keeps; dropout and vocab_size may differ.
+# Settings of the base that a fine-tuning run keeps; the regularisers and vocab_size may differ.
 FIXED = ("arch", "cell", "embedding_size", "hidden_size", "num_layers", "tie_weights")
 # `--init-from base` without a folder named base: `make base` writes one here.
 DEFAULT_BASE = Path("runs") / "base"
@@ -90,7 +91,7 @@ class Base:
         return config.replace(tokenizer=self.tokenizer.kind)
 
     def model_config(self, asked: ModelConfig | None, vocab_size: int) -> ModelConfig:
-        """The base's config for ``vocab_size`` tokens (and ``asked``'s dropout, if given);
+        """The base's config for ``vocab_size`` tokens (and ``asked``'s regularisers);
         ``asked`` differing from the base in architecture or size is a ``ConfigError``."""
         base = self.model.config
         if asked is None:
@@ -102,7 +103,7 @@ class Base:
                 f"the base model {self.path} fixes the architecture and sizes: {shown}; leave "
                 "them out to use the base's"
             )
-        return base.replace(vocab_size=vocab_size, dropout=asked.dropout)
+        return base.replace(vocab_size=vocab_size, **{k: getattr(asked, k) for k in REGULARISERS})
 
     def init(self, model: LanguageModel) -> int:
         """Copy the base's weights into ``model`` (same architecture, a vocabulary that starts
