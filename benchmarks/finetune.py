@@ -29,6 +29,7 @@ the better scratch run.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import tempfile
 import time
@@ -91,6 +92,25 @@ def train(
         "val_bits_per_char": round(full.bits_per_char, 4),
         "curve": curve.points,
         "added_tokens": trainer.added_tokens,
+    }
+
+
+def reused_base(run: Path) -> dict[str, Any]:
+    """What a base trained elsewhere (``--base``) cost, from its own ``metrics.jsonl`` and
+    ``train_config.json``: steps, training seconds, its best periodic validation loss."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "val_loss" in r]
+    config = json.loads((run / "train_config.json").read_text())
+    return {
+        "reused": str(run),
+        "steps": max((r["step"] for r in records), default=0),
+        "train_seconds": max((r["elapsed"] for r in records), default=0.0),
+        "best_val_loss_periodic": round(min(r["val_loss"] for r in evals), 4) if evals else None,
+        "curve": [
+            {"seconds": r["elapsed"], "step": r["step"], "val_loss": round(r["val_loss"], 4)}
+            for r in evals
+        ],
+        "train_config": {k: config.get(k) for k in ("max_time", "lr", "batch_size", "seq_len")},
     }
 
 
@@ -185,6 +205,8 @@ def main() -> None:
         }
         results: dict[str, Any] = {}
         base = args.base
+        if base is not None:  # a reused base: its own record of what it cost
+            results["base"] = reused_base(base)
         if base is None:  # alone on the machine: its cost is reported on its own
             base = work / "base"
             results["base"] = train(
@@ -246,7 +268,13 @@ def main() -> None:
             "base_corpus_val_loss": forgetting,
             "gain_nats_per_char": round(gain, 4),
             "floor_0.15_met": bool(gain >= 0.15) if math.isfinite(gain) else False,
-            "notes": f"{side_by_side_note}. The base trains alone, on every core. CPU times are "
+            "notes": f"{side_by_side_note}. "
+            + (
+                "The base was trained beforehand (runs.base: its own record). "
+                if args.base
+                else "The base trains alone, on every core. "
+            )
+            + "CPU times are "
             "wall-clock: on a shared machine noisy, and both sides of a pair meet the same "
             "noise. WikiText-2 is the tokenized v1 text (<unk> and spaced punctuation), read as "
             "bytes. The gain is over the better of scratch (the training defaults) and "
