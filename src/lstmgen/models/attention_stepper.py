@@ -7,6 +7,15 @@ whose fixed per-call cost dominates one token; the head is forward's: one masked
 the token itself, so the mask is only the row's valid memory entries), and that same
 concatenation, shifted by one, is the new memory.
 
+The concatenation is not a copy: the stepper keeps a buffer with room beyond the memory
+(``_Slide``), and while a step is given the memory its previous step returned, it writes the
+token's entry into the next free slot and returns the memory as a view one slot further on.
+A step then writes H numbers per sequence instead of copying all M x H (``forward``'s
+``torch.cat``), the cost that dominated at large batches and memories
+(benchmarks/attention_cost.py). The state stays a value: a slot is only ever written beyond
+every view handed out, and any other memory (primed by ``forward``, rows joined or split by
+``State.cat`` / ``select``, a state stepped twice) is first copied into a fresh buffer.
+
 Dimensions: B batch, H hidden, M memory capacity, L layers, a the attention layer.
 """
 
@@ -34,6 +43,46 @@ def _fused(rnn: torch.nn.LSTM, layers: int) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
+class _Slide:
+    """A (B, M + 1 + spare, H) buffer whose window ``[end - M, end)`` is the last memory handed
+    out; ``next`` writes the token's entry at ``end`` and returns ``[end - M, end]``, the
+    (B, M + 1, H) keys/values of the step, whose ``[:, 1:]`` is the new memory. When the spare
+    slots run out (every ``spare`` steps) the memory moves into a fresh buffer, so each step
+    costs H numbers per sequence plus M x H / spare amortised."""
+
+    def __init__(self) -> None:
+        self.buf: Tensor | None = None
+        self.end = 0
+
+    def _continues(self, memory: Tensor) -> bool:
+        """Whether ``memory`` is the view the last step returned (so its next slot is free)."""
+        buf, M = self.buf, memory.shape[1]
+        return (
+            buf is not None
+            and memory.numel() > 0
+            and self.end < buf.shape[1]
+            and buf.shape[0] == memory.shape[0]
+            and buf.shape[2] == memory.shape[2]
+            and buf.dtype == memory.dtype
+            and buf.device == memory.device
+            and memory.stride() == buf.stride()
+            and memory.data_ptr() == buf[:, self.end - M].data_ptr()
+        )
+
+    def next(self, memory: Tensor, n: Tensor) -> Tensor:
+        """memory (B, M, H), the token's entry n (B, H) -> [memory, n] (B, M + 1, H), a view."""
+        B, M, H = memory.shape
+        if not self._continues(memory):
+            spare = max(64, M // 4)  # a fresh buffer every `spare` steps; 25 % more memory
+            self.buf = memory.new_empty(B, M + 1 + spare, H)
+            self.buf[:, :M] = memory
+            self.end = M
+        buf, end = self.buf, self.end
+        buf[:, end] = n
+        self.end = end + 1
+        return buf[:, end - M : end + 1]
+
+
 class AttentionStepper:
     """``logits (B, V), state = step(ids (B,), state)`` for the sha-lstm (any device)."""
 
@@ -53,6 +102,7 @@ class AttentionStepper:
         self.projection = None if model.projection is None else model.projection.weight.detach()
         self.decoder = (model.decoder.weight.detach(), model.decoder.bias.detach())
         self.state_class = type(model.init_state(0))  # attention.AttentionState
+        self.slide = _Slide()
 
     @staticmethod
     def _layers(x: Tensor, h: Tensor, c: Tensor, weights: list, hs: list, cs: list) -> Tensor:
@@ -76,7 +126,7 @@ class AttentionStepper:
         n = att.norm(x)  # (B, H)
         q = att.query(n) * torch.sigmoid(att.key_gate)  # (B, H): the key gate moved onto q
         # keys/values: the memory and the token itself; [:, 1:] of it is the new memory
-        nm = torch.cat([memory, n[:, None]], dim=1)  # (B, M+1, H)
+        nm = self.slide.next(memory, n)  # (B, M+1, H), a view: no copy of the memory
         valid = torch.arange(M + 1, device=ids.device) >= (M - length)[:, None]  # (B, M+1)
         o = F.scaled_dot_product_attention(
             q[:, None, None], nm[:, None], nm[:, None], attn_mask=valid[:, None, None]
