@@ -87,3 +87,14 @@ def test_rows_joined_and_split_between_steps_equal_each_row_alone():
         more, _ = _step_all(model.stepper(1), model, nxt[1:, 3:], left)
         ref, _ = _step_all(one, model, nxt[1:, 3:], sb2)
         assert torch.allclose(more, ref, atol=1e-12, rtol=0)
+
+
+def test_the_stepper_holds_no_memory_once_its_states_are_gone():
+    model = make(memory=16)
+    step = model.stepper(2)
+    with torch.no_grad():
+        _, s = step(torch.tensor([1, 2]), model.init_state(2))
+        _, s = step(torch.tensor([3, 4]), s)
+        assert step.slide.last() is s[2]
+        del s
+    assert step.slide.last() is None

@@ -7,7 +7,7 @@ whose fixed per-call cost dominates one token; the head is forward's: one masked
 the token itself, so the mask is only the row's valid memory entries), and that same
 concatenation, shifted by one, is the new memory.
 
-The concatenation is not a copy: the stepper keeps a buffer with room beyond the memory
+The concatenation is not a copy: memories are views of a buffer with room beyond them
 (``_Slide``), and while a step is given the memory its previous step returned, it writes the
 token's entry into the next free slot and returns the memory as a view one slot further on.
 A step then writes H numbers per sequence instead of copying all M x H (``forward``'s
@@ -21,6 +21,7 @@ Dimensions: B batch, H hidden, M memory capacity, L layers, a the attention laye
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import torch
@@ -44,43 +45,34 @@ def _fused(rnn: torch.nn.LSTM, layers: int) -> list[tuple[Tensor, Tensor]]:
 
 
 class _Slide:
-    """A (B, M + 1 + spare, H) buffer whose window ``[end - M, end)`` is the last memory handed
-    out; ``next`` writes the token's entry at ``end`` and returns ``[end - M, end]``, the
-    (B, M + 1, H) keys/values of the step, whose ``[:, 1:]`` is the new memory. When the spare
-    slots run out (every ``spare`` steps) the memory moves into a fresh buffer, so each step
-    costs H numbers per sequence plus M x H / spare amortised."""
+    """Memories handed out as views of a buffer with ``spare`` free slots past them.
+
+    A fresh buffer is (B, M + 1 + spare, H). ``next(memory, n)`` returns the step's keys/values
+    [memory, n] (B, M + 1, H) and the new memory, its ``[:, 1:]``: when ``memory`` is the very
+    tensor the last call returned and a slot is left, [memory, n] is memory's view extended by
+    the next slot (n is written there, beyond every view handed out); otherwise the memory is
+    first copied into a fresh buffer. Each step costs H numbers per sequence, plus M x H every
+    ``spare`` steps. Only a weak reference is kept: the buffer lives as long as a state does."""
 
     def __init__(self) -> None:
-        self.buf: Tensor | None = None
-        self.end = 0
+        self.last: weakref.ref[Tensor] | None = None  # the memory the last call returned
+        self.left = 0  # free slots past it
 
-    def _continues(self, memory: Tensor) -> bool:
-        """Whether ``memory`` is the view the last step returned (so its next slot is free)."""
-        buf, M = self.buf, memory.shape[1]
-        return (
-            buf is not None
-            and memory.numel() > 0
-            and self.end < buf.shape[1]
-            and buf.shape[0] == memory.shape[0]
-            and buf.shape[2] == memory.shape[2]
-            and buf.dtype == memory.dtype
-            and buf.device == memory.device
-            and memory.stride() == buf.stride()
-            and memory.data_ptr() == buf[:, self.end - M].data_ptr()
-        )
-
-    def next(self, memory: Tensor, n: Tensor) -> Tensor:
-        """memory (B, M, H), the token's entry n (B, H) -> [memory, n] (B, M + 1, H), a view."""
+    def next(self, memory: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+        """memory (B, M, H), the token's entry n (B, H) -> [memory, n], the new memory."""
         B, M, H = memory.shape
-        if not self._continues(memory):
+        if self.last is not None and self.last() is memory and self.left > 0:
+            nm = memory.as_strided((B, M + 1, H), memory.stride(), memory.storage_offset())
+            self.left -= 1
+        else:
             spare = max(64, M // 4)  # a fresh buffer every `spare` steps; 25 % more memory
-            self.buf = memory.new_empty(B, M + 1 + spare, H)
-            self.buf[:, :M] = memory
-            self.end = M
-        buf, end = self.buf, self.end
-        buf[:, end] = n
-        self.end = end + 1
-        return buf[:, end - M : end + 1]
+            buf = memory.new_empty(B, M + 1 + spare, H)
+            buf[:, :M] = memory
+            nm, self.left = buf[:, : M + 1], spare
+        nm[:, M] = n
+        new = nm[:, 1:]
+        self.last = weakref.ref(new)
+        return nm, new
 
 
 class AttentionStepper:
@@ -126,7 +118,7 @@ class AttentionStepper:
         n = att.norm(x)  # (B, H)
         q = att.query(n) * torch.sigmoid(att.key_gate)  # (B, H): the key gate moved onto q
         # keys/values: the memory and the token itself; [:, 1:] of it is the new memory
-        nm = self.slide.next(memory, n)  # (B, M+1, H), a view: no copy of the memory
+        nm, new = self.slide.next(memory, n)  # (B, M+1, H), a view: no copy of the memory
         valid = torch.arange(M + 1, device=ids.device) >= (M - length)[:, None]  # (B, M+1)
         o = F.scaled_dot_product_attention(
             q[:, None, None], nm[:, None], nm[:, None], attn_mask=valid[:, None, None]
@@ -139,7 +131,7 @@ class AttentionStepper:
         if self.projection is not None:
             y = y @ self.projection.t()  # (B, E)
         logits = F.linear(y, *self.decoder)  # (B, V)
-        parts = (torch.stack(hs), torch.stack(cs), nm[:, 1:], (length + 1).clamp(max=M))
+        parts = (torch.stack(hs), torch.stack(cs), new, (length + 1).clamp(max=M))
         return logits, self.state_class(parts)
 
 
