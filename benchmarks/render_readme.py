@@ -153,6 +153,9 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "labels_steer": _benchmark_markdown("labels_steer"),
     "quantize_cpu": _benchmark_markdown("quantize"),
     "quality_cpu_attention": _benchmark_markdown("quality_cpu_attention"),
+    "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
+    "quality_cpu_attention_600": _benchmark_markdown("quality_cpu_attention"),
+    "attention_ablation": _benchmark_markdown("attention_ablation"),
 }
 
 
