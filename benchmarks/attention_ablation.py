@@ -15,7 +15,7 @@ the cosine schedule over those steps), then scores the whole of val.txt stateful
 Settings run two at a time (``common.side_by_side``: one core, one torch thread each); the
 figures depend only on the step count, not on the machine's load.
 
-    python benchmarks/attention_ablation.py                     # 400 steps, ~12 min on 2 cores
+    python benchmarks/attention_ablation.py             # 400 steps, ~10 min on 2 quiet cores
     python benchmarks/attention_ablation.py --steps 20 --tiny --name attention_ablation_smoke
 """
 
@@ -129,6 +129,27 @@ def run_setting(name: str, steps: int, data: str, tiny: bool, seed: int) -> dict
     }
 
 
+def write(args: argparse.Namespace, results: list[dict], partial: bool):
+    base = next((r for r in results if r["setting"] == "sha-lstm"), None)
+    for r in results:
+        if base is not None:
+            diff = r["val_loss_nats_per_char"] - base["val_loss_nats_per_char"]
+            r["minus_sha_lstm"] = round(diff, 4)
+    return write_result(
+        args.name,
+        {
+            "partial": partial,
+            "steps": args.steps,
+            "seed": args.seed,
+            "preset": "tiny" if args.tiny else "cpu-small",
+            "results": results,
+            "notes": "step-budgeted (load-independent): the same steps, windows and seed for "
+            "every setting; one seed, so differences of ~0.01 nats/char are within noise. "
+            + side_by_side_note,
+        },
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", type=int, default=400, help="training steps per setting")
@@ -144,7 +165,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"error: unknown setting(s) {unknown}; known: {', '.join(SETTINGS)}")
     cores = len(os.sched_getaffinity(0))
-    results = []
+    results: list[dict] = []
     for i in range(0, len(names), cores):
         jobs = [
             (run_setting, {"name": n, "steps": args.steps, "data": str(args.data),
@@ -154,24 +175,8 @@ def main() -> None:
         for r in side_by_side(jobs):
             print(f"{r['setting']}: {r['val_loss_nats_per_char']} nats/char", flush=True)
             results.append(r)
-    base = next((r for r in results if r["setting"] == "sha-lstm"), None)
-    for r in results:
-        if base is not None:
-            r["minus_sha_lstm"] = round(
-                r["val_loss_nats_per_char"] - base["val_loss_nats_per_char"], 4
-            )
-    out = write_result(
-        args.name,
-        {
-            "steps": args.steps,
-            "seed": args.seed,
-            "preset": "tiny" if args.tiny else "cpu-small",
-            "results": results,
-            "notes": "step-budgeted (load-independent): the same steps, windows and seed for "
-            "every setting; one seed, so differences of ~0.01 nats/char are within noise. "
-            + side_by_side_note,
-        },
-    )
+        # after every pair, so that a run stopped early leaves what it measured
+        out = write(args, results, partial=i + cores < len(names))
     print(f"-> {out}")
 
 

@@ -49,7 +49,7 @@ from lstmgen import LstmgenError
 # token); a shorter memory is cheaper, a narrower stack buys back tokens, and the head at
 # the top (attention_layer 1 of 2) leaves the lower layer undisturbed.
 LSTM_SWEEP = ["", "hidden_size=320", "lr=0.015", "hidden_size=448,lr=0.009"]
-SHA_SWEEP = ["", "memory=128", "memory=256,attention_layer=1", "hidden_size=320,memory=256"]
+SHA_SWEEP = ["", "attention_layer=1", "lr=0.006", "memory=128,attention_layer=1"]
 
 
 def split(settings: str) -> list[list[str]]:
