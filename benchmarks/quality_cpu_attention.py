@@ -92,9 +92,9 @@ def race_pair(
             f"({r['steps']} steps, {r['tokens_per_s']:,} tokens/s on one core)",
             flush=True,
         )
+    results = Path(os.environ.get("LSTMGEN_RESULTS_DIR") or RESULTS)
     for label in runs:  # the partial curves: the JSON written by the caller holds them all
-        partial = Path(os.environ.get("LSTMGEN_RESULTS_DIR") or RESULTS) / f"{name}_{label}.json"
-        partial.unlink(missing_ok=True)
+        (results / f"{name}_{label}.json").unlink(missing_ok=True)
     return runs
 
 
@@ -148,11 +148,10 @@ def best_settings(args: argparse.Namespace) -> tuple[list[str], list[str], str]:
     """The two sides' overrides: given, or each side's best in the sweep's JSON."""
     lstm = [o for o in args.lstm.split(",") if o]
     sha = list(args.overrides)
-    path = (
-        Path(args.sweep_result)
-        if args.sweep_result
-        else RESULTS / "quality_cpu_attention_sweep.json"
-    )
+    results = Path(os.environ.get("LSTMGEN_RESULTS_DIR") or RESULTS)
+    path = Path(args.sweep_result or results / "quality_cpu_attention_sweep.json")
+    if args.sweep_result and not path.exists():
+        raise SystemExit(f"error: no sweep result at {path}")
     if lstm or sha or not path.exists():
         return lstm, sha, "given on the command line" if lstm or sha else "the preset (no sweep)"
     best = json.loads(path.read_text())["best"]
