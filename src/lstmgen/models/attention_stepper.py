@@ -52,7 +52,9 @@ class _Slide:
     tensor the last call returned and a slot is left, [memory, n] is memory's view extended by
     the next slot (n is written there, beyond every view handed out); otherwise the memory is
     first copied into a fresh buffer. Each step costs H numbers per sequence, plus M x H every
-    ``spare`` steps. Only a weak reference is kept: the buffer lives as long as a state does."""
+    ``spare`` steps. Only a weak reference is kept: the buffer lives as long as a state does.
+    Consecutive memories share M - 1 entries of storage, so a memory must not be written in
+    place (nothing in lstmgen does: states are replaced, never edited)."""
 
     def __init__(self) -> None:
         self.last: weakref.ref[Tensor] | None = None  # the memory the last call returned
