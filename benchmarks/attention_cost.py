@@ -6,11 +6,12 @@ run: same E/H/L (the cpu-small preset's 2x384, embedding 64), char vocabulary 65
 weights (speed does not depend on training), ``model.complete`` end to end (priming, sampling at
 temperature 0.8, text decoding), repeats interleaved so that machine noise hits every row alike.
 
-A decoding step of the sha-lstm is ``forward`` on one token (its memory is the key/value
+A decoding step of the sha-lstm on CPU up to 64 sequences is the written-out stepper
+(models/attention_stepper.py; above, ``forward`` on one token: its memory is the key/value
 cache). The head attends over all M slots with a mask, so a step costs the same whether the
 memory is full or not: a short run measures the cost of a full memory. Per step and sequence
-it reads the M x H memory and writes a new one (the state is a value: the memory shifts by one
-slot into a fresh tensor).
+it reads the M x H memory; the stepper writes one slot of it (its sliding buffer), ``forward``
+a shifted copy of all of it.
 
     python benchmarks/attention_cost.py                  # result attention_cost_cpu.json
     python benchmarks/attention_cost.py --device cuda    # attention_cost_cuda.json

@@ -7,11 +7,21 @@ whose fixed per-call cost dominates one token; the head is forward's: one masked
 the token itself, so the mask is only the row's valid memory entries), and that same
 concatenation, shifted by one, is the new memory.
 
+The concatenation is not a copy: memories are views of a buffer with room beyond them
+(``_Slide``), and while a step is given the memory its previous step returned, it writes the
+token's entry into the next free slot and returns the memory as a view one slot further on.
+A step then writes H numbers per sequence instead of copying all M x H (``forward``'s
+``torch.cat``), the cost that dominated at large batches and memories
+(benchmarks/attention_cost.py). The state stays a value: a slot is only ever written beyond
+every view handed out, and any other memory (primed by ``forward``, rows joined or split by
+``State.cat`` / ``select``, a state stepped twice) is first copied into a fresh buffer.
+
 Dimensions: B batch, H hidden, M memory capacity, L layers, a the attention layer.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,6 +44,39 @@ def _fused(rnn: torch.nn.LSTM, layers: int) -> list[tuple[Tensor, Tensor]]:
     return out
 
 
+class _Slide:
+    """Memories handed out as views of a buffer with ``spare`` free slots past them.
+
+    A fresh buffer is (B, M + 1 + spare, H). ``next(memory, n)`` returns the step's keys/values
+    [memory, n] (B, M + 1, H) and the new memory, its ``[:, 1:]``: when ``memory`` is the very
+    tensor the last call returned and a slot is left, [memory, n] is memory's view extended by
+    the next slot (n is written there, beyond every view handed out); otherwise the memory is
+    first copied into a fresh buffer. Each step costs H numbers per sequence, plus M x H every
+    ``spare`` steps. Only a weak reference is kept: the buffer lives as long as a state does.
+    Consecutive memories share M - 1 entries of storage, so a memory must not be written in
+    place (nothing in lstmgen does: states are replaced, never edited)."""
+
+    def __init__(self) -> None:
+        self.last: weakref.ref[Tensor] | None = None  # the memory the last call returned
+        self.left = 0  # free slots past it
+
+    def next(self, memory: Tensor, n: Tensor) -> tuple[Tensor, Tensor]:
+        """memory (B, M, H), the token's entry n (B, H) -> [memory, n], the new memory."""
+        B, M, H = memory.shape
+        if self.last is not None and self.last() is memory and self.left > 0:
+            nm = memory.as_strided((B, M + 1, H), memory.stride(), memory.storage_offset())
+            self.left -= 1
+        else:
+            spare = max(64, M // 4)  # a fresh buffer every `spare` steps; 25 % more memory
+            buf = memory.new_empty(B, M + 1 + spare, H)
+            buf[:, :M] = memory
+            nm, self.left = buf[:, : M + 1], spare
+        nm[:, M] = n
+        new = nm[:, 1:]
+        self.last = weakref.ref(new)
+        return nm, new
+
+
 class AttentionStepper:
     """``logits (B, V), state = step(ids (B,), state)`` for the sha-lstm (any device)."""
 
@@ -53,6 +96,7 @@ class AttentionStepper:
         self.projection = None if model.projection is None else model.projection.weight.detach()
         self.decoder = (model.decoder.weight.detach(), model.decoder.bias.detach())
         self.state_class = type(model.init_state(0))  # attention.AttentionState
+        self.slide = _Slide()
 
     @staticmethod
     def _layers(x: Tensor, h: Tensor, c: Tensor, weights: list, hs: list, cs: list) -> Tensor:
@@ -76,7 +120,7 @@ class AttentionStepper:
         n = att.norm(x)  # (B, H)
         q = att.query(n) * torch.sigmoid(att.key_gate)  # (B, H): the key gate moved onto q
         # keys/values: the memory and the token itself; [:, 1:] of it is the new memory
-        nm = torch.cat([memory, n[:, None]], dim=1)  # (B, M+1, H)
+        nm, new = self.slide.next(memory, n)  # (B, M+1, H), a view: no copy of the memory
         valid = torch.arange(M + 1, device=ids.device) >= (M - length)[:, None]  # (B, M+1)
         o = F.scaled_dot_product_attention(
             q[:, None, None], nm[:, None], nm[:, None], attn_mask=valid[:, None, None]
@@ -89,7 +133,7 @@ class AttentionStepper:
         if self.projection is not None:
             y = y @ self.projection.t()  # (B, E)
         logits = F.linear(y, *self.decoder)  # (B, V)
-        parts = (torch.stack(hs), torch.stack(cs), nm[:, 1:], (length + 1).clamp(max=M))
+        parts = (torch.stack(hs), torch.stack(cs), new, (length + 1).clamp(max=M))
         return logits, self.state_class(parts)
 
 
