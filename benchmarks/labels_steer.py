@@ -157,11 +157,16 @@ def markdown(r: dict) -> str:
             f"{v['val_loss_alone']:.4f} |"
         )
     verdict = "meets" if r["passes_floor"] else "misses"
+    settings = r["settings"]
+    budget = (
+        f"{settings['steps']:,} steps" if settings.get("steps") else f"{settings['budget']:.0f} s"
+    )
+    model = f" ({', '.join(settings['model'])})" if settings.get("model") else ""
     return (
         "\n".join(rows)
-        + f"\n\n{r['classified_as_asked']:.1%} of {r['settings']['samples']} samples per label "
-        f"classified as asked ({verdict} the 95 % floor); {r['settings']['budget']:.0f} s of "
-        f"training per model. {measured(r)}."
+        + f"\n\n{r['classified_as_asked']:.1%} of {settings['samples']} samples per label "
+        f"classified as asked ({verdict} the 95 % floor); {budget} of training per "
+        f"model{model}. {measured(r)}."
     )
 
 
