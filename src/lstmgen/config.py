@@ -521,7 +521,7 @@ PRESETS["word-cpu"] = {
         "tokenizer": "word",
         "batch_size": 32,
         "seq_len": 35,
-        "lr": 5e-3,  # the sweep's winner (benchmarks/results/word_sweep_cpu.json): 3e-3 was 10 % worse
+        "lr": 5e-3,  # the sweep's winner (results/word_sweep_cpu.json): 3e-3 was 10 % worse
         "warmup_steps": 100,
         "grad_clip": 0.25,
         "ar": 2.0,
