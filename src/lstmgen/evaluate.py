@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -110,3 +111,20 @@ def evaluate_tokens(
         chars=chars,
         bytes=nbytes,
     )
+
+
+def scored_metrics(total: float, scored: int, data: Any) -> dict[str, Any]:
+    """The trainer's validation metrics from ``total`` nats over ``scored`` tokens of ``data``
+    (a split with ``tokens`` and ``chars``), when not every token is scored (documents scored
+    from fresh states: training/label_rows.py, training/features.py); its characters are
+    counted in proportion."""
+    loss = total / max(scored, 1)
+    if not math.isfinite(loss):
+        raise NumericalError(f"the loss is {loss}: ", loss)
+    chars = round(data.chars * min(1.0, scored / max(len(data.tokens), 1)))
+    return {
+        "val_loss": loss,
+        "val_perplexity": math.exp(min(loss, 700.0)),
+        "val_bits_per_char": total / math.log(2) / max(chars, 1),
+        "val_tokens": scored,
+    }

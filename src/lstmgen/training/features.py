@@ -21,7 +21,6 @@ order drawn from ``seed`` and the epoch number, so a resumed run sees the same b
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any
 
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 
 from ..documents import DocumentFile
 from ..errors import DataError, NumericalError
-from ..evaluate import EvaluationStopped
+from ..evaluate import EvaluationStopped, scored_metrics
 from .trainer import SINGLE_WINDOW_STEP, Trainer
 
 IGNORE = -100  # F.cross_entropy's ignore_index: padding is not scored
@@ -93,16 +92,7 @@ def evaluate_documents(
         if max_tokens and n >= max_tokens:
             break
     model.train(was_training)
-    loss = total / max(n, 1)
-    if not math.isfinite(loss):
-        raise NumericalError(f"the loss is {loss}: ", loss)
-    chars = round(doc_file.chars * min(1.0, n / max(len(doc_file.tokens), 1)))
-    return {
-        "val_loss": loss,
-        "val_perplexity": math.exp(min(loss, 700.0)),
-        "val_bits_per_char": total / math.log(2) / max(chars, 1),
-        "val_tokens": n,
-    }
+    return scored_metrics(total, n, doc_file)
 
 
 class FeatureTrainer(Trainer):

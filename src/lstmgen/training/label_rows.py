@@ -32,15 +32,14 @@ tail (``data.split_tail``).
 from __future__ import annotations
 
 import heapq
-import math
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import DataError, NumericalError
-from ..evaluate import EvaluationStopped
+from ..errors import DataError
+from ..evaluate import EvaluationStopped, scored_metrics
 from ..state import State
 
 IGNORE = -100  # F.cross_entropy's ignore_index: padding and label targets are not scored
@@ -149,13 +148,4 @@ def evaluate_label_rows(
         if max_tokens and n >= max_tokens:
             break
     model.train(was_training)
-    loss = total.item() / max(n, 1)
-    if not math.isfinite(loss):
-        raise NumericalError(f"the loss is {loss}: ", loss)
-    chars = round(data.chars * min(1.0, n / max(len(data.tokens), 1)))
-    return {
-        "val_loss": loss,
-        "val_perplexity": math.exp(min(loss, 700.0)),
-        "val_bits_per_char": total.item() / math.log(2) / max(chars, 1),
-        "val_tokens": n,
-    }
+    return scored_metrics(total.item(), n, data)
