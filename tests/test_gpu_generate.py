@@ -76,6 +76,20 @@ def test_stop_strings_and_streaming_across_blocks(cuda):
 
 
 @pytest.mark.parametrize("options", SAMPLERS)
+def test_complete_in_bulk_is_the_streamed_text_on_cuda(cuda, options):
+    # complete decodes the text once per sample at the end (generate.complete_texts); the
+    # blocks it keeps are copies, not the graph's token buffer that the next replay overwrites.
+    model = make_model(cuda)
+    kw = {"max_new_tokens": 70, "seed": 5, **options}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bulk = model.complete("abc", n=64, **kw)
+    assert bulk == texts(stream_text(model, ["abc"] * 64, **kw), 64)
+    assert bulk == model.complete("abc", n=64, cuda_graphs=False, **kw)
+    assert all(len(model.tokenizer.encode(t)) == 70 for t in bulk)
+
+
+@pytest.mark.parametrize("options", SAMPLERS)
 def test_graph_of_the_fused_stepper_equals_eager_blocks(cuda, options):
     model = make_model(cuda)
     cfg = GenerationConfig(**options)

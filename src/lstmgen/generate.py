@@ -4,11 +4,15 @@ The prompt primes the recurrent state once; then each step feeds only the newest
 carried state (an LSTM never re-reads its prefix). Several samples run as one batch. Text comes
 out as ``Event``s: the new text of sample ``index``, decoded incrementally so a multi-byte
 character is never split, and held back while it might be the start of a stop string.
+
+``complete_texts`` (``LanguageModel.complete``) wants only the whole texts: without stop strings
+nothing ends a sample early, so it decodes each sample's ids once at the end instead of once per
+block (batch 1024 on CUDA spent more time on per-sample text work than on decoding).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,7 +35,6 @@ def all_finite(t: torch.Tensor) -> Any:
     return torch.isfinite(t).all()
 
 
-@torch.inference_mode()
 def stream_text(
     model: Model,
     prompts: Sequence[str],
@@ -55,32 +58,85 @@ def stream_text(
     ...     print(ev.index, ev.text)
     """
     cfg = resolve_config(model, config, **overrides)
-    tok = model.tokenizer
+    streams = TextStreams(model.tokenizer, len(prompts), cfg.stop, prompts)
+    finished = lambda: streams.all_done  # noqa: E731
+    for block, last in token_blocks(
+        model, prompts, cfg, unknown, cuda_graphs, label, features, finished
+    ):
+        yield from streams.push_block(block.tolist(), last)
+    yield from streams.close()
+
+
+def complete_texts(
+    model: Model,
+    prompts: Sequence[str],
+    config: GenerationConfig | None = None,
+    unknown: str = "error",
+    cuda_graphs: bool = True,
+    label: str | None = None,
+    features: Sequence[float] | None = None,
+    **overrides: Any,
+) -> list[str]:
+    """The whole text of each continuation: what ``stream_text``'s events add up to, the same
+    text for the same seed. With stop strings it is exactly that sum (a stop string may end a
+    sample, or all of them, at any block). Without, each sample's ids are kept on the host as
+    blocks of a tensor and decoded once at the end: the decoders are incremental, so ids decoded
+    together give the text of the same ids decoded block by block."""
+    cfg = resolve_config(model, config, **overrides)
+    texts = [""] * len(prompts)
+    if cfg.stop:
+        for ev in stream_text(model, prompts, cfg, unknown, cuda_graphs, label, features):
+            texts[ev.index] += ev.text
+        return texts
+    streams = TextStreams(model.tokenizer, len(prompts), (), prompts)
+    blocks = token_blocks(
+        model, prompts, cfg, unknown, cuda_graphs, label, features, finished=lambda: False
+    )
+    kept = [block for block, _ in blocks]
+    events = streams.push_block(torch.cat(kept, 1).tolist(), True) if kept else streams.close()
+    for ev in events:
+        texts[ev.index] += ev.text
+    return texts
+
+
+def token_blocks(
+    model: Model,
+    prompts: Sequence[str],
+    cfg: GenerationConfig,
+    unknown: str,
+    cuda_graphs: bool,
+    label: str | None,
+    features: Sequence[float] | None,
+    finished: Callable[[], bool],
+) -> Iterator[tuple[torch.Tensor, bool]]:
+    """The decode loop: prime ``prompts``, then blocks of tokens (B, k) on the host, each with
+    whether it is the last; it stops early once ``finished()`` (every sample hit a stop string).
+
+    Only the device work runs under ``torch.inference_mode``: a generator decorated with it
+    enters and leaves the mode around every ``yield``, which cost ~4 us per event (one event per
+    sample per block: a third of the host time of batch 1024 on CPU)."""
     was_training = model.training
     model.eval()
-    seed = resolve_seed(cfg)
-    device = model.device
-    gen = torch.Generator(device=device).manual_seed(seed)
-    ids = prompt_ids(tok, prompts, unknown, label)
-    B = len(ids)
-    start = None if features is None else model.feature_state(list(features))
-    logits, state = prime(model, ids, start)
-    seen = None
-    if cfg.repetition_penalty != 1.0:
-        seen = seen_mask(ids, model.config.vocab_size, device, [True] * B)
-    decoder = block_decoder(model, cfg, logits, state, seen, cuda_graphs)
-    streams = TextStreams(tok, B, cfg.stop, prompts)
     try:
+        with torch.inference_mode():
+            ids = prompt_ids(model.tokenizer, prompts, unknown, label)
+            start = None if features is None else model.feature_state(list(features))
+            logits, state = prime(model, ids, start)
+            seen = None
+            if cfg.repetition_penalty != 1.0:
+                seen = seen_mask(ids, model.config.vocab_size, model.device, [True] * len(ids))
+            decoder = block_decoder(model, cfg, logits, state, seen, cuda_graphs)
+        gen = torch.Generator(device=model.device).manual_seed(resolve_seed(cfg))
         done = 0
-        while done < cfg.max_new_tokens and not streams.all_done:
+        while done < cfg.max_new_tokens and not finished():
             left = cfg.max_new_tokens - done
-            tokens = decoder.run(gen, left)  # (B, K)
-            finite = all_finite(decoder.logits)
-            rows = tokens[:, :left].tolist()  # the one host sync of a block
+            with torch.inference_mode():
+                tokens = decoder.run(gen, left)  # (B, K)
+                finite = all_finite(decoder.logits)
+                block = tokens[:, :left].cpu()  # the one host sync of a block
             if not finite:  # computed by now: reading it costs no second wait
                 raise NumericalError()
-            done += len(rows[0])
-            yield from streams.push_block(rows, last=done == cfg.max_new_tokens)
-        yield from streams.close()
+            done += block.shape[1]
+            yield block, done == cfg.max_new_tokens
     finally:
         model.train(was_training)

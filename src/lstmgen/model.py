@@ -138,12 +138,9 @@ class LanguageModel(nn.Module):
 
     def complete(self, prompt: str = "", n: int = 1, **options: Any) -> list[str]:
         """``n`` samples for ``prompt`` decoded as one batch; returns the generated texts."""
-        from .generate import stream_text
+        from .generate import complete_texts
 
-        texts = [""] * n
-        for event in stream_text(self, [prompt] * n, **options):
-            texts[event.index] += event.text
-        return texts
+        return complete_texts(self, [prompt] * n, **options)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LanguageModel:

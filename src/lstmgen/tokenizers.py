@@ -54,8 +54,9 @@ class StreamDecoder:
         return self._utf8.decode(self._tok.token_bytes(token_id))
 
     def steps(self, token_ids: Sequence[int]) -> str:
-        """``step`` for several ids at once."""
-        return self._utf8.decode(b"".join(map(self._tok.token_bytes, token_ids)))
+        """``step`` for several ids at once (one table lookup per id, no method call: a batch of
+        1024 samples decodes ~1,000 ids per block)."""
+        return self._utf8.decode(b"".join(map(self._tok.bytes_table().__getitem__, token_ids)))
 
     def flush(self) -> str:
         return self._utf8.decode(b"", final=True)
@@ -169,6 +170,16 @@ class Tokenizer:
     def token_bytes(self, token_id: int) -> bytes:
         """The UTF-8 bytes one id stands for (possibly part of a character)."""
         raise NotImplementedError
+
+    def bytes_table(self) -> list[bytes]:
+        """``token_bytes`` of every id, indexed by id: what ``StreamDecoder.steps`` looks ids up
+        in. Kept until the vocabulary size changes (``add_specials``); nothing else changes a
+        vocabulary after it is built."""
+        cached = self.__dict__.get("_bytes_table")
+        if cached is None or len(cached) != self.vocab_size:
+            cached = [self.token_bytes(i) for i in range(self.vocab_size)]
+            self.__dict__["_bytes_table"] = cached
+        return cached
 
     @staticmethod
     def safe_cut(text: str) -> int:
