@@ -6,7 +6,9 @@ user writes: ``logits, state = model(x, state)`` one token at a time with PyTorc
 kernels (oneDNN on CPU, cuDNN on CUDA), then softmax + ``torch.multinomial`` (which on CUDA
 checks its input with host syncs on every call: part of what the obvious loop costs).
 lstmgen's number is ``model.complete`` end to end: priming, sampling at temperature 0.8, text
-decoding and, on CUDA, capturing the CUDA graph (all included in its time). Greedy decoding is
+decoding and, on CUDA, capturing the CUDA graph (all included in its time). "streamed" is the
+same through ``stream_text`` read event by event (``generate``, the CLI), whose text is decoded
+block by block where ``complete`` decodes each sample's ids once at the end. Greedy decoding is
 checked to give the same text on both paths.
 
 On CUDA two more rows per batch size time the decode loop alone (the graph replays and the
@@ -71,6 +73,19 @@ def lstmgen_tokens_per_s(
         rate = batch * steps / (time.perf_counter() - t0)
     failed = [str(w.message) for w in caught if "capture failed" in str(w.message)]
     return rate, failed[0] if failed else None
+
+
+def streamed_tokens_per_s(model: LanguageModel, batch: int, steps: int, seed: int) -> float:
+    """Tokens/s of ``stream_text`` read event by event (what ``generate`` and the CLI stream):
+    its text is decoded block by block, where ``complete`` decodes each sample once at the end;
+    the difference is the per-block text work."""
+    from lstmgen.generate import stream_text
+
+    sync(model.device)
+    t0 = time.perf_counter()
+    for _ in stream_text(model, [""] * batch, max_new_tokens=steps, temperature=0.8, seed=seed):
+        pass
+    return batch * steps / (time.perf_counter() - t0)
 
 
 @torch.inference_mode()
@@ -146,23 +161,29 @@ def main() -> None:
         steps = STEPS[device.type].get(batch, 20)
         if args.tiny:
             steps = min(steps, 40)
-        eager, ours, fallback = [], [], None
-        for r in range(args.repeats):  # interleaved so that machine noise hits both alike
+        eager, ours, streamed, fallback = [], [], [], None
+        for r in range(args.repeats):  # interleaved so that machine noise hits all alike
             eager.append(eager_tokens_per_s(model, batch, steps, seed=r))
             rate, failed = lstmgen_tokens_per_s(model, batch, steps, seed=r)
             ours.append(rate)
+            streamed.append(streamed_tokens_per_s(model, batch, steps, seed=r))
             fallback = fallback or failed
-        e, o = statistics.median(eager), statistics.median(ours)
+        e, o, st = statistics.median(eager), statistics.median(ours), statistics.median(streamed)
         row = {
             "batch": batch,
             "steps": steps,
             "eager_tokens_per_s": round(e, 1),
             "lstmgen_tokens_per_s": round(o, 1),
             "speedup": round(o / e, 2),
+            "streamed_tokens_per_s": round(st, 1),
             "eager_runs": [round(v, 1) for v in eager],
             "lstmgen_runs": [round(v, 1) for v in ours],
+            "streamed_runs": [round(v, 1) for v in streamed],
         }
-        line = f"batch {batch}: eager {e:,.0f} tok/s, lstmgen {o:,.0f} tok/s ({o / e:.2f}x)"
+        line = (
+            f"batch {batch}: eager {e:,.0f} tok/s, lstmgen {o:,.0f} tok/s ({o / e:.2f}x), "
+            f"streamed {st:,.0f} tok/s"
+        )
         if device.type == "cuda":
             row["lstmgen_decoding"] = f"eager: {fallback}" if fallback else "cuda graph"
             for fused in (False, True):

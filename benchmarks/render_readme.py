@@ -93,6 +93,9 @@ def train_throughput_cpu(r: dict) -> str:
 def generation(r: dict) -> str:
     cuda = r.get("device", "cpu").startswith("cuda")
     head = "| batch | eager `nn.LSTM` stepping | lstmgen generator | ratio |"
+    streamed = all("streamed_tokens_per_s" in row for row in r["rows"])
+    if streamed:
+        head += " streamed (`stream_text`) |"
     if cuda:
         head += " decode loop, cuDNN step graphed | decode loop, fused step graphed |"
     rows = [head, "|---" * (head.count("|") - 1) + "|"]
@@ -103,6 +106,8 @@ def generation(r: dict) -> str:
             f"| {row['lstmgen_tokens_per_s']:,.0f} tok/s{' (capture failed: eager)' * eager} "
             f"| {row['speedup']:.2f}x |"
         )
+        if streamed:
+            line += f" {row['streamed_tokens_per_s']:,.0f} tok/s |"
         if cuda:
             for body in ("cudnn", "fused"):
                 rate = row.get(f"graph_loop_{body}_tokens_per_s")
@@ -113,6 +118,12 @@ def generation(r: dict) -> str:
     return "\n".join(rows) + (
         f"\n\n{r['model']}, {where}, temperature 0.8; greedy text {same} on both "
         f"paths; median of interleaved repeats; {measured(r)}."
+        + (
+            " The generator is `model.complete` (text decoded once per sample at the end);"
+            " streamed is `stream_text` read event by event (text decoded block by block)."
+            if streamed
+            else ""
+        )
     )
 
 

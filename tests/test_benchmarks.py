@@ -17,12 +17,13 @@ def test_generation_benchmark_tiny_and_its_readme_table(tmp_path):
     assert r["device"] == "cpu" and r["greedy_text_identical"] is True
     assert [row["batch"] for row in r["rows"]] == [1, 3]
     for row in r["rows"]:
-        assert len(row["eager_runs"]) == len(row["lstmgen_runs"]) == 2
+        assert len(row["eager_runs"]) == len(row["lstmgen_runs"]) == len(row["streamed_runs"]) == 2
         o, e = row["lstmgen_tokens_per_s"], row["eager_tokens_per_s"]  # each rounded to 0.1
         assert (o - 0.05) / (e + 0.05) - 0.006 <= row["speedup"] <= (o + 0.05) / (e - 0.05) + 0.006
 
     table = benchmark_module("render_readme").generation(r)
     assert table.splitlines()[2].startswith("| 1 | ") and "greedy text identical" in table
+    assert "streamed (`stream_text`)" in table.splitlines()[0]
 
 
 def test_race_tiny_writes_its_curve_and_table(tmp_path):
