@@ -15,6 +15,7 @@ a shifted copy of all of it.
 
     python benchmarks/attention_cost.py                  # result attention_cost_cpu.json
     python benchmarks/attention_cost.py --device cuda    # attention_cost_cuda.json
+    (gpu_suite.sh runs it on CUDA with --memories 0,256,4096 --repeats 2, to fit its time limit)
     python benchmarks/attention_cost.py --tiny           # seconds, for testing this script
 """
 
@@ -94,7 +95,17 @@ def main() -> None:
             vocab_size=tok.vocab_size, embedding_size=E, hidden_size=H, num_layers=L, **extra
         )
         models[M] = LanguageModel(cfg, tok).to(device).eval()
-    rows = []
+    rows: list[dict] = []
+    payload = {
+        "device": str(device),
+        "model": f"char {L}x{H}, embedding {E}, vocab {tok.vocab_size}, random weights",
+        "threads": args.threads if device.type == "cpu" else None,
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "repeats": args.repeats,
+        "rows": rows,
+        "notes": args.notes,
+    }
+    name = args.name or f"attention_cost_{device.type}"
     for batch in batches:
         steps = STEPS[device.type].get(batch, 20)
         steps = min(steps, 10) if args.tiny else steps
@@ -125,16 +136,7 @@ def main() -> None:
                 + (f"  ({row['vs_lstm']:.2f}x the LSTM)" if base else ""),
                 flush=True,
             )
-    payload = {
-        "device": str(device),
-        "model": f"char {L}x{H}, embedding {E}, vocab {tok.vocab_size}, random weights",
-        "threads": args.threads if device.type == "cpu" else None,
-        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-        "repeats": args.repeats,
-        "rows": rows,
-        "notes": args.notes,
-    }
-    out = write_result(args.name or f"attention_cost_{device.type}", payload)
+        out = write_result(name, payload)  # after every batch size: a kill loses one batch
     print(f"wrote {out}")
 
 

@@ -216,10 +216,16 @@ def markdown(r: dict) -> str:
             f"s of training, `--preset {r['preset']}` ({m['num_layers']}x{m['hidden_size']} "
             f"{m['cell']}); {measured(r)}._"
         )
+    arch = m.get("arch", "recurrent")
+    if arch != "recurrent":  # e.g. `arch=sha-lstm` on the command line (issue 12)
+        arch = (
+            f"`arch={arch}`, memory {m.get('memory')}, attention layer {m.get('attention_layer')}, "
+        )
     rows = [
         "| run | best validation loss (nats/char) | reached after |",
         "|---|---|---|",
-        f"| lstmgen `--preset {r['preset']}` (`{m['cell']}` {m['num_layers']}x{m['hidden_size']}, "
+        f"| lstmgen `--preset {r['preset']}` ({arch if arch != 'recurrent' else ''}"
+        f"`{m['cell']}` {m['num_layers']}x{m['hidden_size']}, "
         f"embedding {m['embedding_size']}, dropout {m['dropout']}, batch {t['batch_size']}x"
         f"{t['seq_len']}, lr {t['lr']}, weight decay {t['weight_decay']}, {r['precision']}, "
         f"{r['parameters']:,} parameters, {r['steps']:,} steps, {r['epochs']:.1f} epochs) "

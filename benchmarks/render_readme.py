@@ -158,6 +158,8 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "attention_cost_cpu": _benchmark_markdown("attention_cost"),
     "train_throughput_cuda": _benchmark_markdown("train_throughput"),
     "race_cuda": _benchmark_markdown("race"),
+    "race_cuda_sha_lstm": _benchmark_markdown("race"),
+    "attention_cost_cuda": _benchmark_markdown("attention_cost"),
     "quality_cpu": quality_cpu,
     "quality_cpu_trials": quality_cpu_trials,
     "load_server": load_server,
