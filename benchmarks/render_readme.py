@@ -167,6 +167,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "quantize_cpu": _benchmark_markdown("quantize"),
     "quality_cpu_attention": _benchmark_markdown("quality_cpu_attention"),
     "word_quality_cpu": _benchmark_markdown("word_quality"),
+    "word_quality_gpu_ptb-lstmgen": _benchmark_markdown("word_quality"),
     "word_sweep_cpu": _benchmark_markdown("word_sweep"),
     "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
     "quality_cpu_attention_600": _benchmark_markdown("quality_cpu_attention"),

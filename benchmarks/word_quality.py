@@ -236,12 +236,13 @@ def markdown(r: dict[str, Any]) -> str:
     for c in r["results"]:
         lg, bl = c.get("lstmgen", {}), c.get("baseline", {})
         base_epochs = bl.get("curve", [{}])[-1].get("epoch", "") if bl else ""
+        base_ppl = bl.get("test_ppl", "") if bl else "not run (`--only lstmgen`)"
         rows.append(
             f"| {c['corpus']} | **{lg.get('test_ppl', '')}** (`--preset {lg.get('preset', '')}`) "
-            f"| {bl.get('test_ppl', '')} | {c.get('ratio_lstmgen_to_baseline', '')} "
+            f"| {base_ppl} | {c.get('ratio_lstmgen_to_baseline', '')} "
             f"| {c.get('floor', '')}: {'met' if c.get('meets_floor') else 'not met'} "
             f"| {lg.get('epochs', '')}, {lg.get('tokens_per_s', '')} "
-            f"| {base_epochs}, {bl.get('tokens_per_s', '')} |"
+            + (f"| {base_epochs}, {bl.get('tokens_per_s', '')} |" if bl else "| |")
         )
     budget = r["results"][0]["budget_s"] if r["results"] else 0
     return "\n".join(rows) + (
