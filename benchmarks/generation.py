@@ -89,8 +89,12 @@ def streamed_tokens_per_s(model: LanguageModel, batch: int, steps: int, seed: in
 
 
 @torch.inference_mode()
-def graph_loop_tokens_per_s(model: LanguageModel, batch: int, steps: int, fused: bool) -> float:
-    """The decode loop alone on CUDA: replays + one token copy per block, capture excluded."""
+def graph_loop_tokens_per_s(
+    model: LanguageModel, batch: int, steps: int, fused: bool
+) -> tuple[float, float]:
+    """The decode loop alone on CUDA: replays + one token copy per block, capture excluded;
+    and the seconds the capture itself took (its eager warm-up block included), the fixed cost
+    every ``complete`` call on CUDA pays before its first token."""
     from lstmgen.cudagraph import GraphDecoder
     from lstmgen.decode import BLOCK, model_step, prime
     from lstmgen.models.recurrent_steppers import TorchStepper
@@ -98,7 +102,11 @@ def graph_loop_tokens_per_s(model: LanguageModel, batch: int, steps: int, fused:
     dev, K = model.device, BLOCK["cuda"]
     logits, state = prime(model, [[model.tokenizer.bos_id]] * batch)
     step = TorchStepper(model) if fused else model_step(model)
+    sync(dev)
+    t0 = time.perf_counter()
     dec = GraphDecoder(step, GenerationConfig(temperature=0.8), logits, state, None, block=K)
+    sync(dev)
+    capture = time.perf_counter() - t0
     gen = torch.Generator(device=dev).manual_seed(0)
     dec.run(gen).tolist()
     blocks = max(1, steps // K)
@@ -106,7 +114,7 @@ def graph_loop_tokens_per_s(model: LanguageModel, batch: int, steps: int, fused:
     t0 = time.perf_counter()
     for _ in range(blocks):
         dec.run(gen).tolist()
-    return batch * blocks * K / (time.perf_counter() - t0)
+    return batch * blocks * K / (time.perf_counter() - t0), capture
 
 
 def greedy_identical(model: LanguageModel) -> bool:
@@ -189,15 +197,17 @@ def main() -> None:
             for fused in (False, True):
                 key = "graph_loop_fused_tokens_per_s" if fused else "graph_loop_cudnn_tokens_per_s"
                 try:
-                    rate = statistics.median(
-                        graph_loop_tokens_per_s(model, batch, steps, fused) for _ in range(3)
-                    )
+                    runs = [graph_loop_tokens_per_s(model, batch, steps, fused) for _ in range(3)]
                 except RuntimeError as err:  # recorded; the other rows still count
                     row[key.replace("tokens_per_s", "error")] = str(err)[:500]
                     line += f", loop {'fused' if fused else 'cudnn'} failed: {err}"
                     continue
+                rate = statistics.median(r for r, _ in runs)
+                capture_ms = 1000 * statistics.median(c for _, c in runs)
                 row[key] = round(rate, 1)
+                row[key.replace("tokens_per_s", "capture_ms")] = round(capture_ms, 2)
                 line += f", loop {'fused' if fused else 'cudnn'} {rate:,.0f}"
+                line += f" (capture {capture_ms:.1f} ms)"
         rows.append(row)
         print(line, flush=True)
         out_path = write_result(name, payload)  # after every batch size: a kill loses one row

@@ -113,6 +113,17 @@ def generation(r: dict) -> str:
                 rate = row.get(f"graph_loop_{body}_tokens_per_s")
                 line += f" {rate:,.0f} tok/s |" if rate is not None else " capture failed |"
         rows.append(line)
+    captures = [row.get("graph_loop_cudnn_capture_ms") for row in r["rows"]]
+    capture = (
+        " Capturing the cuDNN step's block graph (its eager warm-up block included), which every"
+        " `complete` call on CUDA does before its first token, took "
+        + " / ".join(f"{c:.1f}" for c in captures)
+        + " ms at batch "
+        + " / ".join(str(row["batch"]) for row in r["rows"])
+        + "."
+        if cuda and captures and all(c is not None for c in captures)
+        else ""
+    )
     same = "identical" if r["greedy_text_identical"] else "DIFFERENT"
     where = "TF32 matmuls allowed" if cuda else f"{r['threads']} threads"
     return "\n".join(rows) + (
@@ -124,6 +135,7 @@ def generation(r: dict) -> str:
             if streamed
             else ""
         )
+        + capture
     )
 
 

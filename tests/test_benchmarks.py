@@ -156,3 +156,31 @@ def test_quantize_and_attention_race_tables_come_from_their_results():
     rows = benchmark_module("quality_cpu_attention").markdown(race)
     assert all(f"**{r['val_loss_nats_per_char']:.4f}**" in rows for r in race["runs"].values())
     assert table in readme and rows in readme  # python benchmarks/render_readme.py was run
+
+
+def test_cuda_generation_table_shows_streamed_and_capture_times():
+    """A CUDA generation result from after the host-side fix: the streamed column and the
+    capture time (what each ``complete`` call pays before its first token) are rendered."""
+    machine = {"cuda": "H200", "torch": "2.11", "processor": "x86_64", "cpu_count": 16}
+    row = {
+        "eager_tokens_per_s": 2000.0,
+        "lstmgen_tokens_per_s": 15000.0,
+        "speedup": 7.5,
+        "streamed_tokens_per_s": 14000.0,
+        "lstmgen_decoding": "cuda graph",
+        "graph_loop_cudnn_tokens_per_s": 20000.0,
+        "graph_loop_fused_tokens_per_s": 11000.0,
+        "graph_loop_cudnn_capture_ms": 12.34,
+    }
+    r = {
+        "date": "2026-12-02T00:00:00Z",
+        "command": "python3 benchmarks/generation.py --device cuda",
+        "machine": machine,
+        "device": "cuda",
+        "model": "char LSTM 3x512",
+        "greedy_text_identical": True,
+        "rows": [{"batch": 1, **row}, {"batch": 64, **row, "graph_loop_cudnn_capture_ms": 20.0}],
+    }
+    table = benchmark_module("render_readme").generation(r)
+    assert "| 1 | 2,000 tok/s | 15,000 tok/s | 7.50x | 14,000 tok/s | 20,000 tok/s |" in table
+    assert "took 12.3 / 20.0 ms at batch 1 / 64." in table
