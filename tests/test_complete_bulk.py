@@ -4,12 +4,14 @@ sample per block (the GPU run's batch-1024 finding)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from lstmgen import LanguageModel, ModelConfig
 from lstmgen.generate import complete_texts, stream_text
-from lstmgen.tokenizers import ByteTokenizer, StreamDecoder, WordTokenizer
+from lstmgen.textstream import TextStreams, whole_texts
+from lstmgen.tokenizers import ByteTokenizer, CharTokenizer, StreamDecoder, WordTokenizer
 
 SAMPLERS = [
     {"temperature": 0},
@@ -60,18 +62,42 @@ def test_complete_is_the_streamed_text_for_words_and_stop_strings():
     assert model.complete("the", n=2, max_new_tokens=0) == ["", ""]
 
 
-def test_complete_decodes_each_sample_once_without_stop_strings(monkeypatch):
+def test_complete_decodes_all_samples_at_once_without_stop_strings(monkeypatch):
     model = make_model(ByteTokenizer())
-    calls = []
-    original = StreamDecoder.steps
+    shapes, steps = [], []
+    decode_rows, original = ByteTokenizer.decode_rows, StreamDecoder.steps
     monkeypatch.setattr(
-        StreamDecoder, "steps", lambda self, ids: calls.append(len(ids)) or original(self, ids)
+        ByteTokenizer,
+        "decode_rows",
+        lambda self, rows: shapes.append(rows.shape) or decode_rows(self, rows),
+    )
+    monkeypatch.setattr(
+        StreamDecoder, "steps", lambda self, ids: steps.append(len(ids)) or original(self, ids)
     )
     model.complete("a", n=130, max_new_tokens=20, temperature=1.0, seed=0)
-    assert calls == [20] * 130  # was one call per sample per block: 3 blocks of 8 each
-    calls.clear()
+    assert shapes == [(130, 20)] and steps == []  # was a call per sample per block of 8
     model.complete("a", n=130, max_new_tokens=20, temperature=1.0, seed=0, stop=["zz"])
-    assert len(calls) == 130 * 3  # a stop string may end a sample at any block
+    assert len(steps) == 130 * 3  # a stop string may end a sample at any block
+
+
+@pytest.mark.parametrize(
+    "tok",
+    [
+        ByteTokenizer(),
+        CharTokenizer.fit(["ab\u00e9\u4e16\n"]).add_specials(["<|label:x|>"]),
+        CharTokenizer.fit(["abc \n"]),
+        WordTokenizer.fit(["the cat sat\non the mat\n"]).add_specials(["<|label:x|>"]),
+    ],
+    ids=["byte", "char-multibyte-special", "char-ascii", "word"],
+)
+def test_whole_texts_are_the_text_streamed_block_by_block(tok):
+    rows = np.random.default_rng(0).integers(0, tok.vocab_size, size=(40, 30))
+    after = ["x", "x\n"] * 20
+    streams = TextStreams(tok, 40, (), after)
+    for k in range(0, 30, 7):  # blocks of 7: a character's bytes are split across blocks
+        list(streams.push_block(rows[:, k : k + 7].tolist(), last=k + 7 >= 30))
+    assert whole_texts(tok, rows, after) == streams.texts
+    assert tok.decode_rows(rows) == (None if isinstance(tok, WordTokenizer) else streams.texts)
 
 
 def test_token_bytes_are_looked_up_in_a_table(monkeypatch):

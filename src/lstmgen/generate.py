@@ -23,7 +23,14 @@ from .cudagraph import block_decoder
 from .decode import prime, seen_mask
 from .errors import NumericalError
 from .models.base import Model
-from .textstream import Event, TextStreams, prompt_ids, resolve_config, resolve_seed
+from .textstream import (
+    Event,
+    TextStreams,
+    prompt_ids,
+    resolve_config,
+    resolve_seed,
+    whole_texts,
+)
 
 
 def all_finite(t: torch.Tensor) -> Any:
@@ -80,23 +87,22 @@ def complete_texts(
     """The whole text of each continuation: what ``stream_text``'s events add up to, the same
     text for the same seed. With stop strings it is exactly that sum (a stop string may end a
     sample, or all of them, at any block). Without, each sample's ids are kept on the host as
-    blocks of a tensor and decoded once at the end: the decoders are incremental, so ids decoded
-    together give the text of the same ids decoded block by block."""
+    blocks of a tensor and decoded once at the end, all rows at once (``textstream.whole_texts``):
+    the decoders are incremental, so ids decoded together give the text of the same ids decoded
+    block by block."""
     cfg = resolve_config(model, config, **overrides)
     texts = [""] * len(prompts)
     if cfg.stop:
         for ev in stream_text(model, prompts, cfg, unknown, cuda_graphs, label, features):
             texts[ev.index] += ev.text
         return texts
-    streams = TextStreams(model.tokenizer, len(prompts), (), prompts)
     blocks = token_blocks(
         model, prompts, cfg, unknown, cuda_graphs, label, features, finished=lambda: False
     )
     kept = [block for block, _ in blocks]
-    events = streams.push_block(torch.cat(kept, 1).tolist(), True) if kept else streams.close()
-    for ev in events:
-        texts[ev.index] += ev.text
-    return texts
+    if not kept:  # max_new_tokens 0
+        return texts
+    return whole_texts(model.tokenizer, torch.cat(kept, 1).numpy(), prompts)  # (B, N) ids
 
 
 def token_blocks(

@@ -168,6 +168,20 @@ class TextStream:
         return None
 
 
+def whole_texts(tokenizer: Any, rows: Any, prompts: Sequence[str] = ()) -> list[str]:
+    """The text of each row of ``rows`` (B, N ids, a NumPy array) continuing ``prompts[b]``,
+    when no stop string applies: what ``TextStreams`` gives for the rows pushed block by block
+    (``generate.complete_texts``). All rows at once where the tokenizer can
+    (``Tokenizer.decode_rows``), else a ``TextStream`` per row, pushed once."""
+    texts = tokenizer.decode_rows(rows)
+    if texts is not None:
+        return texts
+    streams = TextStreams(tokenizer, len(rows), (), prompts)
+    for _ in streams.push_block(rows.tolist(), last=True):
+        pass
+    return streams.texts
+
+
 class TextStreams:
     """The text side of B samples decoded together; ``prompts`` (B) are the texts they continue.
 

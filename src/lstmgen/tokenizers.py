@@ -189,6 +189,24 @@ class Tokenizer:
         ``text[i - 1]``, never further left. By default: after the last line break."""
         return text.rfind("\n") + 1
 
+    def decode_rows(self, rows: Any) -> list[str] | None:
+        """Each row of ``rows`` (B, N), a NumPy integer array of ids, as the text a
+        ``stream_decoder`` gives for them pushed at once and flushed; None where that decoder is
+        not the plain UTF-8 stream (the word tokenizer's depends on the text it continues:
+        ``textstream.whole_texts`` decodes those row by row). The ids of all rows are looked up
+        at once in NumPy and each row's bytes decoded in one call: ~5x faster than a Python
+        lookup per id, which took longer than the decoding for 1024 samples of a small model."""
+        if type(self).stream_decoder is not Tokenizer.stream_decoder:
+            return None
+        import numpy as np
+
+        table = self.bytes_table()
+        if all(len(b) == 1 for b in table):  # byte and ASCII char vocabularies: a byte per id
+            data = np.frombuffer(b"".join(table), dtype=np.uint8)[rows]  # (B, N)
+            return [row.tobytes().decode("utf-8", errors="replace") for row in data]
+        pieces = np.array(table, dtype=object)[rows]  # (B, N) bytes objects
+        return [b"".join(row).decode("utf-8", errors="replace") for row in pieces]
+
     def decode(self, ids: Iterable[int]) -> str:
         stream = self.stream_decoder()
         return "".join(stream.step(int(i)) for i in ids) + stream.flush()
