@@ -11,11 +11,13 @@
 #   bash benchmarks/gpu_suite.sh --prepare       # here, first: copies the corpora to .gpudata
 #   bash benchmarks/gpu_suite_tune.sh a          # one group of three candidates: ~7.5 minutes
 #   bash benchmarks/gpu_suite_tune.sh b          # the other three
-#   bash benchmarks/gpu_suite_tune.sh d05        # one candidate (names below)
+#   bash benchmarks/gpu_suite_tune.sh d05 awd    # candidates by name (below), in that order
 #   bash benchmarks/gpu_suite_tune.sh --tiny     # anywhere, on CPU: every candidate, 2-s races
 #
 # With the device tool (at most 10 minutes a call): one group a call,
 #   run(command="bash benchmarks/gpu_suite_tune.sh a", carry=[".gpudata"], timeout_s=540)
+# (a session lent 15 minutes of device time, machine start included, fits one group; pick two
+# candidates, ~4.5 minutes, to run after gpu_suite.sh in the same session)
 # then copy $OUT's JSON files into benchmarks/results/. A candidate killed at its limit still
 # leaves its curve so far (race.py writes it after every evaluation).
 set -uo pipefail
@@ -51,17 +53,25 @@ else
   OUTDIR=${OUT:-$ROOT/benchmarks/results}
   PREFIX=race_cuda_tune_
 fi
-case "$WHAT" in
-  all) NAMES=$ORDER ;;
-  a | b) NAMES=${GROUPS_OF[$WHAT]} ;;
-  *)
-    if [ -z "$WHAT" ] || [ -z "${CANDIDATES[$WHAT]+set}" ]; then
-      echo "usage: $0 a|b|all|--tiny|CANDIDATE (one of: $ORDER)" >&2
-      exit 2
-    fi
-    NAMES=$WHAT
-    ;;
-esac
+[ "$WHAT" = all ] || WHAT="$*" # several groups or candidates: run in the order given
+NAMES=""
+for w in $WHAT; do
+  case "$w" in
+    all) NAMES="$NAMES $ORDER" ;;
+    a | b) NAMES="$NAMES ${GROUPS_OF[$w]}" ;;
+    *)
+      if [ -z "${CANDIDATES[$w]+set}" ]; then
+        echo "usage: $0 a|b|all|--tiny|CANDIDATE... (candidates: $ORDER)" >&2
+        exit 2
+      fi
+      NAMES="$NAMES $w"
+      ;;
+  esac
+done
+if [ -z "$NAMES" ]; then
+  echo "usage: $0 a|b|all|--tiny|CANDIDATE... (candidates: $ORDER)" >&2
+  exit 2
+fi
 if [ ! -f "$DATA/tiny-shakespeare/train.txt" ]; then
   echo "error: $DATA lacks tiny-shakespeare: run 'bash benchmarks/gpu_suite.sh --prepare'" \
     "here first and carry .gpudata" >&2
