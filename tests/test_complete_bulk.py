@@ -105,3 +105,12 @@ def test_token_bytes_are_looked_up_in_a_table(monkeypatch):
     assert tok.bytes_table()[200] == tok.token_bytes(200)
     monkeypatch.setattr(ByteTokenizer, "token_bytes", lambda self, i: pytest.fail("per token"))
     assert tok.stream_decoder().steps([104, 195, 169]) == "h\u00e9"
+
+
+def test_a_stream_closed_early_gives_the_training_mode_back():
+    model = make_model(ByteTokenizer()).train()
+    events = stream_text(model, ["a"], max_new_tokens=50, temperature=1.0, seed=0)
+    next(events)
+    assert not model.training and not torch.is_inference_mode_enabled()
+    events.close()
+    assert model.training

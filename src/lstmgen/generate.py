@@ -67,10 +67,12 @@ def stream_text(
     cfg = resolve_config(model, config, **overrides)
     streams = TextStreams(model.tokenizer, len(prompts), cfg.stop, prompts)
     finished = lambda: streams.all_done  # noqa: E731
-    for block, last in token_blocks(
-        model, prompts, cfg, unknown, cuda_graphs, label, features, finished
-    ):
-        yield from streams.push_block(block.tolist(), last)
+    blocks = token_blocks(model, prompts, cfg, unknown, cuda_graphs, label, features, finished)
+    try:
+        for block, last in blocks:
+            yield from streams.push_block(block.tolist(), last)
+    finally:  # a caller that stops reading gets the model's training mode back now
+        blocks.close()
     yield from streams.close()
 
 
