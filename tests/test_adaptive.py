@@ -160,3 +160,16 @@ def test_cli_flag_trains_and_info_shows_it(tmp_path, corpus_file, run_cli):
     assert r.code == 2 and "comma-separated token ids" in r.err
     r = run_cli("train", "--help")
     assert "--adaptive-softmax" in r.out
+
+
+def test_the_head_runs_in_its_own_dtype_under_autocast():
+    # bf16 autocast (the trainer's on CUDA): the head stays float32, as its weights
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=40, **ADAPTIVE))
+    ids = torch.randint(0, 40, (2, 6))
+    want, _ = model(ids, None, targets=ids)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = model(ids, None, targets=ids)
+        logp, _ = model(ids)
+    assert got.dtype == logp.dtype == torch.float32
+    assert got.item() == pytest.approx(want.item(), rel=0.02)

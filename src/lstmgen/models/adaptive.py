@@ -26,7 +26,7 @@ The module is torch's ``nn.AdaptiveLogSoftmaxWithLoss`` (div_value 4, a head bia
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 
@@ -74,10 +74,22 @@ def build(config: ModelConfig, in_features: int) -> nn.Module:
     return head
 
 
+def _head_dtype(head: nn.Module, x: Tensor) -> tuple[Tensor, Any]:
+    """x in the head's weights' dtype and a context without autocast: torch's module writes
+    each cluster's log-probs into a tensor of its input's dtype (index_copy_ refuses to mix the
+    fp16 output of an autocast LSTM with float32 log-probs, and half precision would round
+    them); so under autocast the small head runs in float32, its weights' dtype."""
+    import torch
+
+    return x.to(head.head.weight.dtype), torch.autocast(x.device.type, enabled=False)
+
+
 def log_probs(head: nn.Module, x: Tensor) -> Tensor:
     """x (B, T, H) -> log-probabilities (B, T, V) of every word."""
     B, T, H = x.shape
-    return head.log_prob(x.reshape(B * T, H)).view(B, T, -1)  # (B, T, V)
+    x, no_autocast = _head_dtype(head, x)
+    with no_autocast:
+        return head.log_prob(x.reshape(B * T, H)).view(B, T, -1)  # (B, T, V)
 
 
 def loss(head: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
@@ -86,7 +98,9 @@ def loss(head: nn.Module, x: Tensor, targets: Tensor) -> Tensor:
     H = x.shape[-1]
     t = targets.reshape(-1).long()  # (N,)
     keep = t != IGNORE  # (N,); a mask, not an index: no host sync
-    out = head(x.reshape(-1, H), t.clamp(min=0)).output  # (N,) log-prob of each target
+    x, no_autocast = _head_dtype(head, x)
+    with no_autocast:
+        out = head(x.reshape(-1, H), t.clamp(min=0)).output  # (N,) log-prob of each target
     return -(out * keep).sum() / keep.sum().clamp(min=1)
 
 
