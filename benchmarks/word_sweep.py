@@ -244,7 +244,8 @@ def markdown(r: dict[str, Any]) -> str:
 
     if "vocab" in r:
         return throughput_markdown(r)
-    corpus = {"ptb": "PTB", "wikitext-2": "WikiText-2"}.get(r.get("corpus", "ptb"), r["corpus"])
+    corpus = r.get("corpus", "ptb")
+    corpus = {"ptb": "PTB", "wikitext-2": "WikiText-2"}.get(corpus, corpus)
     rows = [
         f"| candidate | what it changes | {corpus} valid ppl | epochs | tokens/s |",
         "|---|---|---|---|---|",
