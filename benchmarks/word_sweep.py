@@ -108,6 +108,11 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         {"lr": 5e-3},
         "today's word-cpu untied, adaptive softmax 2000 (one tail: fits PTB too)",
     ),
+    "word-cpu-as-ptb": (
+        {"tie_weights": False, "adaptive_cutoffs": [2000, 5000]},
+        {"lr": 5e-3},
+        "today's word-cpu untied, adaptive softmax 2000,5000 (two tails within PTB's V)",
+    ),
     "h650-as": (
         {"hidden_size": 650, "tie_weights": False, "adaptive_cutoffs": [2000, 10000]},
         {"lr": 5e-3},
