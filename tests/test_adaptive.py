@@ -173,3 +173,19 @@ def test_the_head_runs_in_its_own_dtype_under_autocast():
         logp, _ = model(ids)
     assert got.dtype == logp.dtype == torch.float32
     assert got.item() == pytest.approx(want.item(), rel=0.02)
+
+
+def test_numpy_backend_refuses_the_flag_as_usage(tmp_path, corpus_file, run_cli):
+    flags = tiny_train_args(max_steps=1, tokenizer="word", hidden_size=16)
+    r = run_cli("train", corpus_file, "-o", tmp_path / "np", *flags, "--backend", "numpy",
+                "--adaptive-softmax", "4,12")  # fmt: skip
+    assert r.code == 2 and "--adaptive-softmax applies to --backend torch only" in r.err
+
+
+def test_eval_and_batched_completion_run_on_an_adaptive_model(tmp_path, corpus_file, run_cli):
+    word_run(tmp_path, corpus_file, steps=2)
+    model = LanguageModel.from_pretrained(tmp_path / "run")
+    texts = model.complete("ROMEO:", n=3, max_new_tokens=5, seed=1)
+    assert len(texts) == 3
+    r = run_cli("eval", tmp_path / "run", corpus_file)
+    assert r.code == 0, r.err

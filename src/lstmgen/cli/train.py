@@ -426,12 +426,13 @@ def train_command(
             raise click.UsageError("--grad-accum applies to --backend torch only")
         if "WORLD_SIZE" in os.environ:
             raise click.UsageError("--backend numpy runs in one process, not under torchrun")
-        awd = AWD_MODEL_OPTIONS + ("ar", "tar", "variable_seq_len", "optimizer")
+        awd = AWD_MODEL_OPTIONS + ("ar", "tar", "variable_seq_len", "optimizer", "adaptive_cutoffs")
         off = {"optimizer": "adamw", "variable_seq_len": False}
         torch_only = [k for k in awd if given.get(k, off.get(k, 0.0)) != off.get(k, 0.0)]
         if torch_only or preset in WORD_PRESETS:
             what = f"--preset {preset}" if preset in WORD_PRESETS else ""
-            names = [f"--{k.replace('_', '-')}" for k in torch_only] or [what]
+            flag = {"adaptive_cutoffs": "adaptive_softmax"}  # the option's flag name
+            names = [f"--{flag.get(k, k).replace('_', '-')}" for k in torch_only] or [what]
             raise click.UsageError(f"{', '.join(names)} applies to --backend torch only")
     if init_from and resume:
         raise click.UsageError("--init-from starts a new run: --resume's run has its weights")
