@@ -81,7 +81,7 @@ step() {  # step NAME SECONDS COMMAND...
 
 if [ $TINY = 1 ]; then
   step tests 300 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py \
-    tests/test_awd_gpu.py
+    tests/test_awd_gpu.py tests/test_adaptive_gpu.py
   step generation 120 "$PY" benchmarks/generation.py --tiny --batches 1,64 --repeats 1 \
     --name generation_tiny
   step train_throughput 120 "$PY" benchmarks/train_throughput.py --tiny
@@ -92,7 +92,7 @@ else
   # goes (generation per batch size, throughput per config, race per evaluation), so a step
   # killed at its limit still leaves what it measured.
   step tests 90 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py \
-    tests/test_awd_gpu.py
+    tests/test_awd_gpu.py tests/test_adaptive_gpu.py
   step generation 80 "$PY" benchmarks/generation.py --device cuda
   step train_throughput 110 "$PY" benchmarks/train_throughput.py --device cuda
   step race 160 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120
