@@ -81,7 +81,7 @@ step() {  # step NAME SECONDS COMMAND...
 
 if [ $TINY = 1 ]; then
   step tests 300 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py \
-    tests/test_awd_gpu.py
+    tests/test_awd_gpu.py tests/test_adaptive_gpu.py
   step generation 120 "$PY" benchmarks/generation.py --tiny --batches 1,64 --repeats 1 \
     --name generation_tiny
   step train_throughput 120 "$PY" benchmarks/train_throughput.py --tiny
@@ -99,7 +99,7 @@ else
   # sha-lstm race (issue 12) took 112 s of training and evaluation for a 110-s budget, and peaked
   # at 53 s, so 100 s keeps its best and fits.
   step tests 40 "$PY" -m pytest -q -m gpu tests/test_gpu.py tests/test_gpu_generate.py \
-    tests/test_awd_gpu.py
+    tests/test_awd_gpu.py tests/test_adaptive_gpu.py
   step generation 45 "$PY" benchmarks/generation.py --device cuda
   step train_throughput 60 "$PY" benchmarks/train_throughput.py --device cuda
   step race 145 "$PY" benchmarks/race.py --preset gpu-fast --device cuda --budget 120

@@ -181,6 +181,10 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "word_quality_cpu": _benchmark_markdown("word_quality"),
     "word_quality_gpu_ptb-lstmgen": _benchmark_markdown("word_quality"),
     "word_sweep_cpu": _benchmark_markdown("word_sweep"),
+    # adaptive softmax (issue #16): tokens/s at WikiText-2's and PTB's V, then the sweep
+    "word_sweep_throughput_adaptive_wt2": _benchmark_markdown("word_sweep"),
+    "word_sweep_throughput_adaptive_ptb": _benchmark_markdown("word_sweep"),
+    "word_sweep_adaptive_wt2": _benchmark_markdown("word_sweep"),
     "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
     "quality_cpu_attention_600": _benchmark_markdown("quality_cpu_attention"),
     "attention_ablation": _benchmark_markdown("attention_ablation"),

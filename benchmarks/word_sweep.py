@@ -11,6 +11,8 @@ printed and stored (``winner_preset``) for config.py's ``PRESETS["word-cpu"]``.
     python benchmarks/word_sweep.py --tokens 60000  # validation ppl after a fixed token count
     python benchmarks/word_sweep.py --budget 20 --eval-tokens 2000 --valid-tokens 2000 \\
         --only word-cpu e200-h400 --name word_sweep_smoke                         # smoke
+    python benchmarks/word_sweep.py --corpus wikitext-2 --only word-cpu-lr5e-3 word-cpu-as \\
+        h650-as word-cpu-as-2k --name word_sweep_adaptive_wt2   # adaptive softmax, ~9 min
 
 Why these candidates (reasoning that does not depend on the machine's load): at V = 10,000
 the decoder (H or E x V per token, forward and backward) is most of word-cpu's arithmetic, and
@@ -92,6 +94,31 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         {"lr": 5e-3},
         "the preset at a higher AdamW lr (the sweep's winner: the preset since)",
     ),
+    # Adaptive softmax (models/adaptive.py): untied, since it refuses tying. The word tokenizer
+    # numbers words by frequency: on WikiText-2's training split ids below 2,000 are 77.3 % of
+    # the tokens, below 10,000 92.9 % (PTB: 86.9 % below 2,000). Cutoffs must be below V, so
+    # [2000, 10000] is for WikiText-2 (V = 33,278); the -2k candidate fits PTB (V = 10,000) too.
+    "word-cpu-as": (
+        {"tie_weights": False, "adaptive_cutoffs": [2000, 10000]},
+        {"lr": 5e-3},
+        "today's word-cpu untied, adaptive softmax 2000,10000 (WikiText-2 only)",
+    ),
+    "word-cpu-as-2k": (
+        {"tie_weights": False, "adaptive_cutoffs": [2000]},
+        {"lr": 5e-3},
+        "today's word-cpu untied, adaptive softmax 2000 (one tail: fits PTB too)",
+    ),
+    "word-cpu-as-ptb": (
+        {"tie_weights": False, "adaptive_cutoffs": [2000, 5000]},
+        {"lr": 5e-3},
+        "today's word-cpu untied, adaptive softmax 2000,5000 (two tails within PTB's V)",
+    ),
+    "h650-as": (
+        {"hidden_size": 650, "tie_weights": False, "adaptive_cutoffs": [2000, 10000]},
+        {"lr": 5e-3},
+        "2x650, E 400, untied, adaptive softmax 2000,10000: the decoder's savings spent on "
+        "width (WikiText-2 only)",
+    ),
 }
 # The default sweep, chosen from measurements that load does not skew (word_sweep_throughput.json,
 # word_sweep_tokens.json): per token of training, lr 5e-3 reached 7 % lower validation
@@ -119,7 +146,10 @@ def candidate_preset(name: str) -> dict[str, dict[str, Any]]:
 
 def throughput(names: list[str], vocab: int, steps: int, rounds: int) -> dict[str, Any]:
     """Training tokens/s of each candidate on one thread, forward + AR/TAR + backward + clip +
-    AdamW on random ids of a V-word vocabulary (speed does not depend on the ids), and the
+    AdamW on random ids of a V-word vocabulary, drawn from Zipf's law (p ~ 1 / rank: an
+    adaptive softmax's cost depends on how many targets fall past its shortlist; Zipf puts 74 %
+    of them below id 2,000 at V = 33,278 where WikiText-2 has 77 %, a slightly pessimistic
+    stand-in; the plain decoder's cost does not depend on the ids), and the
     baseline recipe's SGD step as ``baseline``, interleaved step by step for ``rounds`` rounds:
     ratios to word-cpu's, not absolute figures."""
     import torch
@@ -130,18 +160,23 @@ def throughput(names: list[str], vocab: int, steps: int, rounds: int) -> dict[st
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
+    zipf = 1.0 / torch.arange(1, vocab + 1, dtype=torch.float64)  # (V,) by id = by frequency
+
+    def random_ids(B: int, T: int) -> torch.Tensor:
+        return torch.multinomial(zipf, B * T, replacement=True).view(B, T)  # (B, T)
+
     setups = {}
     for n in names:
         p = candidate_preset(n)
         model = LanguageModel(ModelConfig.from_dict({**p["model"], "vocab_size": vocab})).train()
         B, T = p["train"]["batch_size"], p["train"]["seq_len"]
-        ids = torch.randint(0, vocab, (B, T + 1))  # (B, T + 1)
+        ids = random_ids(B, T + 1)  # (B, T + 1)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         setups[n] = (model, opt, ids, p["train"])
     # the baseline recipe's step (SGD, batch 20, no AR/TAR), for a sanity check of its speed
     model = word_baseline.BaselineLSTM(vocab).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-    ids = torch.randint(0, vocab, (word_baseline.BATCH, word_baseline.BPTT + 1))
+    ids = random_ids(word_baseline.BATCH, word_baseline.BPTT + 1)
     setups["baseline"] = (model, opt, ids, {"ar": 0.0, "tar": 0.0, "grad_clip": word_baseline.CLIP})
     names = [*names, "baseline"]
     seconds = dict.fromkeys(names, 0.0)
@@ -156,9 +191,9 @@ def throughput(names: list[str], vocab: int, steps: int, rounds: int) -> dict[st
                     acts: list[torch.Tensor] = []
                     if n == "baseline":
                         logits, _ = model(ids[:, :-1])  # (B, T, V)
-                    else:
-                        logits, _ = model(ids[:, :-1], None, acts)
-                    loss = F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
+                        loss = F.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
+                    else:  # the trainer's call: the architecture's loss (adaptive: no logits)
+                        loss, _ = model(ids[:, :-1], None, acts, targets=ids[:, 1:])
                     if acts:
                         loss = loss + tc["ar"] * acts[1].pow(2).mean()
                         loss = loss + tc["tar"] * (acts[0][:, 1:] - acts[0][:, :-1]).pow(2).mean()
@@ -208,11 +243,16 @@ def prepare(args: argparse.Namespace, tmp: Path, name: str, max_steps: int = 0) 
 
 
 def markdown(r: dict[str, Any]) -> str:
-    """The README's table of a sweep: each candidate's full-validation perplexity."""
+    """The README's table of a sweep: each candidate's full-validation perplexity (or of a
+    ``--throughput`` run: each candidate's tokens/s ratio)."""
     from common import measured
 
+    if "vocab" in r:
+        return throughput_markdown(r)
+    corpus = r.get("corpus", "ptb")
+    corpus = {"ptb": "PTB", "wikitext-2": "WikiText-2"}.get(corpus, corpus)
     rows = [
-        "| candidate | what it changes | PTB valid ppl | epochs | tokens/s |",
+        f"| candidate | what it changes | {corpus} valid ppl | epochs | tokens/s |",
         "|---|---|---|---|---|",
     ]
     for n, c in sorted(r["results"].items(), key=lambda kv: kv[1]["valid_ppl"]):
@@ -222,6 +262,23 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['budget_s']:.0f} s" if r.get("budget_s") else f"{r['tokens_per_candidate']} tokens"
     )
     return "\n".join(rows) + f"\n\n{budget} each; {measured(r)} (from `benchmarks/`)."
+
+
+def throughput_markdown(r: dict[str, Any]) -> str:
+    """A ``--throughput`` run's table: training tokens/s of each candidate over word-cpu's."""
+    from common import measured
+
+    rows = [
+        "| candidate | what it changes | tokens/s / word-cpu's | fastest steps | parameters |",
+        "|---|---|---|---|---|",
+    ]
+    for n, c in [*r["candidates"].items(), ("baseline", r["baseline"])]:
+        rows.append(
+            f"| `{n}` | {c['why']} | {c['ratio_to_word_cpu']} | {c['ratio_fastest_step']} | "
+            f"{c['parameters']:,} |"
+        )
+    tail = f"V = {r['vocab']:,}, step-based, ids drawn by Zipf's law; {measured(r)}"
+    return "\n".join(rows) + f"\n\n{tail} (from `benchmarks/`)."
 
 
 def main() -> None:
@@ -296,7 +353,9 @@ def main() -> None:
                     **res["baseline"],
                     "why": "word_baseline.py's recipe (SGD, batch 20): a sanity check of its speed",
                 },
-                "notes": "one process on one pinned core, one torch thread, the candidates "
+                "notes": "ids drawn from Zipf's law over the vocabulary (an adaptive softmax's "
+                "cost depends on them); one process on one pinned core, one torch thread, the "
+                "candidates "
                 f"interleaved step by step ({args.rounds} rounds of {args.steps} steps after a "
                 "warm-up round): "
                 "ratios of training tokens/s, which load on the machine changes little",

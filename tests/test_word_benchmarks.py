@@ -98,6 +98,15 @@ def test_word_tables_render_from_results():
     assert lines[3].startswith("| `a` | A | 200.0 |")
 
 
+def test_throughput_table_renders_from_results():
+    row = {"why": "W", "ratio_to_word_cpu": 3.1, "ratio_fastest_step": 3.0, "parameters": 1234}
+    table = benchmark_module("word_sweep").markdown(
+        _record(vocab=33278, candidates={"word-cpu-as": row}, baseline={**row, "why": "B"})
+    )
+    assert "| `word-cpu-as` | W | 3.1 | 3.0 | 1,234 |" in table
+    assert "| `baseline` | B |" in table and "V = 33,278" in table
+
+
 def _toy_ptb(root):
     rng = random.Random(0)
     words = [f"w{i}" for i in range(40)]

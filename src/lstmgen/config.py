@@ -71,6 +71,9 @@ def _wanted(hint: Any, value: Any) -> str | None:
     elif typing.get_origin(hint) is list and typing.get_args(hint) == (str,):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         want = "a list of strings"
+    elif typing.get_origin(hint) is list and typing.get_args(hint) == (int,):
+        ok = isinstance(value, list) and all(_wanted(int, v) is None for v in value)
+        want = "a list of integers"
     else:  # a new kind of annotation needs a rule here
         raise TypeError(f"no type check for {hint}")
     return None if ok else want
@@ -163,6 +166,10 @@ class ModelConfig(_JsonConfig):
     dropout_hidden: float = 0.0  # locked dropout between recurrent layers
     dropout_output: float = 0.0  # locked dropout on the last layer's output, before the decoder
     dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
+    # Adaptive softmax (Grave et al. 2017, models/adaptive.py; empty = the plain decoder): the
+    # ids where the frequent-word shortlist and each rarer cluster end, e.g. [2000, 10000]. The
+    # word tokenizer numbers words by frequency, so low ids are the frequent words.
+    adaptive_cutoffs: list[int] = field(default_factory=list)
 
     def check_values(self) -> None:
         _check(self.feature_size >= 0, "feature_size must be >= 0")
@@ -179,6 +186,8 @@ class ModelConfig(_JsonConfig):
         _check(self.hidden_size > 0, "hidden_size must be > 0")
         _check(self.num_layers > 0, "num_layers must be > 0")
         _check(0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)")
+        if self.adaptive_cutoffs:
+            self._check_adaptive()
         if self.arch == "sha-lstm":
             self._check_attention()
         else:
@@ -188,6 +197,29 @@ class ModelConfig(_JsonConfig):
                     getattr(self, name) == default,
                     f"{name} applies to arch sha-lstm only (arch is {self.arch!r})",
                 )
+
+    def _check_adaptive(self) -> None:
+        cuts = self.adaptive_cutoffs
+        _check(
+            self.arch == "recurrent",
+            f"adaptive_cutoffs is an option of the recurrent architecture, not of arch "
+            f"{self.arch!r}",
+        )
+        _check(
+            all(a < b for a, b in zip([0, *cuts], cuts, strict=False)),
+            f"adaptive_cutoffs must be increasing positive ids, got {_show(cuts)}",
+        )
+        _check(
+            not self.vocab_size or cuts[-1] < self.vocab_size,
+            f"adaptive_cutoffs must be below the vocabulary size {self.vocab_size:,}, got "
+            f"{_show(cuts)}",
+        )
+        # The head's shortlist is one matrix with the cluster rows (torch's module), the tails
+        # low-rank: sharing rows with the embedding would need a head of our own.
+        _check(
+            not self.tie_weights,
+            "adaptive softmax does not tie weights: pass --no-tie-weights with --adaptive-softmax",
+        )
 
     def _check_attention(self) -> None:
         L, M, H = self.num_layers, self.memory, self.hidden_size
@@ -218,6 +250,8 @@ class ModelConfig(_JsonConfig):
         for name in AWD_MODEL_OPTIONS:  # and only a regularised model's names its regularisers
             if not data[name]:
                 del data[name]
+        if not self.adaptive_cutoffs:  # older code refuses an adaptive model's key, and only it
+            del data["adaptive_cutoffs"]
         return data
 
 

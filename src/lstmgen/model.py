@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .checkpoint import load_tensors, load_weights_into, save_model
@@ -81,13 +82,39 @@ class LanguageModel(nn.Module):
         return self.arch.feature_state(self, features.to(device=w.device, dtype=w.dtype))
 
     def forward(
-        self, ids: Tensor, state: State | None = None, activations: list[Tensor] | None = None
+        self,
+        ids: Tensor,
+        state: State | None = None,
+        activations: list[Tensor] | None = None,
+        targets: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         """``activations``: a list the architecture fills with the last layer's output before
-        and after dropout (only one with ``exposes_activations``; the trainer's AR/TAR)."""
+        and after dropout (only one with ``exposes_activations``; the trainer's AR/TAR).
+
+        ``targets`` (B, T): the training loss instead of the logits, ``(mean cross-entropy,
+        state)`` (-100: not scored), as the architecture computes it best (``forward_loss``:
+        an adaptive softmax never builds the (B, T, V) logits); through ``forward`` so that
+        DDP's wrapper sees the call."""
+        if targets is not None:
+            return self.loss(ids, state, targets, activations)
         if activations is None:
             return self.arch.forward(self, ids, state)  # logits (B, T, V), state
         return self.arch.forward(self, ids, state, activations)  # type: ignore[call-arg]
+
+    def loss(
+        self,
+        ids: Tensor,
+        state: State | None,
+        targets: Tensor,
+        activations: list[Tensor] | None = None,
+    ) -> tuple[Tensor, State]:
+        """(mean cross-entropy of ``targets`` (B, T), state): the architecture's
+        ``forward_loss``, or cross-entropy of ``forward``'s logits for one without it."""
+        if hasattr(self.arch, "forward_loss"):
+            return self.arch.forward_loss(self, ids, state, targets, activations)
+        logits, state = self.forward(ids, state, activations)  # (B, T, V)
+        V = logits.shape[-1]
+        return F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1)), state
 
     def fast_stepper(self, batch_size: int) -> Stepper | None:
         """The architecture's fused one-token step for ``batch_size`` on this device, or None

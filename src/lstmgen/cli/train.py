@@ -47,6 +47,7 @@ MODEL_OPTIONS = (
     "boom_size",
 )
 MODEL_OPTIONS += AWD_MODEL_OPTIONS  # weight_drop, dropout_input, ... (issue #16)
+MODEL_OPTIONS += ("adaptive_cutoffs",)  # --adaptive-softmax (models/adaptive.py)
 # Presets for word-level corpora: a warning when a run pairs them with another tokenizer.
 WORD_PRESETS = ("word-cpu", "word-gpu")
 
@@ -149,6 +150,19 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its methods
             self.bar.n = summary["step"]
         self.bar.close()  # draws the final state once (leave=True)
         self.bar = None
+
+
+def _cutoffs(value: str | None) -> list[int] | None:
+    """``--adaptive-softmax 2000,10000`` -> [2000, 10000]; the config checks their order."""
+    if value is None:
+        return None
+    try:
+        return [int(v) for v in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: comma-separated token ids, e.g. 2000,10000",
+            param_hint="--adaptive-softmax",
+        ) from None
 
 
 def _base_model_config(init_from: str, given: dict[str, Any]) -> tuple[ModelConfig, str]:
@@ -292,6 +306,14 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option("--dropout-hidden", type=float, help="Locked dropout between recurrent layers.")
 @click.option("--dropout-output", type=float, help="Locked dropout before the decoder.")
 @click.option("--dropout-embedding", type=float, help="Drop whole words (embedding rows).")
+@click.option(
+    "--adaptive-softmax",
+    "adaptive_cutoffs",
+    metavar="CUTOFFS",
+    callback=lambda ctx, param, value: _cutoffs(value),
+    help="Word models: an adaptive softmax with these cluster cutoffs, e.g. 2000,10000 (ids "
+    "are by frequency); needs --no-tie-weights.",
+)
 @click.option("--ar", type=float, help="Activation regularisation (AWD-LSTM's alpha).")
 @click.option("--tar", type=float, help="Temporal activation regularisation (beta).")
 @click.option(
@@ -404,12 +426,13 @@ def train_command(
             raise click.UsageError("--grad-accum applies to --backend torch only")
         if "WORLD_SIZE" in os.environ:
             raise click.UsageError("--backend numpy runs in one process, not under torchrun")
-        awd = AWD_MODEL_OPTIONS + ("ar", "tar", "variable_seq_len", "optimizer")
+        awd = AWD_MODEL_OPTIONS + ("ar", "tar", "variable_seq_len", "optimizer", "adaptive_cutoffs")
         off = {"optimizer": "adamw", "variable_seq_len": False}
         torch_only = [k for k in awd if given.get(k, off.get(k, 0.0)) != off.get(k, 0.0)]
         if torch_only or preset in WORD_PRESETS:
             what = f"--preset {preset}" if preset in WORD_PRESETS else ""
-            names = [f"--{k.replace('_', '-')}" for k in torch_only] or [what]
+            flag = {"adaptive_cutoffs": "adaptive_softmax"}  # the option's flag name
+            names = [f"--{flag.get(k, k).replace('_', '-')}" for k in torch_only] or [what]
             raise click.UsageError(f"{', '.join(names)} applies to --backend torch only")
     if init_from and resume:
         raise click.UsageError("--init-from starts a new run: --resume's run has its weights")

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import CheckpointError, ConfigError
 from ..files import write_json_atomic
 from ..modeldir import write_model_meta
+from ..models.adaptive import refuse as refuse_adaptive
 from ..models.registry import get_architecture
 
 MANIFEST = "onnx.json"
@@ -54,6 +55,7 @@ def export_onnx(src: str | Path, dst: str | Path, int8: bool = False) -> list[st
     src, dst = Path(src), Path(dst)
     config, tokenizer, gen, weights = read_model_dir(src)
     arch = get_architecture(config.arch)
+    refuse_adaptive(config, "ONNX export")  # its graphs end in the plain decoder
     if config.arch not in EXPORTABLE:
         raise ConfigError(
             f"cannot export arch {arch.name!r} to ONNX: it has no exported decoding step"

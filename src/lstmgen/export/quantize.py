@@ -14,6 +14,7 @@ from ..config import GenerationConfig
 from ..errors import CheckpointError
 from ..files import atomic_write
 from ..modeldir import FORMAT, WEIGHTS, read_quantization, write_model_meta
+from ..models.adaptive import refuse as refuse_adaptive
 from .int8 import METHOD, SCHEME, quantizable, quantize_weights
 
 
@@ -34,6 +35,7 @@ def quantize_model_dir(src: str | Path, dst: str | Path, embedding: bool = False
             f"{src} is already quantized ({existing['method']}): quantize the float32 model"
         )
     config, tokenizer, gen, weights = read_model_dir(src)
+    refuse_adaptive(config, "int8 quantization")  # its step multiplies a plain decoder
     if dst.resolve() == src.resolve():
         raise CheckpointError("the output directory must differ from the model directory")
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):

@@ -68,7 +68,12 @@ class Architecture(Protocol):
     the attribute paths it chooses), runs them, and says how its weights and state look.
 
     ``has_stepper`` is an explicit declaration: False means decoding steps through ``forward``
-    one token at a time (decode.Step), never that a layer is skipped."""
+    one token at a time (decode.Step), never that a layer is skipped.
+
+    Optional: ``forward_loss(model, ids, state, targets, activations)`` -> (mean cross-entropy,
+    state), the training loss where the architecture computes it cheaper than from the full
+    logits (recurrent.py's adaptive softmax); without it ``LanguageModel.loss`` takes
+    ``forward``'s logits."""
 
     name: str
     has_stepper: bool

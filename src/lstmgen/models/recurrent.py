@@ -5,6 +5,9 @@ Dimensions: B batch, T time, V vocabulary, E embedding, H hidden, L layers.
     ids (B, T) -> embedding (B, T, E) -> LSTM/GRU/RNN x L (B, T, H) -> dropout
                -> [projection H -> E when tied and E != H] -> decoder -> logits (B, T, V)
 
+The decoder is a linear layer, or with ``adaptive_cutoffs`` an adaptive softmax (adaptive.py)
+whose log-probabilities are the logits; the trainer asks ``forward_loss`` for its loss.
+
 The state is a ``State`` (state.py): ``(h, c)`` for an LSTM, ``(h,)`` for a GRU or RNN, each
 (L, B, H). ``forward`` also takes the forms older callers pass (a tuple, or a bare ``h``).
 
@@ -20,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..state import State
-from . import awd
+from . import adaptive, awd
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -37,6 +40,8 @@ def init_embedding_and_decoder(model: nn.Module) -> None:
     from torch import nn
 
     nn.init.uniform_(model.embedding.weight, -0.1, 0.1)
+    if getattr(model.config, "adaptive_cutoffs", None):  # adaptive.build initialised the head
+        return
     if not model.config.tie_weights:
         nn.init.uniform_(model.decoder.weight, -0.1, 0.1)
     nn.init.zeros_(model.decoder.bias)
@@ -70,9 +75,12 @@ class Recurrent:
             shapes[f"rnn.bias_hh_l{k}"] = (G,)
         if config.tie_weights and config.embedding_size != H:
             shapes["projection.weight"] = (E, H)
-        if not config.tie_weights:  # tied: the decoder's weight is the embedding, stored once
-            shapes["decoder.weight"] = (V, H)
-        shapes["decoder.bias"] = (V,)
+        if config.adaptive_cutoffs:  # the adaptive softmax's head and tails (adaptive.py)
+            shapes.update(adaptive.weight_shapes(config, H))
+        else:
+            if not config.tie_weights:  # tied: the decoder's weight is the embedding, stored once
+                shapes["decoder.weight"] = (V, H)
+            shapes["decoder.bias"] = (V,)
         if config.feature_size:  # feature vector -> initial state (feature_state)
             S = (2 if config.cell == "lstm" else 1) * config.num_layers * H
             shapes["features.weight"] = (S, config.feature_size)
@@ -99,7 +107,10 @@ class Recurrent:
         )
         model.dropout = nn.Dropout(cfg.dropout)
         model.projection = nn.Linear(H, E, bias=False) if cfg.tie_weights and E != H else None
-        model.decoder = nn.Linear(E if cfg.tie_weights else H, V)
+        if cfg.adaptive_cutoffs:  # adaptive softmax (Grave et al. 2017); never tied (config)
+            model.decoder = adaptive.build(cfg, H)
+        else:
+            model.decoder = nn.Linear(E if cfg.tie_weights else H, V)
         if cfg.tie_weights:
             model.decoder.weight = model.embedding.weight  # Press & Wolf 2017, Inan et al. 2017
         # Conditioning on a feature vector F (issue #13): one linear map to every layer's initial
@@ -142,7 +153,37 @@ class Recurrent:
         self, model: nn.Module, ids: Tensor, state: Any, activations: list[Tensor] | None = None
     ) -> tuple[Tensor, State]:
         """``activations``, when given, receives the last layer's output before and after its
-        dropout, (B, T, H) each (AWD-LSTM's TAR and AR terms)."""
+        dropout, (B, T, H) each (AWD-LSTM's TAR and AR terms). With an adaptive softmax the
+        "logits" are its log-probabilities (log-softmax leaves them as they are)."""
+        out, state = self._features(model, ids, state, activations)  # (B, T, H or E)
+        if model.config.adaptive_cutoffs:
+            return adaptive.log_probs(model.decoder, out), state  # (B, T, V)
+        return model.decoder(out), state  # logits (B, T, V)
+
+    def forward_loss(
+        self,
+        model: nn.Module,
+        ids: Tensor,
+        state: Any,
+        targets: Tensor,
+        activations: list[Tensor] | None = None,
+    ) -> tuple[Tensor, State]:
+        """The mean cross-entropy of ``targets`` (B, T) (-100: not scored) and the state: the
+        training loss. An adaptive softmax computes only the targets' clusters; the plain
+        decoder the full logits, as the trainer did before this seam."""
+        import torch.nn.functional as F
+
+        if not model.config.adaptive_cutoffs:
+            logits, state = self.forward(model, ids, state, activations)  # (B, T, V)
+            V = logits.shape[-1]
+            return F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1)), state
+        out, state = self._features(model, ids, state, activations)  # (B, T, H)
+        return adaptive.loss(model.decoder, out, targets), state
+
+    def _features(
+        self, model: nn.Module, ids: Tensor, state: Any, activations: list[Tensor] | None
+    ) -> tuple[Tensor, State]:
+        """ids (B, T) -> what the decoder reads (B, T, H, or E through the projection)."""
         lstm = model.config.cell == "lstm"
         hx = None
         if state is not None:
@@ -159,7 +200,7 @@ class Recurrent:
             activations += [raw, out]
         if model.projection is not None:
             out = model.projection(out)  # (B, T, E)
-        return model.decoder(out), State(hx if lstm else (hx,))  # logits (B, T, V)
+        return out, State(hx if lstm else (hx,))
 
     def stepper(self, model: nn.Module, batch_size: int) -> TorchStepper | NumpyStepper | None:
         from .recurrent_steppers import make_stepper

@@ -73,7 +73,10 @@ class TorchStepper:
         self.layers = _layer_weights(model)
         self.embedding = model.embedding.weight.detach()
         self.projection = None if model.projection is None else model.projection.weight.detach()
-        self.decoder = (model.decoder.weight.detach(), model.decoder.bias.detach())
+        self.head = _adaptive_head(model)
+        self.decoder = (
+            None if self.head else (model.decoder.weight.detach(), model.decoder.bias.detach())
+        )
 
     @torch.inference_mode()
     def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
@@ -104,7 +107,10 @@ class TorchStepper:
             hs.append(x)
         if self.projection is not None:
             x = x @ self.projection.t()  # (B, E)
-        logits = F.linear(x, *self.decoder)  # (B, V)
+        if self.head is not None:  # adaptive softmax: its log-probabilities are the logits
+            logits = self.head.log_prob(x)  # (B, V)
+        else:
+            logits = F.linear(x, *self.decoder)  # (B, V)
         h_new = torch.stack(hs)  # (L, B, H)
         return logits, State((h_new, torch.stack(cs)) if self.cell == "lstm" else (h_new,))
 
@@ -124,8 +130,10 @@ class NumpyStepper:
             self.embedding = model.embedding.weight.detach().numpy().copy()  # (V, E)
             proj = None if model.projection is None else model.projection.weight.detach()
             self.projection = None if proj is None else proj.t().contiguous().numpy()  # (H, E)
-            self.decoder_w = model.decoder.weight.detach().t().contiguous().numpy()  # (E or H, V)
-            self.decoder_b = model.decoder.bias.detach().numpy().copy()  # (V,)
+            self.head = _adaptive_head(model)
+            if self.head is None:
+                self.decoder_w = model.decoder.weight.detach().t().contiguous().numpy()  # (E|H, V)
+                self.decoder_b = model.decoder.bias.detach().numpy().copy()  # (V,)
 
     def __call__(self, ids: Tensor, state: State) -> tuple[Tensor, State]:
         # Overflow (weights of a diverged run) gives inf/NaN as torch does, silently: the
@@ -171,11 +179,24 @@ class NumpyStepper:
                 x = np.tanh(pre, out=h_new[layer])
         if self.projection is not None:
             x = x @ self.projection  # (B, E)
-        logits = x @ self.decoder_w  # (B, V)
-        logits += self.decoder_b
         h_t = torch.from_numpy(h_new)
         parts = (h_t, torch.from_numpy(c_new)) if c_new is not None else (h_t,)
+        if self.head is not None:  # adaptive softmax: its log-probabilities are the logits
+            with torch.inference_mode():
+                return self.head.log_prob(torch.from_numpy(np.ascontiguousarray(x))), State(parts)
+        logits = x @ self.decoder_w  # (B, V)
+        logits += self.decoder_b
         return torch.from_numpy(logits), State(parts)
+
+
+def _adaptive_head(model: Model) -> Any:
+    """A copy of the model's adaptive-softmax head (models/adaptive.py), or None: the recurrent
+    step stays fused, the head's ``log_prob`` gives the (B, V) log-probabilities."""
+    if not model.config.adaptive_cutoffs:
+        return None
+    import copy
+
+    return copy.deepcopy(model.decoder).eval()  # a stepper holds its own weights
 
 
 def make_stepper(model: Model, batch_size: int) -> Any:

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..config import GenerationConfig, ModelConfig
 from ..modeldir import weight_shapes as parameter_shapes  # name -> shape, as PyTorch stores them
+from ..models.adaptive import refuse as refuse_adaptive
 from ..models.attention import check_memory_fits
 from ..tokenizers import Tokenizer
 from . import layers
@@ -60,6 +61,7 @@ class LanguageModel:
         generation_config: GenerationConfig | None = None,
     ):
         config.validate()
+        refuse_adaptive(config, "the NumPy reference (--backend numpy)")  # a plain decoder only
         check_weights(params, parameter_shapes(config), "parameters")
         self.config = config
         self.params = params

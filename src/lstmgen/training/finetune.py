@@ -45,6 +45,7 @@ from ..tokenizers import Tokenizer
 VOCAB_ROWS = ("embedding.weight", "decoder.weight", "decoder.bias")
 # Settings of the base that a fine-tuning run keeps; the regularisers and vocab_size may differ.
 FIXED = ("arch", "cell", "embedding_size", "hidden_size", "num_layers", "tie_weights")
+FIXED += ("adaptive_cutoffs",)  # the head's clusters (models/adaptive.py)
 # `--init-from base` without a folder named base: `make base` writes one here.
 DEFAULT_BASE = Path("runs") / "base"
 # Layer index in a parameter name: nn.LSTM's rnn.weight_ih_l1, or a ModuleList's layers.1.
@@ -112,8 +113,12 @@ class Base:
         old, new = self.model.config.vocab_size, model.config.vocab_size
         if new < old:  # extend_tokenizer only appends
             raise ConfigError(f"the vocabulary shrank from {old} to {new} tokens")
+        # new tokens are appended: with an adaptive softmax they join its last (rarest)
+        # cluster, whose output rows are in id order like the embedding's (models/adaptive.py)
+        cuts = self.model.config.adaptive_cutoffs
+        rows_by_id = (*VOCAB_ROWS, f"decoder.tail.{len(cuts) - 1}.1.weight") if cuts else VOCAB_ROWS
         with torch.no_grad():
-            for name in VOCAB_ROWS:
+            for name in rows_by_id:
                 if name in weights and new > old:
                     rows = weights[name]  # (V, ...)
                     mean = rows.mean(dim=0, keepdim=True).expand(new - old, *rows.shape[1:])

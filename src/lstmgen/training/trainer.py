@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from ..config import GenerationConfig, ModelConfig, TrainConfig
 from ..corpus import Corpus, load_run_corpus, open_run_corpus, prepare_corpus
@@ -453,11 +452,8 @@ class Trainer(RunSchedule):
         (Merity et al. 2017, section 4.6)."""
         c = self.config
         activations: list[torch.Tensor] = []
-        if c.ar or c.tar:
-            logits, hidden = model(x, hidden, activations)  # (B, T, V)
-        else:
-            logits, hidden = model(x, hidden)
-        ce = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+        # the architecture computes the loss (an adaptive softmax never builds the logits)
+        ce, hidden = model(x, hidden, activations if c.ar or c.tar else None, targets=y)
         loss = ce
         if activations:
             raw, dropped = (a.float() for a in activations)  # (B, T, H) each
