@@ -6,11 +6,13 @@ The corpus is ``../shared/data/wikitext-2`` read as characters: the raw ``wiki.*
 when they are there, else the tokenized ``wiki.*.tokens`` (which is what the shared folder
 holds today: words split by spaces, rare ones as ``<unk>``, so figures are not comparable with
 published raw-text WikiText-2 or enwik8 bits/char). The whole training split trains; the
-validation split's first ``--eval-chars`` characters are scored at every
-evaluation, statefully with the memory carried (lstmgen/evaluate.py, the trainer's own pass),
-which picks each side's best checkpoint; after the budget, that checkpoint scores the test
-split's prefix of the same length (warmed up on ``--test-warmup`` characters before each of the
-16 contiguous streams, so a memory of 1,024 starts full; not counted in the budget).
+validation split's first ``--eval-chars`` characters are scored at every evaluation,
+statefully with the memory carried (lstmgen/evaluate.py, the trainer's own pass: 16 contiguous
+streams, each warmed up on the 256 characters before it, so a memory of 1,024 fills during its
+streams' first 768 scored characters), which picks each side's best checkpoint; after the
+budget, that checkpoint scores the test split's prefix of the same length (each of the 16
+streams warmed up on ``--test-warmup`` characters, so a memory of 1,024 starts full; not
+counted in the budget).
 
 Sides: the LSTM at today's CPU default (``cpu-small``: 2x384, batch 16x64, lr 0.011) and the
 sha-lstm at its best settings in ``quality_cpu_attention.py``'s sweep (its JSON's best
@@ -20,10 +22,10 @@ drives the cosine schedule); sides run side by side, one core and one torch thre
 (``common.side_by_side``), two at a time on a 2-core machine: 4 sides = 2 rounds.
 
 Budget: the default 600 s, not the issue's 15 minutes: with 4 sides on 2 cores that is two
-rounds of ~11 min (setup, evaluations inside the budget, the test pass after it), about 23
+rounds of ~10.5 min (setup, evaluations inside the budget, the test pass after it), about 22
 min in all, which fits the ~25 min of quiet machine the run has; 15 minutes would take 32.
 
-    python benchmarks/long_context.py                                        # ~23 min
+    python benchmarks/long_context.py                                        # ~22 min
     python benchmarks/long_context.py --tiny --budget 3 --name long_context_smoke   # seconds
     nice -n 10 python benchmarks/long_context.py --steps 60 --memories 64,1024 --no-lstm \\
         --eval-every 1000000 --name long_context_memcheck_busy_smoke    # step-budgeted cost
@@ -50,8 +52,10 @@ from race import Curve, split_overrides
 
 LN2 = math.log(2)
 TINY = {"train": 60_000, "eval": 6_000}  # --tiny: characters of train, of valid/test
-# One evaluation of 200k characters: a few seconds for the LSTM on one core, more for a long
-# memory; every 1,000 steps (~1M characters) gives each side 3-6 points of the curve in 600 s.
+# One evaluation of 200k characters took 22-39 s (memory 64) and 38-52 s (memory 1,024) on one
+# core of a loaded machine (two runs; long_context_memcheck_busy_smoke.json is the second), less
+# on a quiet one; every 1,000 steps (~1M characters) gives each side 2-5 points of the curve in
+# 600 s for about 10 % of its budget.
 EVAL_EVERY = 1000
 
 
@@ -148,6 +152,8 @@ def prepare(run: Path, src: Path, args: argparse.Namespace, overrides: list[str]
 def train_side(run: str, test_warmup: int) -> dict[str, Any]:
     """Train a prepared run for its budget, then score its best checkpoint on test.txt
     (a side_by_side job: runs pinned to one core, returns JSON)."""
+    import resource
+
     import torch
 
     from lstmgen import LanguageModel, Trainer
@@ -204,6 +210,8 @@ def train_side(run: str, test_warmup: int) -> dict[str, Any]:
         "test_tokens": test.tokens,
         "test_pass_s": round(test_s, 1),
         "parameters": trainer.model.num_parameters(),
+        # the side's peak resident memory (Linux: KiB): a long memory must not run out of it
+        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "model_config": trainer.model.config.to_dict(),
         "train_config": trainer.config.to_dict(),
     }
