@@ -353,7 +353,7 @@ def markdown(r: dict) -> str:
     gains = r.get("gain_bits_per_char_vs_lstm", {})
     lines = [
         "| model | parameters | tokens/s (one core) | steps | best val bits/char "
-        "| test bits/char | gain over the LSTM (test) |",
+        "| test bits/char | LSTM minus it (test) |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, run in r["runs"].items():
@@ -384,7 +384,8 @@ def markdown(r: dict) -> str:
         f"{budget} of training each (evaluations included), side by side, each on its own core "
         f"with one thread; train {c['chars']['train']:,} characters "
         f"({Path(c['files']['train']).name}), validation and test the first "
-        f"{c['chars']['valid']:,} / {c['chars']['test']:,} characters of their splits; "
+        f"{c['chars']['valid']:,} / {c['chars']['test']:,} characters of their splits (16 "
+        f"streams scored statefully, each warmed up on {r.get('test_warmup', 256)} before it); "
         f"sha-lstm settings: {r['sha_settings_from']}; {measured(r)}.",
     ]
     return "\n".join(lines)
