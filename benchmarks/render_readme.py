@@ -188,6 +188,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
     "quality_cpu_attention_600": _benchmark_markdown("quality_cpu_attention"),
     "attention_ablation": _benchmark_markdown("attention_ablation"),
+    "long_context_cpu": _benchmark_markdown("long_context"),
 }
 
 
