@@ -99,11 +99,11 @@ def test_a_stop_during_an_evaluation_ends_it_and_the_resume_redoes_it(tmp_path, 
     trainer = tiny_run(tmp_path, corpus_file, max_steps=10, eval_every=5)
     forward, eval_windows = trainer.model.forward, []
 
-    def forward_then_ctrl_c(x, state=None, **kwargs):  # training passes targets= for the loss
+    def forward_then_ctrl_c(x, state=None, *args, **kwargs):  # training asks for the loss too
         if not trainer.model.training:  # an evaluation window
             eval_windows.append(x.shape)
             trainer.request_stop()  # what the SIGINT/SIGTERM handler does
-        return forward(x, state, **kwargs)
+        return forward(x, state, *args, **kwargs)
 
     trainer.model.forward = forward_then_ctrl_c
     summary = trainer.fit()
