@@ -50,6 +50,49 @@ from lstmgen.model import load_model
 SCRATCH_DROPOUT = 0.2
 
 
+# The first seed is TrainConfig's default, so --seeds 1 repeats the single-seed runs; seed k
+# adds k.
+SEED = TrainConfig().seed
+
+
+def run_name(name: str, seed: int) -> str:
+    """The run folder of one seed's run (the first seed's keeps the plain name)."""
+    return name if seed == SEED else f"{name}.seed{seed}"
+
+
+def spread(losses: list[float]) -> dict[str, Any]:
+    """Mean and spread of one setting's final losses over seeds (std: the sample standard
+    deviation, 0 for one seed)."""
+    mean = sum(losses) / len(losses)
+    var = sum((x - mean) ** 2 for x in losses) / (len(losses) - 1) if len(losses) > 1 else 0.0
+    return {
+        "val_loss": round(mean, 4),
+        "val_loss_std": round(math.sqrt(var), 4),
+        "val_loss_min": round(min(losses), 4),
+        "val_loss_max": round(max(losses), 4),
+        "n_seeds": len(losses),
+    }
+
+
+def gains(runs: dict[str, Any]) -> dict[str, Any]:
+    """The floor's figure: the better scratch setting by mean (``scratch`` or
+    ``scratch_dropout``) minus ``finetuned_ulmfit``'s mean, and the same difference seed by
+    seed (each seed's runs are a side-by-side pair, so its noise is shared)."""
+    best = min(("scratch", "scratch_dropout"), key=lambda k: runs[k]["val_loss"])
+    ft = [r["val_loss"] for r in runs["finetuned_ulmfit"]["seeds"]]
+    sc = [r["val_loss"] for r in runs[best]["seeds"]]
+    per_seed = [round(s - f, 4) for s, f in zip(sc, ft, strict=True)]
+    return {
+        "best_scratch": best,
+        "gain_nats_per_char": round(
+            runs[best]["val_loss"] - runs["finetuned_ulmfit"]["val_loss"], 4
+        ),
+        "gain_per_seed": per_seed,
+        "gain_min": min(per_seed),
+        "gain_max": max(per_seed),
+    }
+
+
 class Curve(Callback):
     """(seconds, validation loss) at every evaluation."""
 
@@ -167,6 +210,13 @@ def main() -> None:
     p.add_argument("--forget-tokens", type=int, default=50000, help="wiki valid bytes scored")
     p.add_argument("--unfreeze-every", type=int, default=0)
     p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="repeat every compared run with this many seeds (one side-by-side pair each); "
+        "reported per seed and as mean and spread",
+    )
+    p.add_argument(
         "--scratch-dropout",
         type=float,
         default=SCRATCH_DROPOUT,
@@ -182,6 +232,8 @@ def main() -> None:
     )
     p.add_argument("--name", default="finetune")
     args = p.parse_args()
+    if args.seeds < 1:
+        p.error("--seeds must be >= 1")
     wiki, shakespeare = args.data / "wikitext-2", args.data / "tiny-shakespeare"
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,7 +286,10 @@ def main() -> None:
 
         # Two pairs, each side by side (one core each, at the same time): fine-tuning with its
         # defaults against scratch with the training defaults, then fine-tuning with the
-        # training defaults against scratch with dropout.
+        # training defaults against scratch with dropout. Each seed runs both pairs again: the
+        # seed draws the scratch runs' initial weights and every run's dropout masks (the batch
+        # layout is fixed), so a fine-tuned run without dropout differs between seeds only by
+        # the steps its 120 s allow.
         pairs = [
             {"finetuned_ulmfit": ({**budget, **tools}, base), "scratch": (budget, None)},
             {
@@ -242,32 +297,44 @@ def main() -> None:
                 "scratch_dropout": ({**budget, "dropout": args.scratch_dropout}, None),
             },
         ]
-        for pair in pairs:
-            done = side_by_side([job(n, s, i) for n, (s, i) in pair.items()])
-            for name, r in zip(pair, done, strict=True):
-                results[name] = r
-                print(
-                    f"{name}: val {r['val_loss']:.4f} nats/char after {r['train_seconds']}s",
-                    flush=True,
-                )
+        seeds = [SEED + k for k in range(args.seeds)]
+        per_seed: dict[str, list[dict[str, Any]]] = {name: [] for pair in pairs for name in pair}
+        for seed in seeds:
+            for pair in pairs:
+                jobs = [
+                    job(run_name(n, seed), {**s, "seed": seed}, i) for n, (s, i) in pair.items()
+                ]
+                for name, r in zip(pair, side_by_side(jobs), strict=True):
+                    per_seed[name].append({"seed": seed, **r})
+                    print(
+                        f"{name} (seed {seed}): val {r['val_loss']:.4f} nats/char after "
+                        f"{r['train_seconds']}s",
+                        flush=True,
+                    )
+        for name, records in per_seed.items():
+            results[name] = {**spread([r["val_loss"] for r in records]), "seeds": records}
         wiki_valid = wiki / "wiki.valid.tokens"
-        forgetting = {
-            name: base_corpus_loss(run, wiki_valid, work, args.forget_tokens)
-            for name, run in (
-                ("base", base),
-                ("finetuned_ulmfit", work / "finetuned_ulmfit"),
-                ("finetuned_plain", work / "finetuned_plain"),
-            )
+        forgetting: dict[str, Any] = {
+            "base": base_corpus_loss(base, wiki_valid, work, args.forget_tokens)
         }
-        best_scratch = min(results[k]["val_loss"] for k in ("scratch", "scratch_dropout"))
-        gain = best_scratch - results["finetuned_ulmfit"]["val_loss"]
+        for name in ("finetuned_ulmfit", "finetuned_plain"):
+            losses = [
+                base_corpus_loss(work / run_name(name, seed), wiki_valid, work, args.forget_tokens)
+                for seed in seeds
+            ]
+            forgetting[name] = spread(losses)["val_loss"]
+            forgetting[f"{name}_per_seed"] = losses
+        gain = gains(results)
         payload = {
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "finetune_defaults": FINETUNE_DEFAULTS,
+            "seeds": seeds,
             "runs": results,
             "base_corpus_val_loss": forgetting,
-            "gain_nats_per_char": round(gain, 4),
-            "floor_0.15_met": bool(gain >= 0.15) if math.isfinite(gain) else False,
+            **gain,
+            "floor_0.15_met": bool(gain["gain_nats_per_char"] >= 0.15)
+            if math.isfinite(gain["gain_nats_per_char"])
+            else False,
             "notes": f"{side_by_side_note}. "
             + (
                 "The base was trained beforehand (runs.base: its own record). "
@@ -277,12 +344,16 @@ def main() -> None:
             + "CPU times are "
             "wall-clock: on a shared machine noisy, and both sides of a pair meet the same "
             "noise. WikiText-2 is the tokenized v1 text (<unk> and spaced punctuation), read as "
-            "bytes. The gain is over the better of scratch (the training defaults) and "
-            "scratch_dropout (--scratch-dropout).",
+            "bytes. Each compared run is repeated with --seeds seeds (runs.NAME.seeds, one "
+            "side-by-side pair per seed); runs.NAME.val_loss is the mean over seeds, with "
+            "val_loss_std / val_loss_min / val_loss_max. The gain is the better scratch setting's "
+            "mean (scratch: the training defaults, or scratch_dropout: --scratch-dropout) minus "
+            "finetuned_ulmfit's mean; gain_per_seed pairs each seed's runs.",
         }
         out = write_result(args.name, payload)
         print(
-            f"fine-tuned (ULMFiT) beats the better scratch run by {gain:.4f} nats/char; "
+            f"fine-tuned (ULMFiT) beats the better scratch setting by "
+            f"{gain['gain_nats_per_char']:.4f} nats/char (per seed {gain['gain_per_seed']}); "
             f"base corpus loss {forgetting}; -> {out}"
         )
 
