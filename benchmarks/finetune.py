@@ -1,8 +1,8 @@
 """Does fine-tuning pay, and what does it forget? (issue #13)
 
 1. The base: a byte-level LSTM pretrained on WikiText-2 (``../shared/data/wikitext-2``, the
-   tokenized v1 text; byte level reads it as it is) for ``--base-time`` seconds. Its cost is
-   reported on its own.
+   tokenized v1 text; byte level reads it as it is) for ``--base-time`` seconds (or
+   ``--base-steps`` steps). Its cost is reported on its own.
 2. Two pairs of runs on the first ``--slice-kb`` KB (100) of tiny-shakespeare's ``train.txt``,
    validated on ``val.txt``, ``--time`` seconds (120) each, the two runs of a pair side by side
    (``common.side_by_side``: at the same time, each pinned to its own core with one torch
@@ -200,6 +200,13 @@ def split(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--base-time", type=float, default=600.0, help="seconds to pretrain the base")
+    p.add_argument(
+        "--base-steps",
+        type=int,
+        default=0,
+        help="pretrain the base for this many steps instead (0: --base-time): the same base on "
+        "any machine",
+    )
     p.add_argument("--time", type=float, default=120.0, help="seconds per fine-tune / scratch")
     p.add_argument("--slice-kb", type=int, default=100, help="KB of tiny-shakespeare train.txt")
     p.add_argument("--hidden-size", type=int, default=384)
@@ -265,7 +272,14 @@ def main() -> None:
                 base,
                 [wiki / "wiki.train.tokens"],
                 [wiki / "wiki.valid.tokens"],
-                TrainConfig(**common, max_time=args.base_time),
+                TrainConfig(
+                    **common,
+                    **(
+                        {"max_steps": args.base_steps}
+                        if args.base_steps
+                        else {"max_time": args.base_time}
+                    ),
+                ),
                 ModelConfig(**sizes),
                 max_tokens=args.forget_tokens,  # its val_loss is the forgetting baseline's
             )
