@@ -19,10 +19,15 @@ Reported: each run's validation curve against wall-clock seconds (evaluations in
 in nats/char (bytes are characters there: it is ASCII), and forgetting: the base corpus's
 validation loss (``wiki.valid.tokens``, first ``--forget-tokens`` bytes) of the base and of
 both fine-tuned models. Floor (issue #13): finetuned_ulmfit ends >= 0.15 nats/char below
-the better scratch run.
+the better scratch run. With ``--seeds N`` every compared run is repeated N times (seed 1337,
+1338, ...; one side-by-side pair each): each run reports its mean, standard deviation, min and
+max, and the gain is the better scratch setting's mean minus finetuned_ulmfit's (``gain_per_seed``
+pairs each seed's runs). The base is trained once: results/finetune_probe384.json found the
+base-to-base spread larger than the seed-to-seed one.
 
     python benchmarks/finetune.py --work /tmp/ft       # 600 s base + 2 x 120 s pairs: ~15 min
     python benchmarks/finetune.py --base /tmp/ft/base  # the same base again: ~5 min
+    python benchmarks/finetune.py --base /tmp/ft/base --seeds 3  # 6 pairs: ~13 min
     python benchmarks/finetune.py --base-time 20 --time 10 --hidden-size 32 --name finetune_smoke
 """
 
