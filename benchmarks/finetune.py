@@ -1,8 +1,8 @@
 """Does fine-tuning pay, and what does it forget? (issue #13)
 
 1. The base: a byte-level LSTM pretrained on WikiText-2 (``../shared/data/wikitext-2``, the
-   tokenized v1 text; byte level reads it as it is) for ``--base-time`` seconds. Its cost is
-   reported on its own.
+   tokenized v1 text; byte level reads it as it is) for ``--base-time`` seconds (or
+   ``--base-steps`` steps). Its cost is reported on its own.
 2. Two pairs of runs on the first ``--slice-kb`` KB (100) of tiny-shakespeare's ``train.txt``,
    validated on ``val.txt``, ``--time`` seconds (120) each, the two runs of a pair side by side
    (``common.side_by_side``: at the same time, each pinned to its own core with one torch
@@ -19,10 +19,15 @@ Reported: each run's validation curve against wall-clock seconds (evaluations in
 in nats/char (bytes are characters there: it is ASCII), and forgetting: the base corpus's
 validation loss (``wiki.valid.tokens``, first ``--forget-tokens`` bytes) of the base and of
 both fine-tuned models. Floor (issue #13): finetuned_ulmfit ends >= 0.15 nats/char below
-the better scratch run.
+the better scratch run. With ``--seeds N`` every compared run is repeated N times (seed 1337,
+1338, ...; one side-by-side pair each): each run reports its mean, standard deviation, min and
+max, and the gain is the better scratch setting's mean minus finetuned_ulmfit's (``gain_per_seed``
+pairs each seed's runs). The base is trained once: results/finetune_probe384.json found the
+base-to-base spread larger than the seed-to-seed one.
 
     python benchmarks/finetune.py --work /tmp/ft       # 600 s base + 2 x 120 s pairs: ~15 min
     python benchmarks/finetune.py --base /tmp/ft/base  # the same base again: ~5 min
+    python benchmarks/finetune.py --base /tmp/ft/base --seeds 3  # 6 pairs: ~13 min
     python benchmarks/finetune.py --base-time 20 --time 10 --hidden-size 32 --name finetune_smoke
 """
 
@@ -48,6 +53,49 @@ from lstmgen.model import load_model
 # with a good scratch run (the step-budgeted probe, results/finetune_probe.json, was split on
 # it: 2.75 against 3.23 on 100 KB, 3.19 against 2.76 on 25 KB: so both are run).
 SCRATCH_DROPOUT = 0.2
+
+
+# The first seed is TrainConfig's default, so --seeds 1 repeats the single-seed runs; seed k
+# adds k.
+SEED = TrainConfig().seed
+
+
+def run_name(name: str, seed: int) -> str:
+    """The run folder of one seed's run (the first seed's keeps the plain name)."""
+    return name if seed == SEED else f"{name}.seed{seed}"
+
+
+def spread(losses: list[float]) -> dict[str, Any]:
+    """Mean and spread of one setting's final losses over seeds (std: the sample standard
+    deviation, 0 for one seed)."""
+    mean = sum(losses) / len(losses)
+    var = sum((x - mean) ** 2 for x in losses) / (len(losses) - 1) if len(losses) > 1 else 0.0
+    return {
+        "val_loss": round(mean, 4),
+        "val_loss_std": round(math.sqrt(var), 4),
+        "val_loss_min": round(min(losses), 4),
+        "val_loss_max": round(max(losses), 4),
+        "n_seeds": len(losses),
+    }
+
+
+def gains(runs: dict[str, Any]) -> dict[str, Any]:
+    """The floor's figure: the better scratch setting by mean (``scratch`` or
+    ``scratch_dropout``) minus ``finetuned_ulmfit``'s mean, and the same difference seed by
+    seed (each seed's runs are a side-by-side pair, so its noise is shared)."""
+    best = min(("scratch", "scratch_dropout"), key=lambda k: runs[k]["val_loss"])
+    ft = [r["val_loss"] for r in runs["finetuned_ulmfit"]["seeds"]]
+    sc = [r["val_loss"] for r in runs[best]["seeds"]]
+    per_seed = [round(s - f, 4) for s, f in zip(sc, ft, strict=True)]
+    return {
+        "best_scratch": best,
+        "gain_nats_per_char": round(
+            runs[best]["val_loss"] - runs["finetuned_ulmfit"]["val_loss"], 4
+        ),
+        "gain_per_seed": per_seed,
+        "gain_min": min(per_seed),
+        "gain_max": max(per_seed),
+    }
 
 
 class Curve(Callback):
@@ -157,6 +205,13 @@ def split(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--base-time", type=float, default=600.0, help="seconds to pretrain the base")
+    p.add_argument(
+        "--base-steps",
+        type=int,
+        default=0,
+        help="pretrain the base for this many steps instead (0: --base-time): the same base on "
+        "any machine",
+    )
     p.add_argument("--time", type=float, default=120.0, help="seconds per fine-tune / scratch")
     p.add_argument("--slice-kb", type=int, default=100, help="KB of tiny-shakespeare train.txt")
     p.add_argument("--hidden-size", type=int, default=384)
@@ -166,6 +221,13 @@ def main() -> None:
     p.add_argument("--eval-tokens", type=int, default=20000, help="bytes per curve point")
     p.add_argument("--forget-tokens", type=int, default=50000, help="wiki valid bytes scored")
     p.add_argument("--unfreeze-every", type=int, default=0)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="repeat every compared run with this many seeds (one side-by-side pair each); "
+        "reported per seed and as mean and spread",
+    )
     p.add_argument(
         "--scratch-dropout",
         type=float,
@@ -182,6 +244,8 @@ def main() -> None:
     )
     p.add_argument("--name", default="finetune")
     args = p.parse_args()
+    if args.seeds < 1:
+        p.error("--seeds must be >= 1")
     wiki, shakespeare = args.data / "wikitext-2", args.data / "tiny-shakespeare"
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,7 +277,14 @@ def main() -> None:
                 base,
                 [wiki / "wiki.train.tokens"],
                 [wiki / "wiki.valid.tokens"],
-                TrainConfig(**common, max_time=args.base_time),
+                TrainConfig(
+                    **common,
+                    **(
+                        {"max_steps": args.base_steps}
+                        if args.base_steps
+                        else {"max_time": args.base_time}
+                    ),
+                ),
                 ModelConfig(**sizes),
                 max_tokens=args.forget_tokens,  # its val_loss is the forgetting baseline's
             )
@@ -234,7 +305,10 @@ def main() -> None:
 
         # Two pairs, each side by side (one core each, at the same time): fine-tuning with its
         # defaults against scratch with the training defaults, then fine-tuning with the
-        # training defaults against scratch with dropout.
+        # training defaults against scratch with dropout. Each seed runs both pairs again: the
+        # seed draws the scratch runs' initial weights and every run's dropout masks (the batch
+        # layout is fixed), so a fine-tuned run without dropout differs between seeds only by
+        # the steps its 120 s allow.
         pairs = [
             {"finetuned_ulmfit": ({**budget, **tools}, base), "scratch": (budget, None)},
             {
@@ -242,32 +316,44 @@ def main() -> None:
                 "scratch_dropout": ({**budget, "dropout": args.scratch_dropout}, None),
             },
         ]
-        for pair in pairs:
-            done = side_by_side([job(n, s, i) for n, (s, i) in pair.items()])
-            for name, r in zip(pair, done, strict=True):
-                results[name] = r
-                print(
-                    f"{name}: val {r['val_loss']:.4f} nats/char after {r['train_seconds']}s",
-                    flush=True,
-                )
+        seeds = [SEED + k for k in range(args.seeds)]
+        per_seed: dict[str, list[dict[str, Any]]] = {name: [] for pair in pairs for name in pair}
+        for seed in seeds:
+            for pair in pairs:
+                jobs = [
+                    job(run_name(n, seed), {**s, "seed": seed}, i) for n, (s, i) in pair.items()
+                ]
+                for name, r in zip(pair, side_by_side(jobs), strict=True):
+                    per_seed[name].append({"seed": seed, **r})
+                    print(
+                        f"{name} (seed {seed}): val {r['val_loss']:.4f} nats/char after "
+                        f"{r['train_seconds']}s",
+                        flush=True,
+                    )
+        for name, records in per_seed.items():
+            results[name] = {**spread([r["val_loss"] for r in records]), "seeds": records}
         wiki_valid = wiki / "wiki.valid.tokens"
-        forgetting = {
-            name: base_corpus_loss(run, wiki_valid, work, args.forget_tokens)
-            for name, run in (
-                ("base", base),
-                ("finetuned_ulmfit", work / "finetuned_ulmfit"),
-                ("finetuned_plain", work / "finetuned_plain"),
-            )
+        forgetting: dict[str, Any] = {
+            "base": base_corpus_loss(base, wiki_valid, work, args.forget_tokens)
         }
-        best_scratch = min(results[k]["val_loss"] for k in ("scratch", "scratch_dropout"))
-        gain = best_scratch - results["finetuned_ulmfit"]["val_loss"]
+        for name in ("finetuned_ulmfit", "finetuned_plain"):
+            losses = [
+                base_corpus_loss(work / run_name(name, seed), wiki_valid, work, args.forget_tokens)
+                for seed in seeds
+            ]
+            forgetting[name] = spread(losses)["val_loss"]
+            forgetting[f"{name}_per_seed"] = losses
+        gain = gains(results)
         payload = {
             "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "finetune_defaults": FINETUNE_DEFAULTS,
+            "seeds": seeds,
             "runs": results,
             "base_corpus_val_loss": forgetting,
-            "gain_nats_per_char": round(gain, 4),
-            "floor_0.15_met": bool(gain >= 0.15) if math.isfinite(gain) else False,
+            **gain,
+            "floor_0.15_met": bool(gain["gain_nats_per_char"] >= 0.15)
+            if math.isfinite(gain["gain_nats_per_char"])
+            else False,
             "notes": f"{side_by_side_note}. "
             + (
                 "The base was trained beforehand (runs.base: its own record). "
@@ -277,12 +363,16 @@ def main() -> None:
             + "CPU times are "
             "wall-clock: on a shared machine noisy, and both sides of a pair meet the same "
             "noise. WikiText-2 is the tokenized v1 text (<unk> and spaced punctuation), read as "
-            "bytes. The gain is over the better of scratch (the training defaults) and "
-            "scratch_dropout (--scratch-dropout).",
+            "bytes. Each compared run is repeated with --seeds seeds (runs.NAME.seeds, one "
+            "side-by-side pair per seed); runs.NAME.val_loss is the mean over seeds, with "
+            "val_loss_std / val_loss_min / val_loss_max. The gain is the better scratch setting's "
+            "mean (scratch: the training defaults, or scratch_dropout: --scratch-dropout) minus "
+            "finetuned_ulmfit's mean; gain_per_seed pairs each seed's runs.",
         }
         out = write_result(args.name, payload)
         print(
-            f"fine-tuned (ULMFiT) beats the better scratch run by {gain:.4f} nats/char; "
+            f"fine-tuned (ULMFiT) beats the better scratch setting by "
+            f"{gain['gain_nats_per_char']:.4f} nats/char (per seed {gain['gain_per_seed']}); "
             f"base corpus loss {forgetting}; -> {out}"
         )
 

@@ -52,6 +52,9 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--settings", default="{}", help="TrainConfig fields as JSON")
+    p.add_argument(
+        "--regularisers", default="{}", help="config.REGULARISERS as JSON (AWD's weight_drop...)"
+    )
     p.add_argument("--evals", type=int, default=6, help="curve points")
     p.add_argument("--max-tokens", type=int, default=0, help="final validation tokens (0 all)")
     p.add_argument("--runs", type=Path, default=Path("/tmp/finetune_probe"))
@@ -68,6 +71,7 @@ def main() -> None:
             (a.runs / f"{a.name}.{f.name}.txt").write_text(detokenize(f.read_text("utf-8")))
         src, valid = (a.runs / f"{a.name}.{f.name}.txt" for f in (src, valid))
     settings = json.loads(a.settings)
+    regularisers = json.loads(a.regularisers)
     cfg = TrainConfig(
         **{
             "tokenizer": "byte",
@@ -80,15 +84,16 @@ def main() -> None:
         }
     )
     if a.init:
-        model_cfg = load_model(a.init).config.replace(dropout=a.dropout)
+        model_cfg = load_model(a.init).config.replace(dropout=a.dropout, **regularisers)
     else:
         model_cfg = ModelConfig(
-            hidden_size=a.hidden, num_layers=2, embedding_size=64, dropout=a.dropout
+            hidden_size=a.hidden, num_layers=2, embedding_size=64, dropout=a.dropout, **regularisers
         )
     began = time.time()
     init = Path(a.init) if a.init else None
     r = train(out, [src], [valid], cfg, model_cfg, init_from=init, max_tokens=a.max_tokens)
     r.update(name=a.name, settings=settings, dropout=a.dropout, init=a.init, source=str(a.src))
+    r.update(regularisers=regularisers)
     r["curve"] = [(c["step"], c["val_loss"]) for c in r["curve"]]
     r["wall"] = round(time.time() - began, 1)
     a.log.parent.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ def test_finetune_benchmark_tiny(tmp_path):
     r = benchmark_result(
         tmp_path, "finetune.py", "--data", str(data), "--base-time", "3", "--time", "2",
         "--hidden-size", "8", "--embedding-size", "8", "--eval-every", "5", "--eval-tokens",
-        "500", "--forget-tokens", "500", "--slice-kb", "5", "--name", "ft",
+        "500", "--forget-tokens", "500", "--slice-kb", "5", "--seeds", "2", "--name", "ft",
     )  # fmt: skip
     assert set(r["runs"]) == {
         "base",
@@ -130,13 +130,43 @@ def test_finetune_benchmark_tiny(tmp_path):
         "scratch",
         "scratch_dropout",
     }
-    assert "side by side" in r["notes"]
-    assert r["runs"]["finetuned_ulmfit"]["curve"] and r["runs"]["scratch"]["added_tokens"] == 0
-    assert set(r["base_corpus_val_loss"]) == {"base", "finetuned_ulmfit", "finetuned_plain"}
+    assert "side by side" in r["notes"] and r["seeds"] == [1337, 1338]
+    ulmfit, scratch = r["runs"]["finetuned_ulmfit"], r["runs"]["scratch"]
+    assert [s["seed"] for s in ulmfit["seeds"]] == r["seeds"] and ulmfit["n_seeds"] == 2
+    assert ulmfit["seeds"][1]["curve"] and scratch["seeds"][0]["added_tokens"] == 0
+    assert ulmfit["val_loss_min"] <= ulmfit["val_loss"] <= ulmfit["val_loss_max"]
+    assert set(r["base_corpus_val_loss"]) >= {"base", "finetuned_ulmfit", "finetuned_plain"}
+    assert len(r["base_corpus_val_loss"]["finetuned_plain_per_seed"]) == 2
     best_scratch = min(r["runs"][k]["val_loss"] for k in ("scratch", "scratch_dropout"))
-    assert r["gain_nats_per_char"] == pytest.approx(
-        best_scratch - r["runs"]["finetuned_ulmfit"]["val_loss"], abs=1e-3
+    assert r["gain_nats_per_char"] == pytest.approx(best_scratch - ulmfit["val_loss"], abs=1e-3)
+    assert len(r["gain_per_seed"]) == 2
+
+
+def test_finetune_benchmark_reports_seeds_as_mean_and_spread():
+    """--seeds N: each setting's mean and spread, and the gain over the better scratch setting
+    by mean, seed by seed too (each seed's pair shares its noise)."""
+    ft = benchmark_module("finetune")
+    assert ft.spread([2.0]) == {
+        "val_loss": 2.0, "val_loss_std": 0.0, "val_loss_min": 2.0, "val_loss_max": 2.0,
+        "n_seeds": 1,
+    }  # fmt: skip
+    s = ft.spread([2.0, 2.2, 2.1])
+    assert s["val_loss"] == 2.1 and s["val_loss_std"] == 0.1 and s["val_loss_max"] == 2.2
+
+    def runs(losses):
+        return {**ft.spread(losses), "seeds": [{"val_loss": x} for x in losses]}
+
+    g = ft.gains(
+        {
+            "finetuned_ulmfit": runs([1.9, 2.0]),
+            "scratch": runs([2.2, 2.0]),  # mean 2.1: the better scratch setting
+            "scratch_dropout": runs([2.1, 2.15]),
+        }
     )
+    assert g["best_scratch"] == "scratch" and g["gain_nats_per_char"] == pytest.approx(0.15)
+    assert g["gain_per_seed"] == [0.3, 0.0] and (g["gain_min"], g["gain_max"]) == (0.0, 0.3)
+    assert ft.run_name("scratch", ft.SEED) == "scratch"
+    assert ft.run_name("scratch", ft.SEED + 1) == f"scratch.seed{ft.SEED + 1}"
 
 
 def test_quantize_and_attention_race_tables_come_from_their_results():
