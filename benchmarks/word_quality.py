@@ -173,15 +173,29 @@ def baseline_side(
     }
 
 
+def side_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """lstmgen's model and train settings: the preset's, or a word_sweep.py candidate's (the
+    preset with the candidate's overrides), so a sweep's winner can be measured at the full
+    budget before it becomes the preset."""
+    if not args.candidate:
+        return PRESETS[args.preset]
+    from word_sweep import CANDIDATES, candidate_preset  # word_sweep imports this module
+
+    if args.candidate not in CANDIDATES:
+        raise SystemExit(f"error: unknown candidate {args.candidate!r} (word_sweep.CANDIDATES)")
+    return candidate_preset(args.candidate)
+
+
 def run_corpus(args: argparse.Namespace, name: str, tmp: Path) -> dict[str, Any]:
     paths = corpus_paths(args.data_root, name)
     device = resolve_device(args.device)
+    settings = side_settings(args)
     train_cfg = train_config(args.preset, args.budget, args.device, args.seed,
-                             args.eval_every, args.eval_tokens)  # fmt: skip
+                             args.eval_every, args.eval_tokens, settings["train"])  # fmt: skip
     run = tmp / "lstmgen"
     out: dict[str, Any] = {
         "corpus": name,
-        **prepare_run(run, paths, train_cfg, ModelConfig.from_dict(PRESETS[args.preset]["model"])),
+        **prepare_run(run, paths, train_cfg, ModelConfig.from_dict(settings["model"])),
         "budget_s": args.budget,
         "mode": args.mode,
         "test_batch": args.test_batch,
@@ -208,7 +222,8 @@ def run_corpus(args: argparse.Namespace, name: str, tmp: Path) -> dict[str, Any]
         results = [fn(**kwargs) for fn, kwargs in (sides[k] for k in chosen)]
     out.update(zip(chosen, results, strict=True))
     if "lstmgen" in out:
-        out["lstmgen"] = {"preset": args.preset, **out["lstmgen"]}
+        which = {"candidate": args.candidate} if args.candidate else {}
+        out["lstmgen"] = {"preset": args.preset, **which, **out["lstmgen"]}
     for side in chosen:
         print(f"{name}: {side} test ppl {out[side]['test_ppl']:.2f}", flush=True)
     if "lstmgen" in out and "baseline" in out:
@@ -222,6 +237,12 @@ def run_corpus(args: argparse.Namespace, name: str, tmp: Path) -> dict[str, Any]
         out["floor"] = f"lstmgen / baseline <= {CPU_FLOOR}"
         out["meets_floor"] = out["ratio_lstmgen_to_baseline"] <= CPU_FLOOR
     return out
+
+
+def _setting(side: dict[str, Any]) -> str:
+    if side.get("candidate"):
+        return f"candidate `{side['candidate']}` of word_sweep.py"
+    return f"`--preset {side.get('preset', '')}`"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -238,7 +259,7 @@ def markdown(r: dict[str, Any]) -> str:
         base_epochs = bl.get("curve", [{}])[-1].get("epoch", "") if bl else ""
         base_ppl = bl.get("test_ppl", "") if bl else "not run (`--only lstmgen`)"
         rows.append(
-            f"| {c['corpus']} | **{lg.get('test_ppl', '')}** (`--preset {lg.get('preset', '')}`) "
+            f"| {c['corpus']} | **{lg.get('test_ppl', '')}** ({_setting(lg)}) "
             f"| {base_ppl} | {c.get('ratio_lstmgen_to_baseline', '')} "
             f"| {c.get('floor', '')}: {'met' if c.get('meets_floor') else 'not met'} "
             f"| {lg.get('epochs', '')}, {lg.get('tokens_per_s', '')} "
@@ -267,6 +288,12 @@ def main() -> None:
                     help="seconds per model (default 1200 on CPU, 600 on CUDA)")  # fmt: skip
     ap.add_argument("--corpora", nargs="+", choices=sorted(CORPORA), default=list(CORPORA))
     ap.add_argument("--preset", default=None, help="default word-cpu on CPU, word-gpu on CUDA")
+    ap.add_argument(
+        "--candidate",
+        default=None,
+        help="lstmgen side: a word_sweep.py candidate instead of the preset "
+        "(e.g. word-cpu-as: adaptive softmax)",
+    )
     ap.add_argument("--only", choices=["lstmgen", "baseline"], default=None)
     ap.add_argument("--mode", choices=["side-by-side", "sequential"], default=None,
                     help="side-by-side (CPU default): both sides at once, one core and one "

@@ -140,3 +140,24 @@ def test_word_quality_and_sweep_run_side_by_side(tmp_path):
     assert s["winner_preset"] == benchmark_module("word_sweep").candidate_preset(s["winner"])
     assert all(math.isfinite(r["valid_ppl"]) for r in s["results"].values())
     assert s["tokens_per_candidate"] == 2000 and s["budget_s"] is None
+
+
+def test_word_quality_measures_a_sweep_candidate_in_place_of_the_preset():
+    import argparse
+
+    wq = benchmark_module("word_quality")
+    args = argparse.Namespace(preset="word-cpu", candidate="word-cpu-as")
+    settings = wq.side_settings(args)
+    assert settings["model"]["adaptive_cutoffs"] == [2000, 10000]
+    assert settings["model"]["tie_weights"] is False
+    assert settings["train"]["max_time"] == PRESETS["word-cpu"]["train"]["max_time"]
+    ModelConfig.from_dict(settings["model"])  # a valid model config
+    preset = wq.side_settings(argparse.Namespace(preset="word-cpu", candidate=None))
+    assert preset is PRESETS["word-cpu"]
+    with pytest.raises(SystemExit, match="unknown candidate"):
+        wq.side_settings(argparse.Namespace(preset="word-cpu", candidate="nope"))
+    table = wq.markdown(_record(results=[{
+        "corpus": "wikitext-2", "budget_s": 1200.0, "mode": "side-by-side",
+        "lstmgen": {"preset": "word-cpu", "candidate": "word-cpu-as", "test_ppl": 200.0},
+    }]))  # fmt: skip
+    assert "**200.0** (candidate `word-cpu-as` of word_sweep.py)" in table
