@@ -32,6 +32,7 @@ makes the others stop with one line (``failures``), never hang.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -270,6 +271,11 @@ def _collective_failure(exc: BaseException) -> bool:
 _CURRENT: Dist | None = None  # the process group is process-wide (torch's), and so is this
 
 
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def init() -> Dist:
     """This process's ``Dist``; under torchrun, joins the process group the first time."""
     global _CURRENT
@@ -281,6 +287,9 @@ def init() -> Dist:
     if not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s()))
+        # A process that exits with the group alive can abort in gloo's threads ("terminate
+        # called without an active exception", SIGABRT after a finished run): leave it first.
+        atexit.register(_leave)
     _CURRENT = Dist(
         rank=dist.get_rank(),
         world=dist.get_world_size(),
