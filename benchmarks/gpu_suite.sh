@@ -48,11 +48,7 @@ if [ $TINY = 0 ] && [ ! -f "$DATA/tiny-shakespeare/train.txt" ]; then
     "carry .gpudata" >&2
   exit 2
 fi
-# Keep a PYTHONPATH the caller set (e.g. wheels carried to the GPU machine).
-export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-export LSTMGEN_DATA_DIR=$DATA LSTMGEN_RESULTS_DIR=$OUTDIR
-[ -f "$DATA/commit" ] && export LSTMGEN_GIT_COMMIT=${LSTMGEN_GIT_COMMIT:-$(cat "$DATA/commit")}
-PY=${PYTHON:-python3}
+source "$ROOT/benchmarks/gpu_env.sh"
 LOG=$OUTDIR/gpu_suite.log
 FAILED=()
 

@@ -36,10 +36,7 @@ if [ ! -f "$DATA/wikitext-2/wiki.test.tokens" ] || [ ! -f "$DATA/ptb/ptb.test.tx
   exit 2
 fi
 mkdir -p "$OUTDIR"
-export PYTHONPATH=$ROOT/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-export LSTMGEN_DATA_DIR=$DATA LSTMGEN_RESULTS_DIR=$OUTDIR
-[ -f "$DATA/commit" ] && export LSTMGEN_GIT_COMMIT=${LSTMGEN_GIT_COMMIT:-$(cat "$DATA/commit")}
-PY=${PYTHON:-python3}
+source "$ROOT/benchmarks/gpu_env.sh"
 LOG=$OUTDIR/gpu_suite_word.log
 FAILED=()
 STEPS=(ptb-lstmgen ptb-baseline wikitext-2-lstmgen wikitext-2-baseline)
