@@ -157,6 +157,13 @@ class Dist:
         dist.all_reduce(t)
         return float(t.item()) / self.world
 
+    def barrier(self) -> None:
+        """Wait for every process (the end of ``fit``: the others would otherwise exit while
+        rank 0 still writes, and a process that leaves the group while a peer is busy can
+        abort in gloo's threads)."""
+        if self.active and self.world > 1:
+            dist.barrier()
+
     def release(self, ok: bool) -> None:
         """Rank 0: the run folder is ready (or not: ``ok=False``); the others wait for this in
         ``wait_for_first``. Once only."""
