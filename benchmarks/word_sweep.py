@@ -127,6 +127,24 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "word-cpu-as-ptb with half the regularisation: at 20 min on one core PTB sees ~6 "
         "epochs, and the validation curve was still falling (underfitting, not overfitting)",
     ),
+    "word-cpu-as-ptb-lr8e-3": (
+        {"tie_weights": False, "adaptive_cutoffs": [2000, 5000]},
+        {"lr": 8e-3},
+        "word-cpu-as-ptb at AdamW lr 8e-3 (5e-3 beat 3e-3 by 10 % at 240 s)",
+    ),
+    "word-cpu-as-ptb-heavy": (
+        {
+            "tie_weights": False,
+            "adaptive_cutoffs": [2000, 5000],
+            "weight_drop": 0.3,
+            "dropout_input": 0.3,
+            "dropout_hidden": 0.15,
+            "dropout_output": 0.4,
+            "dropout_embedding": 0.1,
+        },
+        {"lr": 5e-3},
+        "word-cpu-as-ptb with 1.5x the regularisation (halving it lost after 2,500 steps)",
+    ),
     "h650-as": (
         {"hidden_size": 650, "tie_weights": False, "adaptive_cutoffs": [2000, 10000]},
         {"lr": 5e-3},
