@@ -145,6 +145,12 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         {"lr": 5e-3},
         "word-cpu-as-ptb with 1.5x the regularisation (halving it lost after 2,500 steps)",
     ),
+    "word-cpu-as-ptb-e200-1k": (
+        {"tie_weights": False, "adaptive_cutoffs": [1000, 5000], "embedding_size": 200},
+        {"lr": 5e-3},
+        "word-cpu-as-ptb made cheaper per token: E 200 (layer 1 reads 200 wide) and a 1,000-word "
+        "head cluster (the regularisation and lr around it were measured at their optimum)",
+    ),
     "h650-as": (
         {"hidden_size": 650, "tie_weights": False, "adaptive_cutoffs": [2000, 10000]},
         {"lr": 5e-3},
