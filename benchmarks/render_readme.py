@@ -188,6 +188,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "word_quality_cpu_adaptive_wt2": _benchmark_markdown("word_quality"),
     "word_quality_cpu_adaptive_ptb": _benchmark_markdown("word_quality"),
     "word_quality_cpu_adaptive_ptb_light": _benchmark_markdown("word_quality"),
+    "word_quality_cpu_adaptive_ptb_e200_1k": _benchmark_markdown("word_quality"),
     "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
     "quality_cpu_attention_600": _benchmark_markdown("quality_cpu_attention"),
     "attention_ablation": _benchmark_markdown("attention_ablation"),
