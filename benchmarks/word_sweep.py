@@ -43,6 +43,8 @@ from lstmgen import ModelConfig
 from lstmgen.config import PRESETS
 
 BASE = "word-cpu"
+# word-cpu-as-ptb's decoder: untied adaptive softmax with two tails within PTB's V = 10,000
+AS_PTB: dict[str, Any] = {"tie_weights": False, "adaptive_cutoffs": [2000, 5000]}
 # name -> (model overrides, train overrides, why); each on top of PRESETS["word-cpu"]
 CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
     # lr is pinned where the sweep ran at the preset's lr of the time (3e-3), so that each name
@@ -109,14 +111,13 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "today's word-cpu untied, adaptive softmax 2000 (one tail: fits PTB too)",
     ),
     "word-cpu-as-ptb": (
-        {"tie_weights": False, "adaptive_cutoffs": [2000, 5000]},
+        AS_PTB,
         {"lr": 5e-3},
         "today's word-cpu untied, adaptive softmax 2000,5000 (two tails within PTB's V)",
     ),
     "word-cpu-as-ptb-light": (
         {
-            "tie_weights": False,
-            "adaptive_cutoffs": [2000, 5000],
+            **AS_PTB,
             "weight_drop": 0.1,
             "dropout_input": 0.1,
             "dropout_hidden": 0.05,
@@ -128,14 +129,13 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "epochs, and the validation curve was still falling (underfitting, not overfitting)",
     ),
     "word-cpu-as-ptb-lr8e-3": (
-        {"tie_weights": False, "adaptive_cutoffs": [2000, 5000]},
+        AS_PTB,
         {"lr": 8e-3},
         "word-cpu-as-ptb at AdamW lr 8e-3 (5e-3 beat 3e-3 by 10 % at 240 s)",
     ),
     "word-cpu-as-ptb-heavy": (
         {
-            "tie_weights": False,
-            "adaptive_cutoffs": [2000, 5000],
+            **AS_PTB,
             "weight_drop": 0.3,
             "dropout_input": 0.3,
             "dropout_hidden": 0.15,
@@ -146,7 +146,7 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "word-cpu-as-ptb with 1.5x the regularisation (halving it lost after 2,500 steps)",
     ),
     "word-cpu-as-ptb-e200-1k": (
-        {"tie_weights": False, "adaptive_cutoffs": [1000, 5000], "embedding_size": 200},
+        {**AS_PTB, "adaptive_cutoffs": [1000, 5000], "embedding_size": 200},
         {"lr": 5e-3},
         "word-cpu-as-ptb made cheaper per token: E 200 (layer 1 reads 200 wide) and a 1,000-word "
         "head cluster (the regularisation and lr around it were measured at their optimum)",

@@ -294,8 +294,8 @@ def init() -> Dist:
     if not dist.is_initialized():
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s()))
-        # A process that exits with the group alive can abort in gloo's threads ("terminate
-        # called without an active exception", SIGABRT after a finished run): leave it first.
+        # Leave the group at exit rather than in the interpreter's teardown. (The SIGABRT of a
+        # rank exiting while rank 0 still wrote is prevented by the barrier at the end of fit.)
         atexit.register(_leave)
     _CURRENT = Dist(
         rank=dist.get_rank(),

@@ -637,7 +637,9 @@ class Trainer(RunSchedule):
             self._hold(self.run.lock())
         try:
             with memory_hint(c, self.model.config.hidden_size), self.dist.failures(self.out_dir):
-                return self._fit()
+                summary = self._fit()
+                self.dist.barrier()  # every process leaves together, after rank 0's last write
+                return summary
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -654,7 +656,6 @@ class Trainer(RunSchedule):
                 self._eval_and_checkpoint(c.eval_tokens)
             reason = self._loop()
             if self.pos.step == start:  # resumed at a limit already reached: nothing to redo
-                self.dist.barrier()
                 return self._summary(reason, new_steps=0)
             if reason != "interrupted" and self.pos.step % c.eval_every != 0:
                 # The final evaluation has the periodic ones' budget (--eval-tokens), so its
@@ -669,7 +670,6 @@ class Trainer(RunSchedule):
             self._tick()
             self.save_state()
         self.plot()
-        self.dist.barrier()  # every process leaves together, after rank 0's last write
         return self._summary(reason, new_steps=self.pos.step - start)
 
     def _loop(self) -> str | None:
