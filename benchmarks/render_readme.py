@@ -26,7 +26,8 @@ def quality_cpu(r: dict) -> str:
         "|---|---|---|",
         f"| lstmgen default (`{m['cell']}` {m['num_layers']}x{m['hidden_size']}, embedding "
         f"{m['embedding_size']}, batch {t['batch_size']}x{t['seq_len']}, lr {t['lr']}, "
-        f"{r['parameters']:,} parameters, {r['steps']} steps, {r['epochs']} epochs) "
+        f"{r.get('precision', 'fp32')}, {r['parameters']:,} parameters, {r['steps']} steps, "
+        f"{r['epochs']} epochs) "
         f"| **{r['val_loss_nats_per_char']:.4f}** | {r['train_seconds']:.0f} s |",
         f"| plain 2x256 LSTM (reference, same machine type) | {ref['plain 2x256 LSTM']} | 193 s |",
         f"| nanoGPT CPU recipe (reference, same machine type) | {ref['nanoGPT CPU recipe']} "
@@ -189,6 +190,13 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "word_quality_cpu_adaptive_ptb": _benchmark_markdown("word_quality"),
     "word_quality_cpu_adaptive_ptb_light": _benchmark_markdown("word_quality"),
     "word_quality_cpu_adaptive_ptb_e200_1k": _benchmark_markdown("word_quality"),
+    # CPU bf16 (precision auto on AMX): per-token parity, the PTB and WikiText-2 runs, speed
+    "word_sweep_bf16_tokens_ptb": _benchmark_markdown("word_sweep"),
+    "word_sweep_tied_tokens_ptb": _benchmark_markdown("word_sweep"),
+    "word_quality_cpu_adaptive_ptb_bf16": _benchmark_markdown("word_quality"),
+    "word_quality_cpu_adaptive_ptb_bf16_rerun": _benchmark_markdown("word_quality"),
+    "word_quality_cpu_preset_wt2": _benchmark_markdown("word_quality"),
+    "cpu_bf16": _benchmark_markdown("cpu_bf16"),
     "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
     "quality_cpu_attention_600": _benchmark_markdown("quality_cpu_attention"),
     "attention_ablation": _benchmark_markdown("attention_ablation"),

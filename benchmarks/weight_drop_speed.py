@@ -37,7 +37,7 @@ from common import SHARED_DATA, write_result
 
 from lstmgen import ModelConfig, TrainConfig, Trainer
 from lstmgen.config import PRESETS
-from lstmgen.models.awd import _layer_weights
+from lstmgen.models.awd import _layer_weights, _one_buffer
 
 
 def interleave(
@@ -147,7 +147,8 @@ def implementations(args: argparse.Namespace) -> list[dict]:
         def run() -> None:
             h = x
             for k in range(2):
-                w = _layer_weights(rnn, k, p, cuda_layout)
+                w = _layer_weights(rnn, k, p, False)  # the CPU mask
+                w = _one_buffer(w) if cuda_layout else w
                 h0 = h.new_zeros(1, B, H)
                 h, _, _ = torch._VF.lstm(h, (h0, h0), w, True, 1, 0.0, True, False, True)
             h.sum().backward()

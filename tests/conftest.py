@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lstmgen import Callback
+from lstmgen import Callback, runtime
 from lstmgen.cli import main
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -55,9 +55,12 @@ def make_play(n_lines: int = 400, seed: int = 0) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads():
+def _seed_and_threads(monkeypatch):
     torch.manual_seed(0)
     torch.set_num_threads(1)  # small models: threads only add noise and overhead
+    # precision auto is bf16 on a CPU with AMX (runtime.py): the suite runs as on any other
+    # processor; the tests of that choice say so themselves (the cpu_bf16 fixture)
+    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
     yield
 
 

@@ -2,15 +2,19 @@
 full log-probabilities every other consumer reads, files, the CLI flag and the refusals."""
 
 import json
+import random
 
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from conftest import TINY_TRAIN, tiny_train_args
 from lstmgen import ConfigError, LanguageModel, ModelConfig, TrainConfig, Trainer
+from lstmgen.config import PRESETS
 from lstmgen.data import eval_window
 from lstmgen.evaluate import _layout, evaluate_tokens
+from lstmgen.models.adaptive import auto_cutoffs
 
 ADAPTIVE = {"embedding_size": 8, "hidden_size": 16, "num_layers": 2, "adaptive_cutoffs": [4, 12]}
 
@@ -23,9 +27,14 @@ def word_run(tmp_path, corpus_file, steps=3, name="run", **model):
     return trainer
 
 
-def test_log_probs_are_normalised_and_the_steppers_match_forward():
+# tied to the embedding (models/adaptive_heads.py): E = H, and E < H through the projection
+TIED = [{"tie_weights": True}, {"tie_weights": True, "embedding_size": 16}]
+
+
+@pytest.mark.parametrize("tied", [{}, *TIED])
+def test_log_probs_are_normalised_and_the_steppers_match_forward(tied):
     torch.manual_seed(0)
-    model = LanguageModel(ModelConfig(vocab_size=40, **ADAPTIVE)).eval()
+    model = LanguageModel(ModelConfig(vocab_size=40, **{**ADAPTIVE, **tied})).eval()
     ids = torch.randint(0, 40, (3, 5))  # (B, T)
     with torch.no_grad():
         logp, _ = model(ids)  # (B, T, V)
@@ -101,7 +110,6 @@ def test_config_json_names_the_cutoffs_only_for_adaptive_models(tmp_path, corpus
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"tie_weights": True}, "does not tie weights: pass --no-tie-weights"),
         ({"adaptive_cutoffs": [12, 4]}, "increasing positive ids"),
         ({"adaptive_cutoffs": [0, 4]}, "increasing positive ids"),
         ({"adaptive_cutoffs": [4, 40]}, "below the vocabulary size 40"),
@@ -189,3 +197,118 @@ def test_eval_and_batched_completion_run_on_an_adaptive_model(tmp_path, corpus_f
     assert len(texts) == 3
     r = run_cli("eval", tmp_path / "run", corpus_file)
     assert r.code == 0, r.err
+
+
+# --- tied to the embedding (models/adaptive_heads.py) --------------------------------------------
+
+
+@pytest.mark.parametrize("tied", TIED)
+def test_tied_head_loss_is_the_log_prob_routes_and_trains_the_embedding(tied):
+    torch.manual_seed(0)
+    model = LanguageModel(ModelConfig(vocab_size=40, **{**ADAPTIVE, **tied})).eval()
+    assert model.decoder.weight is model.embedding.weight
+    ids = torch.randint(0, 12, (3, 7))  # (B, T)
+    y = torch.arange(21).view(3, 7) * 2 % 40  # targets in the shortlist and both clusters
+    y[0, ::3] = -100  # not scored
+    logp, _ = model(ids)  # (B, T, V)
+    got, _ = model(ids, None, targets=y)
+    torch.testing.assert_close(got, F.cross_entropy(logp.transpose(1, 2), y))
+    got.backward()
+    grad = model.embedding.weight.grad  # (V, E): input and output vectors, one matrix
+    # every shortlist row gets the head softmax's gradient, and every row of a cluster some
+    # target fell in (ids 12-39 are never an input here: only the decoder reaches them)
+    assert (grad[:4].abs().sum(1) > 0).all() and (grad[12:].abs().sum(1) > 0).all()
+    assert model.decoder.cluster.weight.grad.abs().sum() > 0
+
+
+def test_tied_head_is_stored_once_and_round_trips(tmp_path, corpus_file):
+    trainer = word_run(tmp_path, corpus_file, steps=3, tie_weights=True)
+    names = set(load_file(tmp_path / "run" / "model.safetensors"))
+    assert {"decoder.bias", "decoder.cluster.weight", "decoder.cluster.bias"} <= names
+    assert "decoder.weight" not in names  # the embedding's, stored once
+    model = LanguageModel.from_pretrained(tmp_path / "run")
+    assert model.decoder.weight is model.embedding.weight
+    ids = torch.randint(0, model.config.vocab_size, (2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(ids)[0], trainer.model.eval()(ids)[0])
+    assert "".join(model.generate("ROMEO:", max_new_tokens=8, seed=3)).split()
+
+
+def test_tied_init_from_grows_the_embedding_and_the_bias_at_their_mean(tmp_path, corpus_file):
+    word_run(tmp_path, corpus_file, steps=2, name="base", tie_weights=True)
+    base = LanguageModel.from_pretrained(tmp_path / "base")
+    new = tmp_path / "new.txt"
+    new.write_text("zebras jump over kings\nthe love of my heart\n" * 20, encoding="utf-8")
+    cfg = TrainConfig(**TINY_TRAIN, tokenizer="word", max_steps=1)
+    trainer = Trainer.create(tmp_path / "ft", [new], cfg, init_from=tmp_path / "base")
+    assert trainer.added_tokens == 4
+    model = trainer.model
+    assert model.decoder.weight is model.embedding.weight  # still tied
+    V = base.config.vocab_size
+    assert model.decoder.bias.shape[0] == V + 4
+    torch.testing.assert_close(model.decoder.bias[-1], base.decoder.bias.mean())
+    logp, _ = model.eval()(torch.tensor([[V + 1]]))  # the new words join the last cluster
+    torch.testing.assert_close(logp.exp().sum(), torch.tensor(1.0))
+
+
+def test_cli_ties_the_adaptive_head_with_the_word_preset(tmp_path, corpus_file, run_cli):
+    out = tmp_path / "cli"
+    flags = tiny_train_args(max_steps=2, tokenizer="word", hidden_size=16)
+    r = run_cli("train", corpus_file, "-o", out, *flags, "--preset", "word-cpu", "--embedding-size",
+                "16", "--tie-weights", "--adaptive-softmax", "4,12", "-q")  # fmt: skip
+    assert r.code == 0, r.err
+    config = LanguageModel.from_pretrained(out).config
+    assert config.tie_weights and config.adaptive_cutoffs == [4, 12]
+    r = run_cli("info", out)
+    assert "adaptive softmax, cutoffs 4, 12" in r.out and "tied" in r.out
+
+
+# --- "auto": the cutoffs chosen from the vocabulary (--preset word-cpu) --------------------------
+
+
+def test_auto_cutoffs_are_the_measured_winners_and_none_for_small_vocabularies():
+    assert auto_cutoffs(10000) == [2000, 5000]  # PTB: word-cpu-as-ptb
+    assert auto_cutoffs(33278) == [2000, 10000]  # WikiText-2: word-cpu-as
+    assert auto_cutoffs(4000) == [] and auto_cutoffs(65) == []
+    for V in (4001, 5000, 6001, 20000, 10**6):  # always a valid config
+        ModelConfig(vocab_size=V, adaptive_cutoffs=auto_cutoffs(V)).validate()
+
+
+def big_vocab_corpus(tmp_path, words=4600):
+    rng = random.Random(0)
+    zipf = [f"w{i}" for i in range(words)]
+    lines = [" ".join(rng.choice(zipf) for _ in range(12)) for _ in range(2000)]
+    lines += [" ".join(zipf[i : i + 12]) for i in range(0, words, 12)]  # every word seen
+    path = tmp_path / "big.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_auto_is_resolved_when_the_run_is_created(tmp_path, corpus_file, run_cli):
+    corpus = big_vocab_corpus(tmp_path)
+    out = tmp_path / "auto"
+    flags = tiny_train_args(max_steps=1, tokenizer="word", hidden_size=16)
+    r = run_cli("train", corpus, "-o", out, *flags, "--adaptive-softmax", "auto", "-q")
+    assert r.code == 0, r.err
+    config = json.loads((out / "config.json").read_text())
+    V = config["vocab_size"]
+    assert V > 4600 and config["adaptive_cutoffs"] == [2000, 3000] == auto_cutoffs(V)
+    assert LanguageModel.from_pretrained(out).config.adaptive_cutoffs == [2000, 3000]
+    # a small vocabulary keeps the plain decoder; and the preset says auto
+    small = tmp_path / "small"
+    r = run_cli("train", corpus_file, "-o", small, *flags, "--preset",
+                "word-cpu", "--hidden-size", "16", "--embedding-size", "16", "-q")  # fmt: skip
+    assert r.code == 0, r.err
+    assert "adaptive_cutoffs" not in json.loads((small / "config.json").read_text())
+    assert PRESETS["word-cpu"]["model"]["adaptive_cutoffs"] == "auto"
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [("x", 'a list of ids or "auto"'), (3, "a list of integers or a string")],
+)
+def test_bad_cutoff_rules_are_one_clear_error(value, message):
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.from_dict({"adaptive_cutoffs": value})
+    with pytest.raises(ConfigError, match="chosen when a run is created"):
+        LanguageModel(ModelConfig.from_dict({"vocab_size": 40, "adaptive_cutoffs": "auto"}))

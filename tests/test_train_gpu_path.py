@@ -13,10 +13,11 @@ from conftest import (
     TINY_MODEL,
     TINY_TRAIN,
     benchmark_module,
+    benchmark_result,
     run_benchmark_script,
     tiny_train_args,
 )
-from lstmgen import Callback, ConfigError, ModelConfig, TrainConfig, Trainer
+from lstmgen import Callback, ConfigError, ModelConfig, TrainConfig, Trainer, runtime
 from lstmgen.config import PRESETS
 from lstmgen.data import batchify, get_window, num_windows
 from lstmgen.model import LanguageModel
@@ -55,14 +56,37 @@ def test_training_on_resident_windows_is_bit_identical(tmp_path, corpus_file):
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-def test_precision_settings():
+NO_BF16_CPU = "bf16 on CPU needs a processor with bf16 instructions"
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """Set whether this processor counts as having bf16 instructions (runtime.py)."""
+
+    def set_native(native: bool, amx: bool = False) -> None:
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native)
+        monkeypatch.setattr(runtime, "cpu_has_amx", lambda: amx)
+
+    return set_native
+
+
+def test_precision_settings(cpu_bf16):
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu) == "fp32"
     assert resolve_precision("fp32", cpu) == "fp32"
     assert resolve_precision("auto", torch.device("cuda")) == "bf16"
     assert resolve_precision("fp32", torch.device("cuda")) == "fp32"
-    with pytest.raises(ConfigError, match="bf16 needs a CUDA device"):
+    cpu_bf16(False)
+    with pytest.raises(ConfigError, match=NO_BF16_CPU):
         resolve_precision("bf16", cpu)
+    cpu_bf16(True)
+    assert resolve_precision("bf16", cpu) == "bf16"
+    assert resolve_precision("auto", cpu) == "fp32"  # AVX512-BF16 alone: unmeasured, asked for
+    cpu_bf16(True, amx=True)
+    assert resolve_precision("auto", cpu) == "bf16"  # AMX: measured faster at the same loss
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ConfigError, match="bf16 needs a CUDA device or a CPU"):
+        resolve_precision("bf16", torch.device("mps"))
     with pytest.raises(ConfigError, match="precision must be one of auto, bf16, fp32"):
         TrainConfig(precision="fp16").validate()
     assert TrainConfig.from_dict({}).precision == "auto"  # older train_config.json files load
@@ -82,9 +106,10 @@ def test_tf32_flags_are_set_inside_and_restored_after():
         matmul.allow_tf32, cudnn.allow_tf32 = before
 
 
-def test_bf16_on_cpu_is_a_config_error_and_precision_is_resumable(tmp_path, corpus_file):
+def test_bf16_on_cpu_is_a_config_error_and_precision_is_resumable(tmp_path, corpus_file, cpu_bf16):
+    cpu_bf16(False)
     cfg = TrainConfig(**TINY_TRAIN, max_steps=4, precision="bf16")
-    with pytest.raises(ConfigError, match="bf16 needs a CUDA device"):
+    with pytest.raises(ConfigError, match=NO_BF16_CPU):
         Trainer.create(tmp_path / "bf16", [corpus_file], cfg, ModelConfig(**TINY_MODEL))
     run = tmp_path / "r"
     first = Trainer.create(run, [corpus_file], cfg.replace(precision="fp32"), ModelConfig())
@@ -93,14 +118,39 @@ def test_bf16_on_cpu_is_a_config_error_and_precision_is_resumable(tmp_path, corp
     resumed = Trainer.resume(run, max_steps=8, precision="auto")
     assert resumed.config.precision == "auto" and resumed.precision == "fp32"
     assert resumed.fit()["step"] == 8
-    with pytest.raises(ConfigError, match="bf16 needs a CUDA device"):
+    with pytest.raises(ConfigError, match=NO_BF16_CPU):
         Trainer.resume(run, precision="bf16")
 
 
-def test_cli_precision_flag(run_cli, corpus_file, tmp_path):
+def test_bf16_on_a_cpu_with_bf16_instructions_trains_as_fp32_does(tmp_path, corpus_file, cpu_bf16):
+    # the same run in fp32 and under CPU bf16 autocast: the same data, a loss within bf16's
+    # rounding at the first step, and a resumable run whose state says bf16
+    cpu_bf16(True)
+    losses: dict[str, list[float]] = {"fp32": [], "bf16": []}
+
+    class Losses(Callback):
+        def on_log(self, trainer, metrics):
+            losses[trainer.precision].append(metrics["train_loss"])
+
+    for precision in losses:
+        cfg = TrainConfig(**{**TINY_TRAIN, "log_every": 1}, max_steps=3, precision=precision)
+        model = ModelConfig(**TINY_MODEL)
+        trainer = Trainer.create(
+            tmp_path / precision, [corpus_file], cfg, model, callbacks=[Losses()]
+        )
+        assert trainer.autocast == (precision == "bf16")
+        trainer.fit()
+    assert losses["bf16"][0] == pytest.approx(losses["fp32"][0], rel=0.02)
+    assert all(math.isfinite(x) for x in losses["bf16"])
+    resumed = Trainer.resume(tmp_path / "bf16", max_steps=4)
+    assert resumed.precision == "bf16" and resumed.fit()["step"] == 4
+
+
+def test_cli_precision_flag(run_cli, corpus_file, tmp_path, cpu_bf16):
+    cpu_bf16(False)
     bad = run_cli("train", corpus_file, "-o", tmp_path / "a", "-q", *tiny_train_args(),
                   "--max-steps", "2", "--precision", "bf16")  # fmt: skip
-    assert bad.code != 0 and "bf16 needs a CUDA device" in bad.err
+    assert bad.code != 0 and NO_BF16_CPU in bad.err
     assert "Traceback" not in bad.err and len(bad.err.strip().splitlines()) == 1
     ok = run_cli("train", corpus_file, "-o", tmp_path / "b", "-q", *tiny_train_args(),
                  "--max-steps", "2", "--precision", "fp32")  # fmt: skip
@@ -224,3 +274,16 @@ def test_quality_cpu_is_race_with_cpu_defaults(tmp_path):
     assert r["evaluations"] == 1  # no periodic evaluation: only the final full pass
     quality_cpu = benchmark_module("render_readme").quality_cpu
     assert f"{r['val_loss_nats_per_char']:.4f}" in quality_cpu(r)
+
+
+@pytest.mark.skipif(not runtime.cpu_has_native_bf16(), reason="needs a CPU with bf16 instructions")
+def test_cpu_bf16_benchmark_measures_both_precisions(tmp_path):
+    # a subprocess: the real processor decides, as for a user (conftest's patch is not there)
+    data = benchmark_result(tmp_path, "cpu_bf16.py", "--tiny", "--rounds", "1", "--name", "b")
+    assert set(data["results"]) == {
+        "char-default-1-thread", "char-default-2-threads", "word-cpu-ptb-1-thread"
+    }  # fmt: skip
+    for r in data["results"].values():
+        assert r["speedup_bf16"] > 0 and len(r["runs"]["fp32"]) == len(r["runs"]["bf16"]) == 1
+        # the same seed, data and steps: bf16 rounding moves the loss, not the learning
+        assert r["val_loss_bf16"] == pytest.approx(r["val_loss_fp32"], rel=0.02)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from conftest import benchmark_module, benchmark_result
 from lstmgen import ModelConfig, TrainConfig
 from lstmgen.config import PRESETS
+from lstmgen.models.adaptive import auto_cutoffs
 
 
 def test_stateful_perplexity_at_batch_1_scores_every_token_as_one_pass():
@@ -58,9 +59,18 @@ def test_baseline_recipe_is_the_published_one():
 
 def test_sweep_candidates_are_valid_word_cpu_variants():
     sweep = benchmark_module("word_sweep")
-    # the sweep's winner is the preset; "word-cpu" names the preset the sweep started from
-    assert sweep.candidate_preset("word-cpu-lr5e-3") == PRESETS["word-cpu"]
+    # the preset is the PTB winner with its cutoffs as a rule and precision auto (bf16 on AMX)
+    won = sweep.candidate_preset("word-cpu-as-ptb-bf16")
+    preset = PRESETS["word-cpu"]
+    assert {**preset["model"], "adaptive_cutoffs": auto_cutoffs(10000)} == won["model"]
+    assert {**preset["train"], "precision": "bf16"} == won["train"]
+    assert {**preset["model"], "adaptive_cutoffs": auto_cutoffs(33278)} == {
+        **sweep.candidate_preset("word-cpu-as")["model"]
+    }
+    # "word-cpu" names the preset the sweep started from; every candidate states its precision
     assert sweep.candidate_preset("word-cpu")["train"]["lr"] == 3e-3
+    assert sweep.candidate_preset("word-cpu")["model"]["tie_weights"]
+    assert sweep.candidate_preset("word-cpu")["train"]["precision"] == "fp32"
     seen = []
     for name in sweep.CANDIDATES:
         p = sweep.candidate_preset(name)

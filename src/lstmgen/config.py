@@ -13,6 +13,7 @@ import codecs
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,9 @@ def _wanted(hint: Any, value: Any) -> str | None:
         inner = next(a for a in args if a is not type(None))
         want = _wanted(inner, value)
         return f"{want} or null" if want and value is not None else None
+    if isinstance(hint, types.UnionType):  # X | Y: either will do
+        wants = [_wanted(a, value) for a in args]
+        return None if None in wants else " or ".join(w for w in wants if w)
     if hint is bool:
         ok, want = isinstance(value, bool), "true or false"
     elif hint is int:
@@ -168,8 +172,9 @@ class ModelConfig(_JsonConfig):
     dropout_embedding: float = 0.0  # drop whole words: rows of the embedding matrix
     # Adaptive softmax (Grave et al. 2017, models/adaptive.py; empty = the plain decoder): the
     # ids where the frequent-word shortlist and each rarer cluster end, e.g. [2000, 10000]. The
-    # word tokenizer numbers words by frequency, so low ids are the frequent words.
-    adaptive_cutoffs: list[int] = field(default_factory=list)
+    # word tokenizer numbers words by frequency, so low ids are the frequent words. "auto":
+    # chosen from the vocabulary when a run is created (adaptive.auto_cutoffs).
+    adaptive_cutoffs: list[int] | str = field(default_factory=list)
 
     def check_values(self) -> None:
         _check(self.feature_size >= 0, "feature_size must be >= 0")
@@ -205,6 +210,16 @@ class ModelConfig(_JsonConfig):
             f"adaptive_cutoffs is an option of the recurrent architecture, not of arch "
             f"{self.arch!r}",
         )
+        if isinstance(cuts, str):  # a rule until the vocabulary is known (Trainer.create)
+            _check(
+                cuts == "auto", f'adaptive_cutoffs must be a list of ids or "auto", got {cuts!r}'
+            )
+            _check(
+                not self.vocab_size,
+                'adaptive_cutoffs "auto" is chosen when a run is created from a corpus; a model '
+                "of a known vocabulary needs the cutoffs themselves",
+            )
+            return
         _check(
             all(a < b for a, b in zip([0, *cuts], cuts, strict=False)),
             f"adaptive_cutoffs must be increasing positive ids, got {_show(cuts)}",
@@ -213,12 +228,6 @@ class ModelConfig(_JsonConfig):
             not self.vocab_size or cuts[-1] < self.vocab_size,
             f"adaptive_cutoffs must be below the vocabulary size {self.vocab_size:,}, got "
             f"{_show(cuts)}",
-        )
-        # The head's shortlist is one matrix with the cluster rows (torch's module), the tails
-        # low-rank: sharing rows with the embedding would need a head of our own.
-        _check(
-            not self.tie_weights,
-            "adaptive softmax does not tie weights: pass --no-tie-weights with --adaptive-softmax",
         )
 
     def _check_attention(self) -> None:
@@ -529,12 +538,18 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 # Word-level presets (issue #16), AWD-LSTM's recipe (Merity et al. 2017: 3x1150, embedding 400,
 # tied, weight drop 0.5, locked dropout 0.4 / 0.25 / 0.4, embedding dropout 0.1, AR 2, TAR 1,
-# variable BPTT around 70) scaled to a budget; not yet tuned by a sweep on a quiet machine
-# (benchmarks/word_quality.py measures them against the word_language_model baseline).
+# variable BPTT around 70) scaled to a budget, picked by measurement against the
+# word_language_model baseline (benchmarks/word_quality.py, word_sweep.py; README tables).
 # - word-cpu, 20 minutes on a 2-core CPU: a few epochs of PTB at most, so the model is small
-#   (2x400, tied: the decoder is most of the cost at V = 10,000) and regularised lightly (a short
-#   run underfits before it overfits); AdamW with the cosine schedule converges faster per token
-#   than SGD; clip 0.25 and BPTT 35 as the baseline.
+#   (2x400) and regularised lightly (a short run underfits before it overfits); AdamW with the
+#   cosine schedule converges faster per token than SGD; clip 0.25 and BPTT 35 as the baseline.
+#   The decoder is an untied adaptive softmax ("auto": 2000 and min(10000, V / 2), so
+#   2000,5000 on PTB and 2000,10000 on WikiText-2): 1.8x (PTB) to 2.8x (WikiText-2) the
+#   tokens/s of the tied full softmax, and lower test perplexity on both corpora (PTB 94.02
+#   against 120.96 in fp32; WikiText-2 154.33 against 308.39). Precision is auto: bf16 on a
+#   CPU with AMX, 1.7x the tokens/s at the same loss per token (PTB 87.62, 0.721x the
+#   baseline's). Tied adaptive and lighter or heavier regularisation, lr 8e-3, E 200 all
+#   measured worse (README).
 # - word-gpu, 10 minutes on one H200: AWD-LSTM's own size and regularisation, batch 80; AdamW
 #   (lr 2e-3, cosine over the budget) instead of 500 epochs of NT-ASGD; fp32 with TF32 (under
 #   bf16 autocast cuDNN runs RNNs in fp16 without loss scaling, see gpu-fast).
@@ -544,7 +559,8 @@ PRESETS["word-cpu"] = {
         "hidden_size": 400,
         "num_layers": 2,
         "dropout": 0.0,
-        "tie_weights": True,
+        "tie_weights": False,
+        "adaptive_cutoffs": "auto",
         "weight_drop": 0.2,
         "dropout_input": 0.2,
         "dropout_hidden": 0.1,

@@ -101,7 +101,10 @@ def info_command(run: str, as_json: bool) -> None:
         click.echo(f"arch:       {m.arch}")
     if m.adaptive_cutoffs:
         cuts = ", ".join(f"{c:,}" for c in m.adaptive_cutoffs)
-        click.echo(f"decoder:    adaptive softmax, cutoffs {cuts} (of {m.vocab_size:,} tokens)")
+        tied = ", tied to the embedding" if m.tie_weights else ""
+        click.echo(
+            f"decoder:    adaptive softmax, cutoffs {cuts} (of {m.vocab_size:,} tokens){tied}"
+        )
     click.echo(f"parameters: {info['parameters']:,}")
     if info["quantization"]:
         q = info["quantization"]

@@ -152,10 +152,11 @@ class ProgressCallback:  # a train.Callback (which imports torch) by its methods
         self.bar = None
 
 
-def _cutoffs(value: str | None) -> list[int] | None:
-    """``--adaptive-softmax 2000,10000`` -> [2000, 10000]; the config checks their order."""
-    if value is None:
-        return None
+def _cutoffs(value: str | None) -> list[int] | str | None:
+    """``--adaptive-softmax 2000,10000`` -> [2000, 10000] (the config checks their order);
+    ``auto`` stays a rule until the vocabulary is known (models/adaptive.auto_cutoffs)."""
+    if value is None or value == "auto":
+        return value
     try:
         return [int(v) for v in value.split(",")]
     except ValueError:
@@ -312,7 +313,8 @@ def _install_stop_handlers(trainer: Trainer) -> None:
     metavar="CUTOFFS",
     callback=lambda ctx, param, value: _cutoffs(value),
     help="Word models: an adaptive softmax with these cluster cutoffs, e.g. 2000,10000 (ids "
-    "are by frequency); needs --no-tie-weights.",
+    "are by frequency), or auto (2000 and half the vocabulary within 3000-10000; none up to "
+    "4000 words); with --tie-weights its word vectors are the embedding's.",
 )
 @click.option("--ar", type=float, help="Activation regularisation (AWD-LSTM's alpha).")
 @click.option("--tar", type=float, help="Temporal activation regularisation (beta).")

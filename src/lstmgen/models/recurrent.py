@@ -76,7 +76,7 @@ class Recurrent:
         if config.tie_weights and config.embedding_size != H:
             shapes["projection.weight"] = (E, H)
         if config.adaptive_cutoffs:  # the adaptive softmax's head and tails (adaptive.py)
-            shapes.update(adaptive.weight_shapes(config, H))
+            shapes.update(adaptive.weight_shapes(config, E if config.tie_weights else H))
         else:
             if not config.tie_weights:  # tied: the decoder's weight is the embedding, stored once
                 shapes["decoder.weight"] = (V, H)
@@ -107,8 +107,8 @@ class Recurrent:
         )
         model.dropout = nn.Dropout(cfg.dropout)
         model.projection = nn.Linear(H, E, bias=False) if cfg.tie_weights and E != H else None
-        if cfg.adaptive_cutoffs:  # adaptive softmax (Grave et al. 2017); never tied (config)
-            model.decoder = adaptive.build(cfg, H)
+        if cfg.adaptive_cutoffs:  # adaptive softmax (Grave et al. 2017), tied or not
+            model.decoder = adaptive.build(cfg, E if cfg.tie_weights else H)
         else:
             model.decoder = nn.Linear(E if cfg.tie_weights else H, V)
         if cfg.tie_weights:

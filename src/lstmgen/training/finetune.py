@@ -26,6 +26,7 @@ step and a resumed run unfreezes at exactly the same steps.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,8 @@ class Base:
         base = self.model.config
         if asked is None:
             return base.replace(vocab_size=vocab_size)
+        if asked.adaptive_cutoffs == "auto":  # a preset's rule: the base's clusters fit it
+            asked = dataclasses.replace(asked, adaptive_cutoffs=base.adaptive_cutoffs)
         differ = [k for k in FIXED if getattr(asked, k) != getattr(base, k)]
         if differ:
             shown = ", ".join(f"{k} {getattr(asked, k)} (base: {getattr(base, k)})" for k in differ)

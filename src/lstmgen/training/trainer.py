@@ -35,6 +35,7 @@ from ..errors import CheckpointError, ConfigError, NumericalError, TrainingError
 from ..evaluate import EvaluationStopped, evaluate_tokens
 from ..model import LanguageModel
 from ..modeldir import TOKENIZER
+from ..models.adaptive import auto_cutoffs
 from ..rundir import STATE_FILE, NoLock, RunDir
 from ..runlock import RunLock
 from ..runtime import (
@@ -273,8 +274,12 @@ class Trainer(RunSchedule):
             if base is not None:
                 model_config = base.model_config(model_config, vocab)
             else:
-                model_config = (model_config or ModelConfig()).replace(
-                    vocab_size=vocab, feature_size=0 if features is None else features.shape[1]
+                model_config = model_config or ModelConfig()
+                cuts = model_config.adaptive_cutoffs
+                model_config = model_config.replace(
+                    vocab_size=vocab,
+                    feature_size=0 if features is None else features.shape[1],
+                    adaptive_cutoffs=auto_cutoffs(vocab) if cuts == "auto" else cuts,
                 )
             with memory_hint(config, model_config.hidden_size):
                 torch.manual_seed(config.seed)
