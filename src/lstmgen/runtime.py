@@ -48,7 +48,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
 
     bf16 on CPU runs oneDNN's bf16 LSTM and matrix products, which pay only on a processor
     with bf16 instructions (``cpu_has_native_bf16``); elsewhere it is emulated, slower than
-    fp32, and refused. On an Intel Xeon with AMX tiles, training ran 1.6-2.0x faster at the
+    fp32, and refused. On an Intel Xeon with AMX tiles, training ran 1.4-2.1x faster at the
     same loss per token, char and word models alike (benchmarks/results/cpu_bf16.json), so
     auto picks it there; with AVX512-BF16 alone (AMD EPYC Zen 4) it is unmeasured, so only an
     explicit ``bf16`` uses it. MPS is refused.
