@@ -276,6 +276,7 @@ def test_quality_cpu_is_race_with_cpu_defaults(tmp_path):
     assert f"{r['val_loss_nats_per_char']:.4f}" in quality_cpu(r)
 
 
+@needs_data
 @pytest.mark.skipif(not runtime.cpu_has_native_bf16(), reason="needs a CPU with bf16 instructions")
 def test_cpu_bf16_benchmark_measures_both_precisions(tmp_path):
     # a subprocess: the real processor decides, as for a user (conftest's patch is not there)
