@@ -33,7 +33,7 @@ from common import SHARED_DATA, measured, write_result
 
 from lstmgen import ModelConfig, TrainConfig, Trainer
 from lstmgen.config import PRESETS
-from lstmgen.runtime import cpu_has_amx, cpu_has_native_bf16
+from lstmgen.runtime import cpu_has_amx, cpu_has_avx512_bf16, cpu_has_native_bf16
 
 
 def settings(root: Path, tiny: bool) -> dict[str, dict[str, Any]]:
@@ -138,7 +138,7 @@ def main() -> None:
             print(f"{name}: bf16 {fp32 / bf16:.2f}x the speed of fp32", flush=True)
     payload = {
         "amx": cpu_has_amx(),
-        "avx512_bf16": bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()),
+        "avx512_bf16": cpu_has_avx512_bf16(),
         "notes": "speedup_bf16: median fp32 training seconds / median bf16 training seconds for "
         "the same steps (fp32 and bf16 runs taking turns, one process, one setting at a time); "
         "val_loss_*: the runs' validation loss after those steps (same seed and data).",

@@ -147,7 +147,7 @@ def implementations(args: argparse.Namespace) -> list[dict]:
         def run() -> None:
             h = x
             for k in range(2):
-                w = _layer_weights(rnn, k, p, False)  # the CPU mask
+                w = _layer_weights(rnn, k, p)
                 w = _one_buffer(w) if cuda_layout else w
                 h0 = h.new_zeros(1, B, H)
                 h, _, _ = torch._VF.lstm(h, (h0, h0), w, True, 1, 0.0, True, False, True)
@@ -156,7 +156,7 @@ def implementations(args: argparse.Namespace) -> list[dict]:
         return run
 
     def one_call() -> None:
-        w = [t for k in range(2) for t in _layer_weights(rnn, k, p, False)]
+        w = [t for k in range(2) for t in _layer_weights(rnn, k, p)]
         h0 = x.new_zeros(2, B, H)
         h, _, _ = torch._VF.lstm(x, (h0, h0), w, True, 2, 0.0, True, False, True)
         h.sum().backward()

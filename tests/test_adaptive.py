@@ -141,14 +141,20 @@ def test_tools_that_need_the_plain_decoder_refuse(tmp_path, corpus_file, run_cli
         assert len(lines) == 1 and "does not support adaptive-softmax models" in lines[0], r.err
 
 
-def test_init_from_grows_the_last_cluster_at_its_mean(tmp_path, corpus_file):
-    word_run(tmp_path, corpus_file, steps=2, name="base")
+def grown_from_base(tmp_path, corpus_file, **model):
+    """A base trained on ``corpus_file``, and a run started from it on text with 4 new words."""
+    word_run(tmp_path, corpus_file, steps=2, name="base", **model)
     base = LanguageModel.from_pretrained(tmp_path / "base")
     new = tmp_path / "new.txt"
     new.write_text("zebras jump over kings\nthe love of my heart\n" * 20, encoding="utf-8")
     cfg = TrainConfig(**TINY_TRAIN, tokenizer="word", max_steps=1)
     trainer = Trainer.create(tmp_path / "ft", [new], cfg, init_from=tmp_path / "base")
     assert trainer.added_tokens == 4
+    return base, trainer
+
+
+def test_init_from_grows_the_last_cluster_at_its_mean(tmp_path, corpus_file):
+    base, trainer = grown_from_base(tmp_path, corpus_file)
     old = base.decoder.tail[1][1].weight  # (V_1, H_1)
     grown = trainer.model.decoder.tail[1][1].weight
     assert grown.shape[0] == old.shape[0] + 4
@@ -235,13 +241,7 @@ def test_tied_head_is_stored_once_and_round_trips(tmp_path, corpus_file):
 
 
 def test_tied_init_from_grows_the_embedding_and_the_bias_at_their_mean(tmp_path, corpus_file):
-    word_run(tmp_path, corpus_file, steps=2, name="base", tie_weights=True)
-    base = LanguageModel.from_pretrained(tmp_path / "base")
-    new = tmp_path / "new.txt"
-    new.write_text("zebras jump over kings\nthe love of my heart\n" * 20, encoding="utf-8")
-    cfg = TrainConfig(**TINY_TRAIN, tokenizer="word", max_steps=1)
-    trainer = Trainer.create(tmp_path / "ft", [new], cfg, init_from=tmp_path / "base")
-    assert trainer.added_tokens == 4
+    base, trainer = grown_from_base(tmp_path, corpus_file, tie_weights=True)
     model = trainer.model
     assert model.decoder.weight is model.embedding.weight  # still tied
     V = base.config.vocab_size

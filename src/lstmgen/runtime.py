@@ -74,7 +74,12 @@ def resolve_precision(name: str, device: torch.device) -> str:
 def cpu_has_native_bf16() -> bool:
     """Whether this processor multiplies bf16 in hardware (AVX512-BF16 or AMX tiles), as
     PyTorch's CPU dispatch sees it."""
-    return cpu_has_amx() or _cpu_probe("_is_avx512_bf16_supported")
+    return cpu_has_amx() or cpu_has_avx512_bf16()
+
+
+def cpu_has_avx512_bf16() -> bool:
+    """Whether this processor has AVX512-BF16 (bf16 dot products; AMD EPYC since Zen 4)."""
+    return _cpu_probe("_is_avx512_bf16_supported")
 
 
 def cpu_has_amx() -> bool:

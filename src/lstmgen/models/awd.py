@@ -66,7 +66,7 @@ def embedding_dropout(weight: Tensor, ids: Tensor, p: float) -> Tensor:
     return F.embedding(ids, weight * mask)
 
 
-def dropconnect(w: Tensor, p: float, cuda: bool) -> Tensor:
+def dropconnect(w: Tensor, p: float) -> Tensor:
     """``w`` with each entry zeroed with probability ``p`` and the rest scaled by 1 / (1 - p),
     as ``F.dropout``. On CPU the mask comes from ``rand``: F.dropout's ``bernoulli_`` took
     8.5-9.7 ms for a (1600, 400) weight_hh on one Xeon core, this 2.9 ms (two such masks are
@@ -74,22 +74,21 @@ def dropconnect(w: Tensor, p: float, cuda: bool) -> Tensor:
     import torch
     import torch.nn.functional as F
 
-    if cuda:
+    if w.is_cuda:
         return F.dropout(w, p, training=True)
     mask = torch.rand_like(w).ge_(p).mul_(1.0 / (1.0 - p))  # (G, H): 0 or 1 / (1 - p)
     return w * mask
 
 
-def _layer_weights(rnn: nn.Module, k: int, p: float, cuda: bool) -> list[Tensor]:
+def _layer_weights(rnn: nn.Module, k: int, p: float) -> list[Tensor]:
     """Layer k's [w_ih, w_hh (DropConnect-ed), b_ih, b_hh]."""
     w_hh = getattr(rnn, f"weight_hh_l{k}")  # (G, H)
-    weights = [
+    return [
         getattr(rnn, f"weight_ih_l{k}"),  # (G, E or H)
-        dropconnect(w_hh, p, cuda) if p else w_hh,  # a fresh mask every forward
+        dropconnect(w_hh, p) if p else w_hh,  # a fresh mask every forward
         getattr(rnn, f"bias_ih_l{k}"),  # (G,)
         getattr(rnn, f"bias_hh_l{k}"),  # (G,)
     ]
-    return weights
 
 
 def _one_buffer(weights: list[Tensor]) -> list[Tensor]:
@@ -121,7 +120,7 @@ def recurrent_stack(
         hx = (h0, torch.zeros_like(h0)) if cell == "lstm" else h0
     if not cfg.dropout_hidden:  # nothing between layers but nn.LSTM's dropout: one fused call
         p = cfg.weight_drop
-        weights = [w for k in range(L) for w in _layer_weights(model.rnn, k, p, x.is_cuda)]
+        weights = [w for k in range(L) for w in _layer_weights(model.rnn, k, p)]
         if x.is_cuda:
             weights = _one_buffer(weights)
         between = cfg.dropout if L > 1 else 0.0
@@ -132,7 +131,7 @@ def recurrent_stack(
         return out, locked_dropout(out, cfg.dropout_output), h
     hs, cs = [], []
     for k in range(L):
-        weights = _layer_weights(model.rnn, k, cfg.weight_drop, x.is_cuda)
+        weights = _layer_weights(model.rnn, k, cfg.weight_drop)
         if x.is_cuda:  # cuDNN's layout: one buffer per call
             weights = _one_buffer(weights)
         if cell == "lstm":
