@@ -200,6 +200,25 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "word-cpu-as-ptb-bf16 at batch 64, lr x1.4: in bf16 on AMX batch 64 trains 1.47x the "
         "tokens/s of batch 32 (fp32: 1.02-1.16x), for half the updates per token",
     ),
+    "word-cpu-as-ptb-bf16-heavy": (
+        {
+            **AS_PTB,
+            "weight_drop": 0.3,
+            "dropout_input": 0.3,
+            "dropout_hidden": 0.15,
+            "dropout_output": 0.4,
+            "dropout_embedding": 0.1,
+        },
+        {"lr": 5e-3, "precision": "bf16"},
+        "word-cpu-as-ptb-bf16 with 1.5x the regularisation: bf16 sees ~10 PTB epochs in 20 "
+        "minutes where fp32 saw ~6, the regime where the light/heavy choice was measured",
+    ),
+    "word-cpu-as-ptb-bf16-h512": (
+        {**AS_PTB, "hidden_size": 512},
+        {"lr": 5e-3, "precision": "bf16"},
+        "word-cpu-as-ptb-bf16 at 2x512: bf16 made the LSTM the cheaper part of a step, so "
+        "width costs less per token than it did in fp32",
+    ),
     "h650-as": (
         {"hidden_size": 650, "tie_weights": False, "adaptive_cutoffs": [2000, 10000]},
         {"lr": 5e-3},

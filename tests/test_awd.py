@@ -44,6 +44,38 @@ def test_embedding_dropout_drops_whole_words():
         assert torch.allclose(rows[0], torch.zeros(6)) or torch.allclose(rows[0], 2 * weight[word])
 
 
+def test_embedding_dropout_matches_masking_the_matrix_first():
+    """Masking the looked-up rows is AWD-LSTM's embedded dropout (mask the (V, E) matrix, then
+    look up): the same mask gives the same output and the same gradient."""
+    weight = torch.randn(10, 6, dtype=torch.float64, requires_grad=True)
+    ids = torch.tensor([[1, 2, 1, 3], [2, 9, 1, 0]])
+    torch.manual_seed(3)
+    out = awd.embedding_dropout(weight, ids, 0.4)
+    (grad,) = torch.autograd.grad((out * out.detach().cos()).sum(), weight)
+    torch.manual_seed(3)  # the same (V, 1) mask, applied the old way
+    mask = torch.empty(10, 1, dtype=torch.float64).bernoulli_(0.6) / 0.6
+    ref = torch.nn.functional.embedding(ids, weight * mask)
+    (ref_grad,) = torch.autograd.grad((ref * ref.detach().cos()).sum(), weight)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(grad, ref_grad)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_dropconnect_on_cpu_drops_p_and_keeps_the_expected_weight(p):
+    torch.manual_seed(0)
+    w = torch.full((401, 399), 3.0)  # 159,999 entries: not a multiple of four
+    out = awd.dropconnect(w, p)
+    assert out.shape == w.shape
+    dropped = (out == 0).double().mean().item()
+    assert abs(dropped - p) < 0.005  # 159,999 draws: the standard error is at most 0.00125
+    kept = out[out != 0]
+    assert torch.allclose(kept, torch.full_like(kept, 3.0 / (1 - round(p * 65536) / 65536)))
+    assert abs(out.mean().item() - 3.0) < 0.1  # 1 / (1 - p) keeps the expectation (4 sigma)
+    torch.manual_seed(0)
+    assert torch.equal(awd.dropconnect(w, p), out)  # the seed decides the mask
+    assert not torch.equal(awd.dropconnect(w, p), out)  # and each call draws a fresh one
+
+
 @pytest.mark.parametrize("option", ["dropout_input", "dropout_hidden"])  # one call, per layer
 @pytest.mark.parametrize("cell", CELLS)
 def test_regularised_forward_computes_the_plain_network(cell, option):
