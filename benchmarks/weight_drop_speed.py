@@ -17,6 +17,7 @@ training steps (ABAB... order, ``--repeats`` rounds), so a shared machine's drif
 
     python benchmarks/weight_drop_speed.py                 # PTB, the word-cpu model's size
     python benchmarks/weight_drop_speed.py --tiny          # seconds: a smoke run
+    python benchmarks/weight_drop_speed.py --precision fp32  # the trainer pairs in fp32
 
 $LSTMGEN_DATA_DIR (or ``--data-root``) points at the corpora (default ../shared/data).
 """
@@ -92,6 +93,7 @@ def trainer_pairs(args: argparse.Namespace, tmp: Path) -> list[dict]:
         max_steps=1,
         sample_tokens=0,
         device="cpu",
+        precision=args.precision,
     )
     out = []
     for i, (name, model) in enumerate(pairs.items()):
@@ -117,6 +119,7 @@ def trainer_pairs(args: argparse.Namespace, tmp: Path) -> list[dict]:
             "model_config": trainers["weight_drop"].model.config.to_dict(),
             "batch": train.batch_size,
             "seq_len": train.seq_len,
+            "precision": trainers["weight_drop"].precision,
             "tokens_per_s_weight_drop": round(on),
             "tokens_per_s_no_weight_drop": round(off),
             "ratio_median_of_rounds": round(statistics.median(ratios), 3),
@@ -205,6 +208,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5, help="steps per chunk")
     ap.add_argument("--repeats", type=int, default=10, help="rounds of chunks")
     ap.add_argument("--tiny", action="store_true", help="tiny sizes: a smoke run")
+    ap.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="the trainer pairs' (auto: bf16 on a CPU with AMX, as lstmgen train)",
+    )
     ap.add_argument("--data-root", type=Path,
                     default=Path(os.environ.get("LSTMGEN_DATA_DIR") or SHARED_DATA))  # fmt: skip
     ap.add_argument("--name", default=None)
@@ -227,11 +236,9 @@ def main() -> None:
             "trainer": pairs,
             "implementations": impls,
             "steps_per_chunk": args.steps,
-            "notes": "CPU, measured while six engineers shared 2 cores (load average ~12): "
-            "wall-clock tokens/s are mostly noise (the two identical paths of a pair differ "
-            "by up to 2x); the CPU-time figures (tokens per CPU-second of this process) are "
-            "the steadier comparison there. Chunks interleaved ABAB in one process. The lead "
-            "reruns it on a quiet machine.",
+            "notes": "Chunks interleaved ABAB in one process; wall-clock tokens/s on a shared "
+            "machine drift, so the ratios (median of rounds) and the CPU-time figures (tokens "
+            "per CPU-second of this process) are the comparison, not the absolute rates.",
         },
     )
 

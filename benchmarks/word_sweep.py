@@ -219,6 +219,12 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "word-cpu-as-ptb-bf16 at 2x512: bf16 made the LSTM the cheaper part of a step, so "
         "width costs less per token than it did in fp32",
     ),
+    "word-cpu-as-ptb-bf16-ntasgd": (
+        AS_PTB,
+        {"optimizer": "nt-asgd", "lr": 30.0, "weight_decay": 1.2e-6, "precision": "bf16"},
+        "word-cpu-as-ptb-bf16 trained by NT-ASGD at AWD-LSTM's lr 30 and L2 1.2e-6 instead of "
+        "AdamW with warmup + cosine: the issue's choice of optimiser, in the CPU budget",
+    ),
     "h650-as": (
         {"hidden_size": 650, "tie_weights": False, "adaptive_cutoffs": [2000, 10000]},
         {"lr": 5e-3},
