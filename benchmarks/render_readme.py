@@ -156,10 +156,10 @@ def quality_cpu_trials(r: dict) -> str:
     )
 
 
-def _benchmark_markdown(module: str) -> Callable[[dict], str]:
+def _benchmark_markdown(module: str, fn: str = "markdown") -> Callable[[dict], str]:
     def render(r: dict) -> str:
         sys.path.insert(0, str(ROOT / "benchmarks"))
-        return import_module(module).markdown(r)
+        return getattr(import_module(module), fn)(r)
 
     return render
 
@@ -199,6 +199,10 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "word_sweep_bf16_reg_ptb": _benchmark_markdown("word_sweep"),
     "word_quality_cpu_preset_ptb": _benchmark_markdown("word_quality"),
     "word_quality_cpu_bf16_h512_ptb": _benchmark_markdown("word_quality"),
+    "word_sweep_ntasgd_ptb": _benchmark_markdown("word_sweep"),
+    "weight_drop_speed_cpu_amx": _benchmark_markdown("weight_drop_speed"),
+    "weight_drop_speed_cpu_fp32": _benchmark_markdown("weight_drop_speed"),
+    "word_quality_cpu_preset_ptb_curve": _benchmark_markdown("word_quality", "curve_markdown"),
     "cpu_bf16": _benchmark_markdown("cpu_bf16"),
     "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
     "quality_cpu_attention_600": _benchmark_markdown("quality_cpu_attention"),
@@ -210,7 +214,11 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
 # A block rendered from a result file of another name: the labels table shows the step-budgeted
 # run made after the fix that lays documents out as generation starts them (labels_steer.json
 # is the 300-s run from before it, kept for the record).
-RESULT_FILES = {"labels_steer": "labels_steer_steps2500_h256"}
+# The PTB preset run's curves (issue #16's "report the curve") come from its result file too.
+RESULT_FILES = {
+    "labels_steer": "labels_steer_steps2500_h256",
+    "word_quality_cpu_preset_ptb_curve": "word_quality_cpu_preset_ptb",
+}
 
 
 def main() -> None:

@@ -203,6 +203,29 @@ def implementations(args: argparse.Namespace) -> list[dict]:
     ]  # fmt: skip
 
 
+def markdown(r: dict) -> str:
+    """The README's table: each trainer pair's tokens/s with weight drop over without it."""
+    from common import measured
+
+    rows = [
+        "| model | precision | tokens/s, weight drop 0.5 | tokens/s, none | ratio (median of "
+        "rounds) | CPU-time ratio | floor 0.9x |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for p in r["trainer"]:
+        met = "met" if p["ratio_median_of_rounds"] >= p["floor"] else "not met"
+        rows.append(
+            f"| {p['pair']} | {p.get('precision', '')} | {p['tokens_per_s_weight_drop']:,} | "
+            f"{p['tokens_per_s_no_weight_drop']:,} | **{p['ratio_median_of_rounds']}** | "
+            f"{p['cpu_time_ratio_median']} | {met} |"
+        )
+    tail = (
+        f"{r['trainer'][0]['batch']}x{r['trainer'][0]['seq_len']} windows of PTB, chunks of "
+        f"{r['steps_per_chunk']} steps taking turns; {measured(r)} (from `benchmarks/`)."
+    )
+    return "\n".join(rows) + "\n\n" + tail
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=5, help="steps per chunk")

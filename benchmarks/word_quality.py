@@ -179,10 +179,12 @@ def side_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     budget before it becomes the preset."""
     if not args.candidate:
         return PRESETS[args.preset]
-    from word_sweep import CANDIDATES, candidate_preset  # word_sweep imports this module
+    from word_sweep import CANDIDATES, GPU_CANDIDATES, candidate_preset  # it imports this module
 
-    if args.candidate not in CANDIDATES:
-        raise SystemExit(f"error: unknown candidate {args.candidate!r} (word_sweep.CANDIDATES)")
+    if args.candidate not in {**CANDIDATES, **GPU_CANDIDATES}:
+        raise SystemExit(
+            f"error: unknown candidate {args.candidate!r} (word_sweep.CANDIDATES, GPU_CANDIDATES)"
+        )
     return candidate_preset(args.candidate)
 
 
@@ -269,6 +271,34 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(rows) + (
         f"\n\n{budget:.0f} s of training each ({r['results'][0].get('mode', '')}), the whole "
         f"test split scored statefully after it; {measured(r)} (from `benchmarks/`)."
+    )
+
+
+def curve_markdown(r: dict[str, Any]) -> str:
+    """The README's learning curves of a word_quality result: each side's validation perplexity
+    against training seconds, merged by time (the issue's "report the curve")."""
+    from common import measured
+
+    out = []
+    for c in r["results"]:
+        sides = [(s, c[s]["curve"]) for s in ("lstmgen", "baseline") if c.get(s)]
+        points = sorted({round(p["elapsed_s"]) for _, curve in sides for p in curve})
+        rows = [
+            f"| {c['corpus']}: training s | " + " | ".join(f"{s} valid ppl" for s, _ in sides)
+            + " |",
+            "|---" * (len(sides) + 1) + "|",
+        ]  # fmt: skip
+        for t in points:
+            cells = []
+            for _, curve in sides:
+                hit = [p for p in curve if round(p["elapsed_s"]) == t]
+                cells.append(f"{hit[0]['val_ppl']} (epoch {hit[0]['epoch']:.1f})" if hit else "")
+            rows.append(f"| {t} | " + " | ".join(cells) + " |")
+        out.append("\n".join(rows))
+    return "\n\n".join(out) + (
+        "\n\nlstmgen evaluates every `eval_every` steps on a prefix of the validation split "
+        "(`eval_tokens`), the baseline after each epoch on all of it; "
+        f"{measured(r)} (from `benchmarks/`)."
     )
 
 

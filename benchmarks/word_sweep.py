@@ -40,6 +40,7 @@ from common import SHARED_DATA, side_by_side, side_by_side_note, write_result
 from word_quality import corpus_paths, lstmgen_side, prepare_run, train_config
 
 from lstmgen import ModelConfig
+from lstmgen.config import PRESETS
 
 BASE = "word-cpu"  # the preset the candidates vary, and the reference candidate's name
 # What every candidate overrides: --preset word-cpu as it stood during the sweeps (tied full
@@ -232,6 +233,18 @@ CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
         "width (WikiText-2 only)",
     ),
 }
+# Variants of --preset word-gpu for gpu_suite_word.sh (word_quality.py --device cuda
+# --candidate NAME), on top of the preset as config.py holds it; word_sweep.py itself (CPU
+# pairs) does not train them.
+GPU_CANDIDATES: dict[str, tuple[dict[str, Any], dict[str, Any], str]] = {
+    "word-gpu-ntasgd": (
+        {},
+        {"optimizer": "nt-asgd", "lr": 30.0, "weight_decay": 1.2e-6},
+        "word-gpu trained by AWD-LSTM's own optimiser, NT-ASGD at lr 30 and L2 1.2e-6, instead "
+        "of AdamW: on PTB AdamW's validation perplexity stalled at ~82 from epoch 28 of 52 "
+        "(word_quality_gpu_ptb-lstmgen.json), where SGD is known to go on improving",
+    ),
+}
 # The default sweep, chosen from measurements that load does not skew (word_sweep_throughput.json,
 # word_sweep_tokens.json): per token of training, lr 5e-3 reached 7 % lower validation
 # perplexity than 3e-3 after 80k tokens and the sizes were within 6.1 % of each other, while the
@@ -250,10 +263,15 @@ SWEEP = [
 
 
 def candidate_preset(name: str) -> dict[str, dict[str, Any]]:
-    """SWEEP_BASE with the candidate's overrides: the dict config.py would hold.
+    """SWEEP_BASE with the candidate's overrides: the dict config.py would hold (a
+    GPU_CANDIDATES name: --preset word-gpu as config.py holds it, with the overrides).
     A candidate trains in fp32 unless it says otherwise: every candidate before
     ``word-cpu-as-ptb-bf16`` was measured in fp32, and precision auto is bf16 on a CPU with
     AMX (runtime.resolve_precision), which would change what its name measures."""
+    if name in GPU_CANDIDATES:
+        model, train, _ = GPU_CANDIDATES[name]
+        base = PRESETS["word-gpu"]
+        return {"model": {**base["model"], **model}, "train": {**base["train"], **train}}
     model, train, _ = CANDIDATES[name]
     train = {**SWEEP_BASE["train"], "precision": "fp32", **train}
     return {"model": {**SWEEP_BASE["model"], **model}, "train": train}

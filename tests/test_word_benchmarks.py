@@ -78,6 +78,20 @@ def test_sweep_candidates_are_valid_word_cpu_variants():
         TrainConfig.from_dict(p["train"])
         assert p not in seen, f"{name} repeats another candidate"
         seen.append(p)
+    # the GPU candidates vary --preset word-gpu as it stands
+    ntasgd = sweep.candidate_preset("word-gpu-ntasgd")
+    assert ntasgd["model"] == PRESETS["word-gpu"]["model"]
+    assert ntasgd["train"] == {
+        **PRESETS["word-gpu"]["train"],
+        "optimizer": "nt-asgd",
+        "lr": 30.0,
+        "weight_decay": 1.2e-6,
+    }
+    for name in sweep.GPU_CANDIDATES:
+        p = sweep.candidate_preset(name)
+        ModelConfig.from_dict(p["model"]).validate()
+        TrainConfig.from_dict(p["train"]).validate()
+        assert name not in sweep.CANDIDATES
 
 
 def _record(**payload):
@@ -106,6 +120,40 @@ def test_word_tables_render_from_results():
     lines = sweep.splitlines()
     assert lines[2] == "| `b` | B | **180.0** | 0.6 | 1100 |"  # best first
     assert lines[3].startswith("| `a` | A | 200.0 |")
+
+
+def test_curve_table_merges_both_sides_by_time():
+    table = benchmark_module("word_quality").curve_markdown(_record(results=[{
+        "corpus": "ptb",
+        "lstmgen": {"curve": [{"elapsed_s": 100.2, "val_ppl": 250.0, "epoch": 0.5},
+                              {"elapsed_s": 400.0, "val_ppl": 150.0, "epoch": 2.0}]},
+        "baseline": {"curve": [{"elapsed_s": 300.4, "val_ppl": 220.0, "epoch": 1.0}]},
+    }]))  # fmt: skip
+    lines = table.splitlines()
+    assert lines[0] == "| ptb: training s | lstmgen valid ppl | baseline valid ppl |"
+    assert lines[2:5] == [  # in time order, each side's cell empty where it did not evaluate
+        "| 100 | 250.0 (epoch 0.5) |  |",
+        "| 300 |  | 220.0 (epoch 1.0) |",
+        "| 400 | 150.0 (epoch 2.0) |  |",
+    ]
+    only = benchmark_module("word_quality").curve_markdown(_record(results=[{
+        "corpus": "ptb", "lstmgen": {"curve": [{"elapsed_s": 5, "val_ppl": 9.0, "epoch": 1}]},
+    }]))  # fmt: skip
+    assert only.splitlines()[:3] == ["| ptb: training s | lstmgen valid ppl |", "|---|---|",
+                                     "| 5 | 9.0 (epoch 1.0) |"]  # fmt: skip
+
+
+def test_weight_drop_speed_table_says_whether_each_pair_meets_the_floor():
+    pair = {"pair": "P", "precision": "bf16", "tokens_per_s_weight_drop": 4336,
+            "tokens_per_s_no_weight_drop": 4347, "ratio_median_of_rounds": 0.983,
+            "cpu_time_ratio_median": 0.982, "floor": 0.9, "batch": 32, "seq_len": 35}  # fmt: skip
+    slow = {**pair, "pair": "Q", "ratio_median_of_rounds": 0.85}
+    table = benchmark_module("weight_drop_speed").markdown(
+        _record(trainer=[pair, slow], steps_per_chunk=5)
+    )
+    assert "| P | bf16 | 4,336 | 4,347 | **0.983** | 0.982 | met |" in table
+    assert "| Q | bf16 | 4,336 | 4,347 | **0.85** | 0.982 | not met |" in table
+    assert "32x35 windows of PTB, chunks of 5 steps" in table
 
 
 def test_throughput_table_renders_from_results():
@@ -166,6 +214,8 @@ def test_word_quality_measures_a_sweep_candidate_in_place_of_the_preset():
     assert preset is PRESETS["word-cpu"]
     with pytest.raises(SystemExit, match="unknown candidate"):
         wq.side_settings(argparse.Namespace(preset="word-cpu", candidate="nope"))
+    gpu = wq.side_settings(argparse.Namespace(preset="word-gpu", candidate="word-gpu-ntasgd"))
+    assert gpu["train"]["optimizer"] == "nt-asgd" and gpu["model"]["hidden_size"] == 1150
     table = wq.markdown(_record(results=[{
         "corpus": "wikitext-2", "budget_s": 1200.0, "mode": "side-by-side",
         "lstmgen": {"preset": "word-cpu", "candidate": "word-cpu-as", "test_ppl": 200.0},
