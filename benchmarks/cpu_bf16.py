@@ -1,5 +1,5 @@
 """Training on CPU in bf16 against fp32: speed and loss, the evidence for ``--precision auto``
-choosing bf16 on a CPU with AMX (runtime.resolve_precision).
+choosing bf16 on a CPU with AMX or AVX512-BF16 (runtime.resolve_precision).
 
 For each setting, the same run (same seed, data and steps) is trained with ``--precision fp32``
 and ``--precision bf16`` by lstmgen's Trainer, taking turns (fp32, bf16, bf16, fp32, ...) so a
@@ -10,7 +10,7 @@ whether bf16 learns as much per step.
 Settings: the default char model (2x384, batch 16x64) on tiny-shakespeare, on 1 and on 2
 threads; the ``word-cpu`` preset's model (its cutoffs resolved for PTB) on PTB, 1 thread.
 
-    python benchmarks/cpu_bf16.py            # ~8 min on a 2-core Xeon with AMX
+    python benchmarks/cpu_bf16.py            # ~8 min on a 2-core Xeon with AMX, ~6 on an EPYC
     python benchmarks/cpu_bf16.py --tiny     # seconds: a smoke run
 
 A CPU without bf16 instructions refuses ``--precision bf16`` (one line) and this benchmark

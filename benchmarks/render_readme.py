@@ -190,7 +190,8 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "word_quality_cpu_adaptive_ptb": _benchmark_markdown("word_quality"),
     "word_quality_cpu_adaptive_ptb_light": _benchmark_markdown("word_quality"),
     "word_quality_cpu_adaptive_ptb_e200_1k": _benchmark_markdown("word_quality"),
-    # CPU bf16 (precision auto on AMX): per-token parity, the PTB and WikiText-2 runs, speed
+    # CPU bf16 (precision auto with bf16 instructions): per-token parity, the PTB and
+    # WikiText-2 runs, speed
     "word_sweep_bf16_tokens_ptb": _benchmark_markdown("word_sweep"),
     "word_sweep_tied_tokens_ptb": _benchmark_markdown("word_sweep"),
     "word_quality_cpu_adaptive_ptb_bf16": _benchmark_markdown("word_quality"),
@@ -198,12 +199,14 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "word_quality_cpu_preset_wt2": _benchmark_markdown("word_quality"),
     "word_sweep_bf16_reg_ptb": _benchmark_markdown("word_sweep"),
     "word_quality_cpu_preset_ptb": _benchmark_markdown("word_quality"),
+    "word_quality_cpu_preset_ptb_epyc": _benchmark_markdown("word_quality"),
     "word_quality_cpu_bf16_h512_ptb": _benchmark_markdown("word_quality"),
     "word_sweep_ntasgd_ptb": _benchmark_markdown("word_sweep"),
     "weight_drop_speed_cpu_amx": _benchmark_markdown("weight_drop_speed"),
     "weight_drop_speed_cpu_fp32": _benchmark_markdown("weight_drop_speed"),
     "word_quality_cpu_preset_ptb_curve": _benchmark_markdown("word_quality", "curve_markdown"),
     "cpu_bf16": _benchmark_markdown("cpu_bf16"),
+    "cpu_bf16_epyc": _benchmark_markdown("cpu_bf16"),
     "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
     "quality_cpu_attention_600": _benchmark_markdown("quality_cpu_attention"),
     "attention_ablation": _benchmark_markdown("attention_ablation"),

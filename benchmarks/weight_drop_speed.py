@@ -235,7 +235,7 @@ def main() -> None:
         "--precision",
         choices=["auto", "fp32", "bf16"],
         default="auto",
-        help="the trainer pairs' (auto: bf16 on a CPU with AMX, as lstmgen train)",
+        help="the trainer pairs' (auto: bf16 on a CPU with bf16 instructions, as lstmgen train)",
     )
     ap.add_argument("--data-root", type=Path,
                     default=Path(os.environ.get("LSTMGEN_DATA_DIR") or SHARED_DATA))  # fmt: skip

@@ -267,7 +267,7 @@ def candidate_preset(name: str) -> dict[str, dict[str, Any]]:
     GPU_CANDIDATES name: --preset word-gpu as config.py holds it, with the overrides).
     A candidate trains in fp32 unless it says otherwise: every candidate before
     ``word-cpu-as-ptb-bf16`` was measured in fp32, and precision auto is bf16 on a CPU with
-    AMX (runtime.resolve_precision), which would change what its name measures."""
+    bf16 instructions (runtime.resolve_precision), which would change what its name measures."""
     if name in GPU_CANDIDATES:
         model, train, _ = GPU_CANDIDATES[name]
         base = PRESETS["word-gpu"]

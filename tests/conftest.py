@@ -58,9 +58,10 @@ def make_play(n_lines: int = 400, seed: int = 0) -> str:
 def _seed_and_threads(monkeypatch):
     torch.manual_seed(0)
     torch.set_num_threads(1)  # small models: threads only add noise and overhead
-    # precision auto is bf16 on a CPU with AMX (runtime.py): the suite runs as on any other
-    # processor; the tests of that choice say so themselves (the cpu_bf16 fixture)
-    monkeypatch.setattr(runtime, "cpu_has_amx", lambda: False)
+    # precision auto is bf16 on a CPU with bf16 instructions (runtime.py): the suite runs as on
+    # a processor without them; the tests of that choice say so themselves (the cpu_bf16
+    # fixture) and so do subprocesses, which this patch does not reach (--precision fp32)
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
     yield
 
 

@@ -36,7 +36,8 @@ TINY = {
     "log-every": 5,
     "sample-tokens": 0,
     "device": "cpu",
-    # auto is bf16 on a CPU with AMX; the torchrun processes do not see conftest's patch
+    # auto is bf16 on a CPU with bf16 instructions; the torchrun processes do not see
+    # conftest's patch
     "precision": "fp32",
 }
 

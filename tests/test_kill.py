@@ -22,7 +22,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same single thread as the in
 
 
 def flags(steps):
-    # fp32 as the in-process reference (conftest): auto is bf16 on a CPU with AMX
+    # fp32 as the in-process reference (conftest): auto is bf16 on a CPU with bf16 instructions
     return [
         "-q",
         *tiny_train_args(max_steps=steps, eval_every=1, log_every=1),

@@ -59,7 +59,8 @@ def test_baseline_recipe_is_the_published_one():
 
 def test_sweep_candidates_are_valid_word_cpu_variants():
     sweep = benchmark_module("word_sweep")
-    # the preset is the PTB winner with its cutoffs as a rule and precision auto (bf16 on AMX)
+    # the preset is the PTB winner with its cutoffs as a rule and precision auto (bf16 on AMX
+    # or AVX512-BF16)
     won = sweep.candidate_preset("word-cpu-as-ptb-bf16")
     preset = PRESETS["word-cpu"]
     assert {**preset["model"], "adaptive_cutoffs": auto_cutoffs(10000)} == won["model"]

@@ -301,7 +301,8 @@ class TrainConfig(_JsonConfig):
     sample_tokens: int = 200  # sample printed at each evaluation (0 = none)
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    # auto = bf16 autocast on CUDA and on CPUs with AMX, fp32 elsewhere; fp32 on CUDA lets
+    # auto = bf16 autocast on CUDA and on CPUs with bf16 instructions (AMX or AVX512-BF16),
+    # fp32 elsewhere; fp32 on CUDA lets
     # matmuls and cuDNN use TF32; bf16 needs CUDA or a CPU with bf16 instructions
     # (runtime.resolve_precision)
     precision: str = "auto"
@@ -548,9 +549,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 #   2000,5000 on PTB and 2000,10000 on WikiText-2): 1.8x (PTB) to 2.8x (WikiText-2) the
 #   tokens/s of the tied full softmax, and lower test perplexity on both corpora (PTB 94.02
 #   against 120.96 in fp32; WikiText-2 154.33 against 308.39). Precision is auto: bf16 on a
-#   CPU with AMX, 1.7x the tokens/s at the same loss per token (PTB 87.62, 0.721x the
-#   baseline's). Tied adaptive and lighter or heavier regularisation, lr 8e-3, E 200 all
-#   measured worse (README).
+#   CPU with bf16 instructions, on AMX 1.7x the tokens/s at the same loss per token (PTB:
+#   0.721x, 0.758x and 0.740x the baseline's test perplexity in three 20-minute runs). Tied
+#   adaptive, lighter or heavier regularisation, lr 8e-3, E 200, 2x512 and NT-ASGD all
+#   measured worse or no better (README).
 # - word-gpu, 10 minutes on one H200: AWD-LSTM's own size and regularisation, batch 80; AdamW
 #   (lr 2e-3, cosine over the budget) instead of 500 epochs of NT-ASGD; fp32 with TF32 (under
 #   bf16 autocast cuDNN runs RNNs in fp16 without loss scaling, see gpu-fast).

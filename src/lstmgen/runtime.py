@@ -38,7 +38,8 @@ def resolve_device(name: str) -> torch.device:
 def resolve_precision(name: str, device: torch.device) -> str:
     """``"bf16"`` or ``"fp32"`` for a TrainConfig ``precision`` on ``device``.
 
-    auto: bf16 on CUDA and on a CPU with AMX (``cpu_has_amx``), fp32 elsewhere. bf16 means
+    auto: bf16 on CUDA and on a CPU with bf16 instructions (``cpu_has_native_bf16``: AMX or
+    AVX512-BF16), fp32 elsewhere. bf16 means
     ``torch.autocast(dtype=torch.bfloat16)`` around the forward pass and loss (weights,
     gradients and optimizer stay fp32); note that
     under any autocast PyTorch runs cuDNN RNNs in fp16 (ATen's cudnn/AutocastRNN.cpp), the
@@ -49,14 +50,14 @@ def resolve_precision(name: str, device: torch.device) -> str:
     bf16 on CPU runs oneDNN's bf16 LSTM and matrix products, which pay only on a processor
     with bf16 instructions (``cpu_has_native_bf16``); elsewhere it is emulated, slower than
     fp32, and refused. On an Intel Xeon with AMX tiles, training ran 1.4-2.1x faster at the
-    same loss per token, char and word models alike (benchmarks/results/cpu_bf16.json), so
-    auto picks it there; with AVX512-BF16 alone (AMD EPYC Zen 4) it is unmeasured, so only an
-    explicit ``bf16`` uses it. MPS is refused.
+    same loss per token, char and word models alike (benchmarks/results/cpu_bf16.json); on an
+    AMD EPYC with AVX512-BF16 and no AMX, 1.5-1.8x (cpu_bf16_epyc.json). So auto picks it on
+    both. MPS is refused.
 
     ``torch.backends.cudnn.benchmark`` is left alone: it autotunes convolution algorithms
     only; cuDNN RNNs get their algorithm from fixed heuristics, so it would change nothing."""
     if name == "auto":
-        fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_amx())
+        fast = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
         return "bf16" if fast else "fp32"
     if name == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         raise ConfigError(

@@ -364,8 +364,8 @@ def _install_stop_handlers(trainer: Trainer) -> None:
 @click.option(
     "--precision",
     type=click.Choice(PRECISIONS),
-    help="auto: bf16 autocast on CUDA and on CPUs with AMX, fp32 elsewhere; bf16 on a CPU needs "
-    "AVX512-BF16 or AMX; fp32 on CUDA uses TF32.",
+    help="auto: bf16 autocast on CUDA and on CPUs with bf16 instructions (AMX or AVX512-BF16), "
+    "fp32 elsewhere; bf16 on a CPU needs them; fp32 on CUDA uses TF32.",
 )
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or samples.")
 @click.option(
