@@ -207,6 +207,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "weight_drop_speed_cpu_fp32": _benchmark_markdown("weight_drop_speed"),
     "weight_drop_speed_cpu_epyc_bf16": _benchmark_markdown("weight_drop_speed"),
     "word_quality_cpu_preset_ptb_curve": _benchmark_markdown("word_quality", "curve_markdown"),
+    "word_quality_cpu_preset_ptb_epyc_curve": _benchmark_markdown("word_quality", "curve_markdown"),
     "cpu_bf16": _benchmark_markdown("cpu_bf16"),
     "cpu_bf16_epyc": _benchmark_markdown("cpu_bf16"),
     "quality_cpu_attention_sweep": _benchmark_markdown("quality_cpu_attention"),
@@ -219,10 +220,11 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
 # A block rendered from a result file of another name: the labels table shows the step-budgeted
 # run made after the fix that lays documents out as generation starts them (labels_steer.json
 # is the 300-s run from before it, kept for the record).
-# The PTB preset run's curves (issue #16's "report the curve") come from its result file too.
+# The PTB preset runs' curves (issue #16's "report the curve") come from their result files too.
 RESULT_FILES = {
     "labels_steer": "labels_steer_steps2500_h256",
     "word_quality_cpu_preset_ptb_curve": "word_quality_cpu_preset_ptb",
+    "word_quality_cpu_preset_ptb_epyc_curve": "word_quality_cpu_preset_ptb_epyc",
 }
 
 
