@@ -202,6 +202,7 @@ RENDERERS: dict[str, Callable[[dict], str]] = {
     "word_quality_cpu_preset_ptb": _benchmark_markdown("word_quality"),
     "word_quality_cpu_preset_ptb_epyc": _benchmark_markdown("word_quality"),
     "word_quality_cpu_bf16_h512_ptb": _benchmark_markdown("word_quality"),
+    "word_sweep_h512_ptb_epyc": _benchmark_markdown("word_sweep"),
     "word_sweep_ntasgd_ptb": _benchmark_markdown("word_sweep"),
     "weight_drop_speed_cpu_amx": _benchmark_markdown("weight_drop_speed"),
     "weight_drop_speed_cpu_fp32": _benchmark_markdown("weight_drop_speed"),
