@@ -181,7 +181,7 @@ def side_settings(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         return PRESETS[args.preset]
     from word_sweep import CANDIDATES, GPU_CANDIDATES, candidate_preset  # it imports this module
 
-    if args.candidate not in {**CANDIDATES, **GPU_CANDIDATES}:
+    if args.candidate not in CANDIDATES and args.candidate not in GPU_CANDIDATES:
         raise SystemExit(
             f"error: unknown candidate {args.candidate!r} (word_sweep.CANDIDATES, GPU_CANDIDATES)"
         )
@@ -282,17 +282,17 @@ def curve_markdown(r: dict[str, Any]) -> str:
     out = []
     for c in r["results"]:
         sides = [(s, c[s]["curve"]) for s in ("lstmgen", "baseline") if c.get(s)]
-        points = sorted({round(p["elapsed_s"]) for _, curve in sides for p in curve})
+        by_time = [{round(p["elapsed_s"]): p for p in curve} for _, curve in sides]
         rows = [
             f"| {c['corpus']}: training s | " + " | ".join(f"{s} valid ppl" for s, _ in sides)
             + " |",
             "|---" * (len(sides) + 1) + "|",
         ]  # fmt: skip
-        for t in points:
-            cells = []
-            for _, curve in sides:
-                hit = [p for p in curve if round(p["elapsed_s"]) == t]
-                cells.append(f"{hit[0]['val_ppl']} (epoch {hit[0]['epoch']:.1f})" if hit else "")
+        for t in sorted(set().union(*by_time)):
+            cells = [
+                f"{side[t]['val_ppl']} (epoch {side[t]['epoch']:.1f})" if t in side else ""
+                for side in by_time
+            ]
             rows.append(f"| {t} | " + " | ".join(cells) + " |")
         out.append("\n".join(rows))
     return "\n\n".join(out) + (

@@ -302,9 +302,8 @@ class TrainConfig(_JsonConfig):
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     # auto = bf16 autocast on CUDA and on CPUs with bf16 instructions (AMX or AVX512-BF16),
-    # fp32 elsewhere; fp32 on CUDA lets
-    # matmuls and cuDNN use TF32; bf16 needs CUDA or a CPU with bf16 instructions
-    # (runtime.resolve_precision)
+    # fp32 elsewhere; fp32 on CUDA lets matmuls and cuDNN use TF32; bf16 needs CUDA or a CPU
+    # with bf16 instructions (runtime.resolve_precision)
     precision: str = "auto"
     log_every: int = 10  # steps between progress updates (the only host syncs in the loop)
     # Fine-tuning tools (ULMFiT, Howard & Ruder 2018; training/finetune.py), for any run but

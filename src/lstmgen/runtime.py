@@ -39,10 +39,9 @@ def resolve_precision(name: str, device: torch.device) -> str:
     """``"bf16"`` or ``"fp32"`` for a TrainConfig ``precision`` on ``device``.
 
     auto: bf16 on CUDA and on a CPU with bf16 instructions (``cpu_has_native_bf16``: AMX or
-    AVX512-BF16), fp32 elsewhere. bf16 means
-    ``torch.autocast(dtype=torch.bfloat16)`` around the forward pass and loss (weights,
-    gradients and optimizer stay fp32); note that
-    under any autocast PyTorch runs cuDNN RNNs in fp16 (ATen's cudnn/AutocastRNN.cpp), the
+    AVX512-BF16), fp32 elsewhere. bf16 means ``torch.autocast(dtype=torch.bfloat16)`` around
+    the forward pass and loss (weights, gradients and optimizer stay fp32); note that under any
+    autocast PyTorch runs cuDNN RNNs in fp16 (ATen's cudnn/AutocastRNN.cpp), the
     embedding lookup and decoder in bf16. fp32 on CUDA lets matmuls and cuDNN (the LSTM) use
     TF32 tensor cores (``torch.backends.cuda.matmul.allow_tf32`` and
     ``torch.backends.cudnn.allow_tf32``) while the trainer runs; see ``tf32``.
